@@ -1,0 +1,220 @@
+"""Minibatch linear CKA with the unbiased HSIC estimator (Song et al. 2012; Nguyen, Raghu & Kornblith 2021).
+
+For activations X (n×p₁), Y (n×p₂) of the same n images: K = XXᵀ, L = YYᵀ and
+
+    HSIC₁(K, L) = [tr(K̃L̃) + (1ᵀK̃1)(1ᵀL̃1)/((n−1)(n−2)) − 2/(n−2)·1ᵀK̃L̃1] / (n(n−3))     (Song et al., eq. 5)
+
+with K̃, L̃ the Grams with zeroed diagonals. Equivalently HSIC₁ = ⟨U(K), U(L)⟩ / (n(n−3)) with U the
+U-centring below, which lets all tap pairs of two models share ONE matrix product per minibatch.
+Minibatch CKA is a ratio of means over k minibatches (Nguyen et al. 2021, eq. 4):
+
+    CKA = mean_i HSIC₁(K_i, L_i) / sqrt(mean_i HSIC₁(K_i, K_i) · mean_i HSIC₁(L_i, L_i)).
+
+Grams are computed in fp32 (TF32 and autocast off), everything after in float64.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from seelike.device import exact_fp32
+
+__all__ = [
+    "hsic1",
+    "minibatch_cka",
+    "cka_matrix",
+    "gram",
+    "u_centre",
+    "CkaAccumulator",
+    "ConstantRepresentationWarning",
+    "MIN_BATCH",
+]
+
+MIN_BATCH = 4  # HSIC₁ divides by n(n−3) and (n−1)(n−2)
+# A tap whose U-centred Gram carries less than this fraction of its Gram's energy is constant (HSIC₁ = 0).
+DEGENERATE_RTOL = 1e-10
+
+
+class ConstantRepresentationWarning(UserWarning):
+    """A representation is constant across the images (HSIC₁(K, K) = 0): its CKA is undefined, reported 0."""
+
+
+def _as_tensor(x, device: torch.device | None = None) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    t = t.to(device) if device is not None else t
+    return t if t.dtype == torch.float64 else t.float()
+
+
+def gram(x, device: torch.device | None = None) -> torch.Tensor:
+    """K = X Xᵀ for one batch of activations (n, ...) flattened per example: exact fp32 (float64 if given)."""
+    t = _as_tensor(x, device).reshape(len(x), -1)
+    with exact_fp32():
+        return t @ t.T
+
+
+def u_centre(k: torch.Tensor) -> torch.Tensor:
+    """U-centre one or a stack of Grams (..., n, n) in float64: zero the diagonal, subtract row and column
+    means scaled by 1/(n−2), add the total over (n−1)(n−2), zero the diagonal again."""
+    n = k.shape[-1]
+    if n < MIN_BATCH:
+        raise ValueError(f"HSIC₁ needs a batch of at least {MIN_BATCH} examples, got {n}")
+    k = k.double().clone()
+    k.diagonal(dim1=-2, dim2=-1).zero_()
+    rows = k.sum(-1)
+    total = rows.sum(-1)
+    k -= rows[..., :, None] / (n - 2)
+    k -= rows[..., None, :] / (n - 2)
+    k += (total / ((n - 1) * (n - 2)))[..., None, None]
+    k.diagonal(dim1=-2, dim2=-1).zero_()
+    return k
+
+
+def hsic1(K, L) -> float:
+    """Unbiased HSIC of two n×n Gram matrices (float64)."""
+    k, ell = _as_tensor(K).double(), _as_tensor(L).double()
+    n = k.shape[0]
+    if k.shape != (n, n) or ell.shape != (n, n):
+        raise ValueError(f"hsic1 needs two square Grams of one size, got {tuple(k.shape)} and {tuple(ell.shape)}")
+    return float((u_centre(k) * u_centre(ell)).sum() / (n * (n - 3)))
+
+
+@dataclass
+class CkaAccumulator:
+    """Float64 running sums for all tap pairs of two models over minibatches.
+
+    `add(grams_a, grams_b)` takes the stacked Grams of one minibatch (Tₐ, n, n) and (T_b, n, n) — the same
+    stack twice for self-similarity — U-centres them, and adds the whole Tₐ×T_b block of HSIC₁ values with
+    ONE matrix product over the strict upper triangles (both U-centred Grams are symmetric with zero
+    diagonal, so ⟨U_K, U_L⟩ = 2·Σ_{i<j} U_K[i,j]·U_L[i,j]).
+    """
+
+    n_a: int
+    n_b: int
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    chunk: int = 32  # taps U-centred at once: bounds memory at chunk·n² float64
+    cross: torch.Tensor = field(init=False)
+    self_a: torch.Tensor = field(init=False)
+    self_b: torch.Tensor = field(init=False)
+    energy_a: torch.Tensor = field(init=False)
+    energy_b: torch.Tensor = field(init=False)
+    batches: int = field(init=False, default=0)
+    dropped: list[int] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        z = lambda *s: torch.zeros(*s, dtype=torch.float64, device=self.device)  # noqa: E731
+        self.cross, self.self_a, self.self_b = z(self.n_a, self.n_b), z(self.n_a), z(self.n_b)
+        self.energy_a, self.energy_b = z(self.n_a), z(self.n_b)
+
+    def _upper(self, grams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scaled strict-upper-triangle vectors of U-centred Grams, and each Gram's off-diagonal energy."""
+        n = grams.shape[-1]
+        iu = torch.triu_indices(n, n, offset=1, device=self.device)
+        out, energy = [], []
+        for start in range(0, grams.shape[0], self.chunk):
+            g = grams[start : start + self.chunk].to(self.device)
+            u = u_centre(g)
+            out.append(u[:, iu[0], iu[1]])
+            g64 = g.double()
+            energy.append(2 * (g64[:, iu[0], iu[1]] ** 2).sum(-1))
+            del u, g64
+        # 2/(n(n−3)) turns the upper-triangle product into HSIC₁; split as a square root on each side.
+        scale = (2.0 / (n * (n - 3))) ** 0.5
+        return torch.cat(out) * scale, torch.cat(energy)
+
+    def add(self, grams_a: torch.Tensor, grams_b: torch.Tensor | None = None, batch_id: int = -1) -> bool:
+        """Add one minibatch; returns False (and records it) when n < 4 makes HSIC₁ undefined."""
+        n = grams_a.shape[-1]
+        if n < MIN_BATCH:
+            self.dropped.append(batch_id if batch_id >= 0 else self.batches + len(self.dropped))
+            return False
+        va, ea = self._upper(torch.as_tensor(grams_a))
+        if grams_b is None:
+            vb, eb = va, ea
+        else:
+            if grams_b.shape[-1] != n:
+                raise ValueError(f"minibatch sizes differ between models: {n} vs {grams_b.shape[-1]}")
+            vb, eb = self._upper(torch.as_tensor(grams_b))
+        self.cross += va @ vb.T
+        self.self_a += (va * va).sum(-1)
+        self.self_b += (vb * vb).sum(-1)
+        self.energy_a += ea
+        self.energy_b += eb
+        self.batches += 1
+        return True
+
+    def degenerate(self) -> tuple[np.ndarray, np.ndarray]:
+        """Boolean masks of constant taps (HSIC₁(K,K) ≈ 0 relative to the Gram's energy) for each model."""
+        da = self.self_a <= DEGENERATE_RTOL * self.energy_a * 2.0
+        db = self.self_b <= DEGENERATE_RTOL * self.energy_b * 2.0
+        # all-zero activations have no energy at all
+        return (da | (self.energy_a == 0)).cpu().numpy(), (db | (self.energy_b == 0)).cpu().numpy()
+
+    def result(self) -> np.ndarray:
+        """Tₐ×T_b minibatch CKA (ratio of means; the 1/k factors cancel). Constant taps give 0."""
+        if self.batches == 0:
+            raise ValueError(f"no minibatch of at least {MIN_BATCH} examples was added")
+        deg_a, deg_b = self.degenerate()
+        denom = torch.sqrt(torch.outer(self.self_a.clamp_min(0), self.self_b.clamp_min(0)))
+        out = (self.cross / torch.where(denom > 0, denom, torch.ones_like(denom))).cpu().numpy()
+        out[deg_a, :] = 0.0
+        out[:, deg_b] = 0.0
+        return out
+
+
+def _stack_grams(batches_by_tap: Sequence[Sequence], i: int, device: torch.device) -> torch.Tensor:
+    return torch.stack([gram(batches[i], device) for batches in batches_by_tap])
+
+
+def cka_matrix(
+    xs_by_tap: Mapping[str, Sequence],
+    ys_by_tap: Mapping[str, Sequence] | None = None,
+    device: str | torch.device = "cpu",
+) -> pd.DataFrame:
+    """Minibatch CKA of every tap pair: rows = first model's taps, columns = second's (self if None).
+
+    Each dict maps tap name → sequence of activation batches (n_i, ...), batch i being the same images for
+    every tap of both models. Batches with n < 4 are dropped with a warning; constant taps are listed in
+    `df.attrs["constant_rows"/"constant_cols"]`, warned about, and given CKA 0.
+    """
+    device = torch.device(device)
+    names_a = list(xs_by_tap)
+    names_b = list(ys_by_tap) if ys_by_tap is not None else names_a
+    lens = {len(v) for v in xs_by_tap.values()} | ({len(v) for v in ys_by_tap.values()} if ys_by_tap else set())
+    if len(lens) != 1:
+        raise ValueError(f"every tap needs the same number of minibatches, got {sorted(lens)}")
+    acc = CkaAccumulator(len(names_a), len(names_b), device=device)
+    for i in range(lens.pop()):
+        ga = _stack_grams([xs_by_tap[t] for t in names_a], i, device)
+        gb = None if ys_by_tap is None else _stack_grams([ys_by_tap[t] for t in names_b], i, device)
+        acc.add(ga, gb, batch_id=i)
+    if acc.dropped:
+        warnings.warn(f"dropped minibatches {acc.dropped}: fewer than {MIN_BATCH} examples", stacklevel=2)
+    df = pd.DataFrame(acc.result(), index=names_a, columns=names_b)
+    deg_a, deg_b = acc.degenerate()
+    df.attrs["constant_rows"] = [n for n, d in zip(names_a, deg_a) if d]
+    df.attrs["constant_cols"] = [n for n, d in zip(names_b, deg_b) if d]
+    df.attrs["dropped_batches"] = list(acc.dropped)
+    constant = sorted(set(df.attrs["constant_rows"]) | set(df.attrs["constant_cols"]))
+    if constant:
+        warnings.warn(
+            f"constant representation(s) {constant}: HSIC₁(K,K)=0, CKA undefined; reported as 0",
+            ConstantRepresentationWarning,
+            stacklevel=2,
+        )
+    return df
+
+
+def minibatch_cka(xs: Sequence, ys: Sequence) -> float:
+    """Minibatch CKA of two equal-length sequences of activation batches (n_i, ...) of the same images."""
+    if len(xs) != len(ys):
+        raise ValueError(f"xs and ys need the same number of minibatches, got {len(xs)} and {len(ys)}")
+    for i, (x, y) in enumerate(zip(xs, ys)):
+        if len(x) != len(y):
+            raise ValueError(f"minibatch {i}: {len(x)} examples in xs but {len(y)} in ys")
+    return float(cka_matrix({"x": list(xs)}, {"y": list(ys)}).iloc[0, 0])

@@ -1,0 +1,1 @@
+"""Model acquisition (timm hub, local checkpoint, trained here), loading and tap discovery."""

@@ -1,0 +1,294 @@
+"""Taps: the intermediate representations a model exposes, named in the paper's terms, in forward order.
+
+A registry maps a model family to a discoverer, so a new family is one entry (`register_family`), not a branch
+in every analysis. Each tap is a (module, where) pair: `where="output"` hooks the module's output,
+`where="input"` its first positional input (e.g. the post-attention residual sum is the input of `norm2`,
+the ResNet residual sum the input of the final activation) — sums that are no module's output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+__all__ = [
+    "Tap",
+    "discover_taps",
+    "record_taps",
+    "tap_family",
+    "register_family",
+    "taps_table",
+    "TapFiringError",
+]
+
+
+@dataclass(frozen=True)
+class Tap:
+    name: str  # unique, e.g. "blocks.3.attn_res" or "layer2.0.out"
+    kind: str  # paper term, e.g. "attn_res", "mlp_hidden", "conv2", "out"
+    module_path: str  # dotted path of the hooked module
+    where: str  # "output" or "input"
+    block: int | None  # running block index across the model (None for stem / final norm)
+    index: int = 0  # position in forward order
+
+
+class TapFiringError(RuntimeError):
+    """A tap fired a number of times other than once in a forward pass (a reused module)."""
+
+
+Discoverer = Callable[[nn.Module], list[tuple[str, str, str, str, int | None]]]
+_FAMILIES: list[tuple[str, Callable[[nn.Module], bool], Discoverer]] = []
+
+
+def register_family(name: str, detect: Callable[[nn.Module], bool], discover: Discoverer) -> None:
+    """Add a model family; families are tried in registration order, `generic` last."""
+    _FAMILIES.append((name, detect, discover))
+
+
+def _has(m: nn.Module, *names: str) -> bool:
+    return all(hasattr(m, n) for n in names)
+
+
+def _is_identity(m: nn.Module | None) -> bool:
+    return m is None or isinstance(m, nn.Identity)
+
+
+# ---------------------------------------------------------------- ViT-like (ViT, DeiT, BEiT-style blocks)
+def _is_vit(model: nn.Module) -> bool:
+    blocks = getattr(model, "blocks", None)
+    return (
+        isinstance(blocks, (nn.Sequential, nn.ModuleList))
+        and len(blocks) > 0
+        and all(_has(b, "attn", "norm1", "norm2", "mlp") for b in blocks)
+    )
+
+
+def _vit_taps(model: nn.Module) -> list[tuple[str, str, str, str, int | None]]:
+    out: list[tuple[str, str, str, str, int | None]] = [("embed", "embed", "blocks.0", "input", None)]
+    for i, blk in enumerate(model.blocks):
+        p = f"blocks.{i}"
+        # With LayerScale the branch is the ls output; BEiT-style gamma parameters have no module, so the
+        # attention output stands in (documented in the README).
+        attn_branch = f"{p}.ls1" if not _is_identity(getattr(blk, "ls1", None)) else f"{p}.attn"
+        mlp_branch = f"{p}.ls2" if not _is_identity(getattr(blk, "ls2", None)) else f"{p}.mlp"
+        out += [
+            (f"{p}.norm1", "norm1", f"{p}.norm1", "output", i),
+            (f"{p}.attn", "attn", attn_branch, "output", i),
+            (f"{p}.attn_res", "attn_res", f"{p}.norm2", "input", i),
+            (f"{p}.norm2", "norm2", f"{p}.norm2", "output", i),
+        ]
+        if hasattr(blk.mlp, "act"):
+            out.append((f"{p}.mlp_hidden", "mlp_hidden", f"{p}.mlp.act", "output", i))
+        out += [
+            (f"{p}.mlp", "mlp", mlp_branch, "output", i),
+            (f"{p}.block", "block", p, "output", i),
+        ]
+    if not _is_identity(getattr(model, "norm", None)):
+        out.append(("norm", "norm", "norm", "output", None))
+    return out
+
+
+# ---------------------------------------------------------------- timm ResNet (post-activation)
+def _is_resnet(model: nn.Module) -> bool:
+    return _has(model, "conv1", "bn1", "layer1", "layer4")
+
+
+def _resnet_taps(model: nn.Module) -> list[tuple[str, str, str, str, int | None]]:
+    out: list[tuple[str, str, str, str, int | None]] = [("stem", "stem", "maxpool", "output", None)]
+    k = 0
+    for s in range(1, 5):
+        for b, blk in enumerate(getattr(model, f"layer{s}")):
+            p = f"layer{s}.{b}"
+            if hasattr(blk, "conv3"):  # Bottleneck
+                branch = f"{p}.se" if not _is_identity(getattr(blk, "se", None)) else f"{p}.bn3"
+                out += [
+                    (f"{p}.conv1", "conv1", f"{p}.act1", "output", k),
+                    (f"{p}.conv2", "conv2", f"{p}.act2", "output", k),
+                    (f"{p}.branch", "branch", branch, "output", k),
+                ]
+                last_act = f"{p}.act3"
+            else:  # BasicBlock
+                branch = f"{p}.se" if not _is_identity(getattr(blk, "se", None)) else f"{p}.bn2"
+                out += [
+                    (f"{p}.conv1", "conv1", f"{p}.act1", "output", k),
+                    (f"{p}.branch", "branch", branch, "output", k),
+                ]
+                last_act = f"{p}.act2"
+            if not _is_identity(getattr(blk, "downsample", None)):
+                out.append((f"{p}.shortcut", "shortcut", f"{p}.downsample", "output", k))
+            out += [
+                (f"{p}.sum", "sum", last_act, "input", k),
+                (f"{p}.out", "out", p, "output", k),
+            ]
+            k += 1
+    return out
+
+
+# ---------------------------------------------------------------- timm ResNetV2 (pre-activation, BiT)
+def _is_resnetv2(model: nn.Module) -> bool:
+    stages = getattr(model, "stages", None)
+    return (
+        _has(model, "stem", "stages")
+        and isinstance(stages, nn.Sequential)
+        and all(hasattr(s, "blocks") for s in stages)
+        and all(hasattr(b, "conv3") for s in stages for b in s.blocks)
+    )
+
+
+def _resnetv2_taps(model: nn.Module) -> list[tuple[str, str, str, str, int | None]]:
+    out: list[tuple[str, str, str, str, int | None]] = [("stem", "stem", "stem", "output", None)]
+    k = 0
+    for s, stage in enumerate(model.stages):
+        for b, blk in enumerate(stage.blocks):
+            p = f"stages.{s}.blocks.{b}"
+            preact = type(blk).__name__.startswith("PreAct")
+            if preact:  # norm → conv order: norm1 is the pre-activation shared with the shortcut
+                seq = [("preact", "norm1"), ("conv1", "conv1"), ("norm2", "norm2")]
+                seq += [("conv2", "conv2"), ("norm3", "norm3"), ("branch", "conv3")]
+            else:  # conv → norm order, sum activated by act3
+                seq = [("conv1", "norm1"), ("conv2", "norm2"), ("branch", "norm3")]
+            if not _is_identity(getattr(blk, "downsample", None)):
+                # the shortcut projection runs before the residual branch in both block types
+                seq.insert(1 if preact else 0, ("shortcut", "downsample"))
+            out += [(f"{p}.{kind}", kind, f"{p}.{mod}", "output", k) for kind, mod in seq]
+            if not preact and hasattr(blk, "act3"):
+                out.append((f"{p}.sum", "sum", f"{p}.act3", "input", k))
+            out.append((f"{p}.out", "out", p, "output", k))
+            k += 1
+    if not _is_identity(getattr(model, "norm", None)):
+        out.append(("norm", "norm", "norm", "output", None))
+    return out
+
+
+# ---------------------------------------------------------------- generic fallback
+_SKIP_LEAVES = (nn.Identity, nn.Dropout, nn.Dropout2d, nn.Flatten)
+
+
+def _generic_taps(model: nn.Module) -> list[tuple[str, str, str, str, int | None]]:
+    """Named leaf modules that fire exactly once, in firing order (found with one dummy forward)."""
+    head = _classifier_path(model)
+    leaves = {
+        n: m
+        for n, m in model.named_modules()
+        if n and not list(m.children()) and not isinstance(m, _SKIP_LEAVES) and n != head
+    }
+    counts: dict[str, int] = {n: 0 for n in leaves}
+    order: list[str] = []
+    handles = []
+    for n, m in leaves.items():
+
+        def hook(_m, _i, _o, n=n):
+            if counts[n] == 0:
+                order.append(n)
+            counts[n] += 1
+
+        handles.append(m.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            was_training = model.training
+            model.eval()
+            model(torch.zeros(1, *input_size(model)))
+            model.train(was_training)
+    finally:
+        for h in handles:
+            h.remove()
+    reused = [n for n in order if counts[n] != 1]
+    if reused:
+        warnings.warn(f"generic taps: skipping modules that fire more than once: {reused}", stacklevel=2)
+    return [(n, type(leaves[n]).__name__.lower(), n, "output", None) for n in order if counts[n] == 1]
+
+
+def _classifier_path(model: nn.Module) -> str | None:
+    get = getattr(model, "default_cfg", None) or {}
+    return get.get("classifier") if isinstance(get, dict) else None
+
+
+def input_size(model: nn.Module) -> tuple[int, int, int]:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return tuple(cfg.get("input_size", (3, 224, 224)))  # type: ignore[return-value]
+
+
+register_family("vit", _is_vit, _vit_taps)
+register_family("resnet", _is_resnet, _resnet_taps)
+register_family("resnetv2", _is_resnetv2, _resnetv2_taps)
+
+
+def tap_family(model: nn.Module) -> str:
+    for name, detect, _ in _FAMILIES:
+        if detect(model):
+            return name
+    return "generic"
+
+
+def discover_taps(model: nn.Module) -> list[Tap]:
+    """The model's taps in forward order (see module docstring for the families)."""
+    family = tap_family(model)
+    discover = next((d for n, _, d in _FAMILIES if n == family), _generic_taps)
+    raw = discover(model)
+    modules = dict(model.named_modules())
+    missing = [path for _, _, path, _, _ in raw if path not in modules]
+    if missing:
+        raise RuntimeError(f"tap discovery for family '{family}' names absent modules: {missing[:5]}")
+    return [Tap(n, k, p, w, b, i) for i, (n, k, p, w, b) in enumerate(raw)]
+
+
+def taps_table(taps: list[Tap]):
+    """Taps as a tidy pandas frame (one row per tap, forward order)."""
+    import pandas as pd
+
+    return pd.DataFrame([asdict(t) for t in taps])
+
+
+@contextlib.contextmanager
+def record_taps(
+    model: nn.Module,
+    taps: list[Tap],
+    callback: Callable[[Tap, torch.Tensor], None],
+    check_once: bool = True,
+) -> Iterator[dict[str, int]]:
+    """Hook every tap; `callback(tap, activation)` runs inside the hook, so in-place ops that follow
+    (timm ResNet's `x += shortcut`, inplace ReLU) cannot corrupt what it sees. Yields per-tap fire counts
+    for the current forward; with `check_once`, a tap firing more than once raises `TapFiringError`.
+    """
+    modules = dict(model.named_modules())
+    counts = {t.name: 0 for t in taps}
+    handles = []
+
+    def fire(tap: Tap, tensor: torch.Tensor) -> None:
+        counts[tap.name] += 1
+        if check_once and counts[tap.name] > 1:
+            raise TapFiringError(
+                f"tap '{tap.name}' ({tap.module_path}) fired twice in one forward: the module is reused; "
+                "reset counts between forwards with `counts.clear()`-free usage, or register a family discoverer"
+            )
+        callback(tap, tensor)
+
+    for tap in taps:
+        mod = modules[tap.module_path]
+        if tap.where == "output":
+            handles.append(
+                mod.register_forward_hook(
+                    lambda _m, _i, o, tap=tap: fire(tap, o[0] if isinstance(o, tuple) else o)
+                )
+            )
+        elif tap.where == "input":
+            handles.append(mod.register_forward_pre_hook(lambda _m, i, tap=tap: fire(tap, i[0])))
+        else:
+            raise ValueError(f"tap '{tap.name}': where must be 'output' or 'input', got {tap.where!r}")
+
+    # Counts reset before each forward so `check_once` is per pass.
+    def reset(_m, _i):
+        for k in counts:
+            counts[k] = 0
+
+    handles.append(model.register_forward_pre_hook(reset))
+    try:
+        yield counts
+    finally:
+        for h in handles:
+            h.remove()

@@ -1,0 +1,277 @@
+"""Effective receptive fields (Raghu et al. 2021, Fig 6 and App. C.4).
+
+The ERF of a tap is |∂ y(centre) / ∂ x|: the gradient of the tap's activation at its centre position with
+respect to the input image, absolute value summed over the input's colour channels, averaged over images.
+The centre is (H//2, W//2) of a CNN feature map, or the patch token at (H//2, W//2) of a ViT's patch grid
+(prefix tokens excluded).
+
+"Averaged over channels" has two readings, both offered (`channel_reduce`):
+
+- ``"grad_of_mean"`` (default): |∂ mean_c y_c(centre) / ∂ x|, one backward pass per tap. This is Luo et al.
+  (2016)'s recipe (set the output gradient to 1 at the centre for every channel and back-propagate), which
+  the paper cites for ERFs.
+- ``"mean_of_abs"``: mean_c |∂ y_c(centre) / ∂ x|, one backward per channel (batched in chunks): no
+  cancellation between channels of opposite sign, C times the cost.
+
+Taps are read by `seelike.models.taps.record_taps` (module output or input); the captured activation is
+cloned inside the hook so that in-place operations after it (timm ResNet's `x += shortcut`, in-place ReLU)
+cannot change what is differentiated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from seelike.attention import TokenGrid, token_grid
+
+CHANNEL_REDUCE = ("grad_of_mean", "mean_of_abs")
+
+__all__ = [
+    "CHANNEL_REDUCE",
+    "ErfResult",
+    "auto_erf_taps",
+    "centre_activation",
+    "effective_receptive_fields",
+    "erf_size",
+    "erf_sizes_frame",
+]
+
+
+def centre_activation(y: torch.Tensor, grid: TokenGrid | None = None) -> torch.Tensor:
+    """(B, C) activation at the centre position of a tap.
+
+    4-D (B, C, H, W) maps (NCHW, as in timm CNNs) use position (H//2, W//2); 3-D (B, N, C) token sequences use
+    the patch token at grid position (H//2, W//2) of `grid` (required for tokens).
+    """
+    if y.ndim == 4:
+        return y[:, :, y.shape[2] // 2, y.shape[3] // 2]
+    if y.ndim == 3:
+        if grid is None:
+            raise ValueError(
+                "a token tap (B, N, C) needs the model's TokenGrid to find its centre token"
+            )
+        if y.shape[1] != grid.num_tokens:
+            raise ValueError(
+                f"token tap has {y.shape[1]} tokens, the grid expects {grid.num_tokens} "
+                f"({grid.num_prefix_tokens} prefix + {grid.grid_hw[0]}x{grid.grid_hw[1]} patches)"
+            )
+        return y[:, grid.centre_token, :]
+    raise ValueError(f"cannot find a centre position in an activation of shape {tuple(y.shape)}")
+
+
+@dataclass
+class ErfResult:
+    """Mean ERF maps (tap name → (H, W) float64 over the input image) and the settings that made them."""
+
+    maps: dict[str, np.ndarray]
+    n_images: int
+    channel_reduce: str
+    img_hw: tuple[int, int]
+
+
+def _capture(model: nn.Module, taps: Sequence, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    from seelike.models.taps import record_taps
+
+    got: dict[str, torch.Tensor] = {}
+
+    def cb(tap, t: torch.Tensor) -> None:
+        got[tap.name] = (
+            t.clone()
+        )  # later in-place ops (x += shortcut, ReLU(inplace)) must not reach it
+
+    with record_taps(model, list(taps), cb):
+        model(x)
+    missing = [t.name for t in taps if t.name not in got]
+    if missing:
+        raise RuntimeError(f"taps did not fire in the forward pass: {missing}")
+    return got
+
+
+def _input_grads(
+    centre: torch.Tensor, x: torch.Tensor, channel_reduce: str, chunk: int, retain: bool
+) -> torch.Tensor:
+    """(B, H, W) per-image ERF contribution of a (B, C) centre activation."""
+    if channel_reduce == "grad_of_mean":
+        (g,) = torch.autograd.grad(centre.mean(1).sum(), x, retain_graph=retain)
+        return g.abs().sum(1)
+    c = centre.shape[1]
+    acc = torch.zeros(x.shape[0], *x.shape[2:], dtype=x.dtype, device=x.device)
+    for start in range(0, c, chunk):
+        stop = min(c, start + chunk)
+        eye = torch.zeros(stop - start, *centre.shape, dtype=centre.dtype, device=centre.device)
+        eye[torch.arange(stop - start), :, torch.arange(start, stop)] = 1.0
+        last = stop == c
+        try:
+            (g,) = torch.autograd.grad(
+                centre, x, grad_outputs=eye, retain_graph=retain or not last, is_grads_batched=True
+            )
+            acc += g.abs().sum(2).sum(0)
+        except RuntimeError:  # an op without a batching rule: one channel at a time
+            for j in range(stop - start):
+                (g,) = torch.autograd.grad(
+                    centre,
+                    x,
+                    grad_outputs=eye[j],
+                    retain_graph=retain or not (last and j == stop - start - 1),
+                )
+                acc += g.abs().sum(1)
+    return acc / c
+
+
+def effective_receptive_fields(
+    model: nn.Module,
+    batches: Iterable,
+    taps: Sequence,
+    *,
+    n_images: int | None = None,
+    channel_reduce: str = "grad_of_mean",
+    device: str | torch.device | None = None,
+    channel_chunk: int = 64,
+    progress: bool = False,
+) -> ErfResult:
+    """Mean ERF map of every tap over the images of `batches` (images or (images, labels) tuples).
+
+    `taps` are `seelike.models.taps.Tap` objects (name, module_path, where). One forward pass per batch captures
+    every tap; each tap then gets its own backward pass (`grad_of_mean`) or C of them (`mean_of_abs`).
+    """
+    if channel_reduce not in CHANNEL_REDUCE:
+        raise ValueError(f"channel_reduce must be one of {CHANNEL_REDUCE}, got {channel_reduce!r}")
+    if not taps:
+        raise ValueError("no taps given for the effective receptive field")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.eval().to(device)
+    sums: dict[str, torch.Tensor] = {}
+    seen = 0
+    grid: TokenGrid | None = None
+    img_hw: tuple[int, int] | None = None
+    it = iter(batches)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc="effective receptive field", unit="batch")
+    for item in it:
+        if n_images is not None and seen >= n_images:
+            break
+        x = item[0] if isinstance(item, (tuple, list)) else item
+        take = x.shape[0] if n_images is None else min(x.shape[0], n_images - seen)
+        x = x[:take].to(device).detach().requires_grad_(True)
+        if img_hw is None:
+            img_hw = (int(x.shape[-2]), int(x.shape[-1]))
+            if getattr(model, "patch_embed", None) is not None:
+                grid = token_grid(model, img_hw)
+        with torch.enable_grad():
+            acts = _capture(model, taps, x)
+            for k, tap in enumerate(taps):
+                centre = centre_activation(acts[tap.name], grid)
+                g = _input_grads(centre, x, channel_reduce, channel_chunk, retain=k < len(taps) - 1)
+                s = g.detach().double().sum(0)
+                sums[tap.name] = sums[tap.name] + s if tap.name in sums else s
+        del acts
+        seen += take
+    if img_hw is None:
+        raise ValueError("no images were given: the batch iterable was empty")
+    maps = {t.name: (sums[t.name] / seen).cpu().numpy() for t in taps}
+    return ErfResult(maps, seen, channel_reduce, img_hw)
+
+
+def erf_size(erf: np.ndarray, quantiles: Sequence[float] = (0.5, 0.9)) -> dict[str, float]:
+    """Centroid of an ERF map and the radii (px, from the centroid) holding each quantile of its mass.
+
+    Pixels sit at their centres (i + 0.5, j + 0.5). r_q is the distance of the nearest pixel at which the
+    cumulative mass of the pixels sorted by distance reaches q. A map with no mass (a tap that does not depend on
+    the input) gives NaN sizes and total_mass 0, never a silent number.
+    """
+    m = np.asarray(erf, dtype=np.float64)
+    if m.ndim != 2:
+        raise ValueError(f"an ERF map is 2-D (H, W), got shape {m.shape}")
+    if np.any(m < 0) or not np.all(np.isfinite(m)):
+        raise ValueError("an ERF map holds finite non-negative magnitudes")
+    total = float(m.sum())
+    out: dict[str, float] = {"total_mass": total}
+    if total <= 0:
+        out.update({"centroid_row": np.nan, "centroid_col": np.nan, "sigma_px": np.nan})
+        out.update({f"r{round(q * 100)}_px": np.nan for q in quantiles})
+        return out
+    p = m / total
+    rows, cols = np.meshgrid(
+        np.arange(m.shape[0]) + 0.5, np.arange(m.shape[1]) + 0.5, indexing="ij"
+    )
+    cr, cc = float((p * rows).sum()), float((p * cols).sum())
+    d = np.sqrt((rows - cr) ** 2 + (cols - cc) ** 2).ravel()
+    order = np.argsort(d, kind="stable")
+    cum = np.cumsum(p.ravel()[order])
+    out.update(
+        {
+            "centroid_row": cr,
+            "centroid_col": cc,
+            "sigma_px": float(np.sqrt((p.ravel() * d**2).sum())),
+        }
+    )
+    for q in quantiles:
+        # tolerance: cumulative float sums may fall a hair short of q (e.g. q = 1)
+        i = int(np.searchsorted(cum, q - 1e-12, side="left"))
+        out[f"r{round(q * 100)}_px"] = float(d[order[min(i, len(d) - 1)]])
+    return out
+
+
+def erf_sizes_frame(
+    result: ErfResult, taps: Sequence, quantiles: Sequence[float] = (0.5, 0.9)
+) -> pd.DataFrame:
+    """Tidy table: one row per tap with its kind, block, ERF size and settings."""
+    rows = []
+    for order, tap in enumerate(taps):
+        row = {
+            "tap": tap.name,
+            "kind": getattr(tap, "kind", ""),
+            "block": getattr(tap, "block", None),
+            "order": order,
+            "n_images": result.n_images,
+            "channel_reduce": result.channel_reduce,
+        }
+        row.update(erf_size(result.maps[tap.name], quantiles))
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    df["block"] = df["block"].astype("Int64")
+    return df
+
+
+def _pick_blocks(n: int, k: int = 4) -> list[int]:
+    """Block 0 and the ends of the k quarters: for 12 blocks 0, 2, 5, 8, 11 (the paper's ViT sublayers 1, 3, 6,
+    9, 12)."""
+    return sorted({0} | {max(0, round(n * j / k) - 1) for j in range(1, k + 1)})
+
+
+def auto_erf_taps(all_taps: Sequence, family: str, residual: str = "post") -> list:
+    """The paper-like default taps of a model from its discovered taps (`seelike.models.taps.discover_taps`).
+
+    ViT: block 0 and the quarter ends (12 blocks: 1, 3, 6, 9, 12 in the paper's 1-based counting), tap
+    `attn_res` (after the attention sublayer's residual sum) for `residual="post"`, `attn` (attention branch
+    only) for `"pre"`. CNNs (resnet, resnetv2): `stem` and the last unit of each stage (R50: 3, 7, 13, 16), tap
+    `out` for post, `branch` for pre.
+    """
+    if residual not in ("post", "pre"):
+        raise ValueError(f"residual must be 'post' or 'pre', got {residual!r}")
+    by_name = {t.name: t for t in all_taps}
+    if family == "vit":
+        blocks = sorted({t.block for t in all_taps if t.block is not None})
+        kind = "attn_res" if residual == "post" else "attn"
+        return [by_name[f"blocks.{blocks[i]}.{kind}"] for i in _pick_blocks(len(blocks))]
+    if family in ("resnet", "resnetv2"):
+        kind = "out" if residual == "post" else "branch"
+        units = [t for t in all_taps if t.kind == kind]
+        ends = []
+        for i, t in enumerate(units):  # a stage ends where the next unit's stage prefix differs
+            stage = t.name.rsplit(".", 2)[0]
+            nxt = units[i + 1].name.rsplit(".", 2)[0] if i + 1 < len(units) else None
+            if stage != nxt:
+                ends.append(t)
+        return ([by_name["stem"]] if "stem" in by_name else []) + ends
+    raise ValueError(
+        f"no default ERF taps for model family {family!r}; list tap names in the config (erf.taps.<model>)"
+    )

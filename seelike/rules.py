@@ -1,0 +1,43 @@
+"""Helpers shared by the thin scripts in scripts/: logging into the rule's log file and thread limits."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+
+def setup_rule(snakemake: Any) -> logging.Logger:
+    """Send logging (and warnings, and uncaught errors) to the rule's log file; cap torch threads."""
+    log_file = snakemake.log[0] if len(snakemake.log) else None
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        handlers.append(logging.FileHandler(log_file, mode="w"))
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.captureWarnings(True)
+    logger = logging.getLogger("seelike.rule")
+
+    def excepthook(kind, value, tb):
+        logger.error("rule failed", exc_info=(kind, value, tb))
+        sys.__excepthook__(kind, value, tb)
+
+    sys.excepthook = excepthook
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, int(snakemake.threads)))
+    except ImportError:
+        pass
+    return logger
+
+
+class Progress:
+    """Minimal progress lines into the log (tqdm bars are unreadable in log files)."""
+
+    def __init__(self, logger: logging.Logger, label: str, every: int = 10):
+        self.logger, self.label, self.every = logger, label, every
+
+    def __call__(self, repeat: int, batch: int, n_batches: int) -> None:
+        if batch % self.every == 0 or batch == n_batches - 1:
+            self.logger.info("%s: repeat %d, batch %d/%d", self.label, repeat, batch + 1, n_batches)

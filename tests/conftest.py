@@ -1,0 +1,41 @@
+"""Shared fixtures. Tests never touch the network: the hub is forced offline for the whole session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TIMM_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the repo's Snakefile with `workdir` as working directory."""
+    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+def prepare_workdir(workdir: Path, config: Path) -> Path:
+    """A run folder with the config copied in (the Snakefile reads config/config.yaml relative to it)."""
+    (workdir / "config").mkdir(parents=True, exist_ok=True)
+    shutil.copy(config, workdir / "config" / "config.yaml")
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def workflow_run(tmp_path_factory) -> Path:
+    """The whole workflow run once on tests/configs/tiny.yaml; returns the run folder (results/ inside)."""
+    root = prepare_workdir(tmp_path_factory.mktemp("workflow"), REPO / "tests" / "configs" / "tiny.yaml")
+    run_snakemake(root, "--cores", "2", "--resources", "gpu=1")
+    return root

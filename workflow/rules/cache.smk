@@ -1,0 +1,25 @@
+rule cache:
+    input:
+        model="results/models/{model}/model.json",
+        samples="results/samples/{dataset}.csv",
+    output:
+        directory("results/cache/{dataset}/{model}"),
+    params:
+        dataset_cfg=dataset_cfg,
+        cka=config["cka"],
+        seed=config["seed"],
+        device=config["device"],
+        num_workers=config["num_workers"],
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=240,
+    log:
+        "logs/cache/{dataset}/{model}.log",
+    benchmark:
+        "benchmarks/cache/{dataset}/{model}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../../scripts/build_cache.py"

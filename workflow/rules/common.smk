@@ -1,0 +1,98 @@
+# Config validation, wildcard constraints and every input function. Rules hold no Python logic.
+import re
+
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml", set_default=True)
+
+
+def _check_references(cfg):
+    """Cross-key checks a JSON schema cannot express; each names the key and the fix."""
+    datasets, models = cfg["datasets"], cfg["models"]
+    if cfg["analysis_dataset"] not in datasets:
+        raise ValueError(
+            f"config: analysis_dataset {cfg['analysis_dataset']!r} is not a key of datasets {sorted(datasets)}"
+        )
+    for name, spec in models.items():
+        if spec["source"] == "train":
+            if "train" not in spec:
+                raise ValueError(f"config: models.{name} has source: train but no train: section")
+            if spec["train"]["dataset"] not in datasets:
+                raise ValueError(
+                    f"config: models.{name}.train.dataset {spec['train']['dataset']!r} is not a key of datasets"
+                )
+        if spec["source"] == "checkpoint" and "path" not in spec:
+            raise ValueError(f"config: models.{name} has source: checkpoint but no path:")
+    for pair in cfg["cka"]["pairs"]:
+        for m in pair:
+            if m not in models:
+                raise ValueError(f"config: cka.pairs entry {pair} names {m!r}, not a key of models {sorted(models)}")
+
+
+_check_references(config)
+
+DATASETS = list(config["datasets"])
+MODELS = list(config["models"])
+ANALYSIS = config["analysis_dataset"]
+# Every rule file appends a function (config) -> list of its final targets; `rule all` collects them.
+FINAL_OUTPUT_FUNCS = []
+
+
+def _alternation(names):
+    return "|".join(re.escape(n) for n in names) if names else "(?!)"
+
+
+def models_with_source(*sources):
+    return [m for m in MODELS if config["models"][m]["source"] in sources]
+
+
+wildcard_constraints:
+    dataset=_alternation(DATASETS),
+    model=_alternation(MODELS),
+    a=_alternation(MODELS),
+    b=_alternation(MODELS),
+
+
+def get_final_output(wildcards):
+    targets = []
+    for func in FINAL_OUTPUT_FUNCS:
+        targets.extend(func(config))
+    return targets
+
+
+def model_spec(wildcards):
+    return config["models"][wildcards.model]
+
+
+def train_samples(wildcards):
+    """The sample list a trained model learns from (empty for hub / checkpoint models)."""
+    spec = config["models"][wildcards.model]
+    if spec["source"] != "train":
+        return []
+    return f"results/samples/{spec['train']['dataset']}.csv"
+
+
+def train_dataset_cfg(wildcards):
+    spec = config["models"][wildcards.model]
+    return config["datasets"][spec["train"]["dataset"]] if spec["source"] == "train" else {}
+
+
+def checkpoint_file(wildcards):
+    spec = config["models"][wildcards.model]
+    return [spec["path"]] if spec["source"] == "checkpoint" else []
+
+
+def dataset_cfg(wildcards):
+    return config["datasets"][wildcards.dataset]
+
+
+def is_vit_arch(name):
+    """Whether a configured model is ViT-like by its timm architecture name (decided without loading it)."""
+    arch = config["models"][name]["arch"].split(".")[0]
+    return any(k in arch for k in ("vit", "deit", "beit", "eva", "cait")) and "convit" not in arch
+
+
+def cka_pairs():
+    """Self pairs for every model, then the configured cross pairs."""
+    return [(m, m) for m in MODELS] + [tuple(p) for p in config["cka"]["pairs"]]

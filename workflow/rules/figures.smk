@@ -1,0 +1,64 @@
+# Figures are drawn from tables only, so `snakemake fig1` reruns in seconds without a GPU.
+
+
+def fig1_targets(cfg):
+    return expand("results/figures/fig1_self_cka/{model}.{ext}", model=MODELS, ext=["png", "pdf"])
+
+
+def fig2_targets(cfg):
+    return [
+        f"results/figures/fig2_cross_cka/{a}__{b}.{ext}"
+        for a, b in (tuple(p) for p in cfg["cka"]["pairs"])
+        for ext in ("png", "pdf")
+    ]
+
+
+FINAL_OUTPUT_FUNCS.extend([fig1_targets, fig2_targets])
+
+
+rule plot_self_cka:
+    input:
+        f"results/cka/{ANALYSIS}/{{model}}__{{model}}.parquet",
+    output:
+        png=report(
+            "results/figures/fig1_self_cka/{model}.png",
+            caption="../report/fig1.rst",
+            category="Fig 1: self-similarity",
+            labels={"model": "{model}"},
+        ),
+        pdf="results/figures/fig1_self_cka/{model}.pdf",
+    log:
+        "logs/figures/fig1_{model}.log",
+    conda:
+        "../../envs/plot.yaml"
+    script:
+        "../../scripts/plot_cka.py"
+
+
+rule plot_cross_cka:
+    input:
+        f"results/cka/{ANALYSIS}/{{a}}__{{b}}.parquet",
+    output:
+        png=report(
+            "results/figures/fig2_cross_cka/{a}__{b}.png",
+            caption="../report/fig2.rst",
+            category="Fig 2: cross-model CKA",
+            labels={"pair": "{a} vs {b}"},
+        ),
+        pdf="results/figures/fig2_cross_cka/{a}__{b}.pdf",
+    log:
+        "logs/figures/fig2_{a}__{b}.log",
+    conda:
+        "../../envs/plot.yaml"
+    script:
+        "../../scripts/plot_cka.py"
+
+
+rule fig1:
+    input:
+        fig1_targets(config),
+
+
+rule fig2:
+    input:
+        fig2_targets(config),
