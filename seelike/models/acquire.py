@@ -29,6 +29,10 @@ def acquire_model(
     """Materialise one configured model; returns the info written to `model.json`."""
     out_json = Path(out_json)
     device = device or torch.device("cpu")
+    if spec["source"] == "train":
+        from seelike.models.train import seed_everything
+
+        seed_everything(int(spec["train"]["seed"]))  # before construction: the initial weights are random
     model = create_model(spec)
     data_config = resolve_data_config(model)
     info: dict[str, Any] = {

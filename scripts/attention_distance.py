@@ -1,0 +1,50 @@
+"""Rule attention_distance: mean attention distance per block × head of one ViT-family model."""
+
+from seelike.attention import attention_distances
+from seelike.data.loader import make_loader
+from seelike.data.samples import samples_hash
+from seelike.device import exact_fp32, pick_device
+from seelike.io import write_table
+from seelike.models.load import load_model
+from seelike.rules import setup_rule
+
+log = setup_rule(snakemake)  # noqa: F821
+p, inp = snakemake.params, snakemake.input  # noqa: F821
+cfg = p.attention
+device = pick_device(p.device)
+model, info = load_model(inp.model, device)
+loader = make_loader(
+    inp.samples,
+    p.dataset_cfg,
+    info["data_config"],
+    split=cfg["split"],
+    n_images=cfg["n_images"],
+    batch_size=cfg["batch_size"],
+    num_workers=p.num_workers,
+)
+with exact_fp32():
+    res = attention_distances(
+        model, loader, cls=cfg["cls"], n_images=cfg["n_images"], device=device
+    )
+df = res.to_frame()
+df.insert(0, "model", info["name"])
+g = res.grid
+meta = {
+    "analysis": "attention_distance",
+    "model": info["name"],
+    "arch": info["arch"],
+    "cls": cfg["cls"],
+    "n_images": res.n_images,
+    "split": cfg["split"],
+    "samples_hash": samples_hash(inp.samples),
+    "grid_hw": g.grid_hw,
+    "patch_px": g.patch_px,
+    "stride_px": g.stride_px,
+    "img_hw": g.img_hw,
+    "num_prefix_tokens": g.num_prefix_tokens,
+    "device": str(device),
+}
+write_table(df, snakemake.output[0], meta)  # noqa: F821
+log.info(
+    "%s: %d blocks × heads over %d images (cls=%s)", info["name"], len(df), res.n_images, cfg["cls"]
+)

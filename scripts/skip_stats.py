@@ -1,0 +1,49 @@
+"""Rule skip_stats: skip-connection norm ratios and cosines of one model (Fig 7, App. E.2)."""
+
+from seelike.data.loader import make_loader
+from seelike.data.samples import samples_hash
+from seelike.device import exact_fp32, pick_device
+from seelike.io import write_table
+from seelike.models.load import load_model
+from seelike.rules import setup_rule
+from seelike.skip_stats import skip_statistics
+
+log = setup_rule(snakemake)  # noqa: F821
+p, inp = snakemake.params, snakemake.input  # noqa: F821
+cfg = p.skip
+device = pick_device(p.device)
+model, info = load_model(inp.model, device)
+loader = make_loader(
+    inp.samples,
+    p.dataset_cfg,
+    info["data_config"],
+    split=cfg["split"],
+    n_images=cfg["n_images"],
+    batch_size=cfg["batch_size"],
+    num_workers=p.num_workers,
+)
+with exact_fp32():
+    stats = skip_statistics(model, loader, n_images=cfg["n_images"], device=device)
+df = stats.to_frame()
+df.insert(0, "model", info["name"])
+n_inf = int(df["n_inf"].sum())
+if n_inf:
+    log.warning(
+        "%s: %d token/position ratios are infinite (zero branch output)", info["name"], n_inf
+    )
+meta = {
+    "analysis": "skip",
+    "model": info["name"],
+    "arch": info["arch"],
+    "family": stats.family,
+    "n_images": stats.n_images,
+    "split": cfg["split"],
+    "samples_hash": samples_hash(inp.samples),
+}
+write_table(df, snakemake.output[0], meta)  # noqa: F821
+log.info(
+    "%s: skip statistics of %d units over %d images",
+    info["name"],
+    df["block"].nunique(),
+    stats.n_images,
+)

@@ -1,0 +1,155 @@
+"""Activation cache: Grams equal XXᵀ of the real activations, resume after interruption, refusal of
+mismatched caches, CKA from caches equal to CKA from activations, short last batch handling."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+from seelike.cache import CacheMismatchError, build_cache, read_cache_meta, repeat_rows
+from seelike.cka import cka_matrix
+from seelike.compare import cka_from_caches, to_matrix
+from seelike.data.loader import make_loader, read_samples
+from seelike.data.samples import build_samples, write_samples
+from seelike.models.load import disable_fused_attention, resolve_data_config
+from seelike.models.taps import discover_taps, record_taps
+
+DS = {"source": "digits", "image_size": 16, "test_fraction": 0.25, "max_train": 8, "max_test": 60}
+DC = {"input_size": [3, 16, 16], "mean": [0.5] * 3, "std": [0.5] * 3, "crop_pct": 1.0, "interpolation": "bilinear"}
+
+
+def tiny_vit():
+    torch.manual_seed(0)
+    m = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=16, patch_size=4, depth=2,
+                          embed_dim=16, num_heads=2, num_classes=10)
+    return disable_fused_attention(m).eval()
+
+
+def tiny_resnet():
+    torch.manual_seed(1)
+    return timm.create_model("resnet18", pretrained=False, num_classes=10, channels=[4, 8, 8, 8], zero_init_last=False).eval()
+
+
+@pytest.fixture
+def samples(tmp_path):
+    path = tmp_path / "samples.csv"
+    write_samples(build_samples(DS, 0), path)
+    return path
+
+
+def info(name, model):
+    return {"name": name, "arch": "x", "source": "train", "data_config": DC}
+
+
+def activations(model, samples, n, batch):
+    """Independent path: capture each tap's full activations batch by batch."""
+    taps = discover_taps(model)
+    out = {t.name: [] for t in taps}
+    loader = make_loader(samples, DS, DC, split="test", n_images=n, batch_size=batch)
+    with record_taps(model, taps, lambda t, x: out[t.name].append(x.detach().double().clone())), torch.no_grad():
+        for x, _ in loader:
+            model(x)
+    return out
+
+
+def test_grams_and_pooled_match_activations(tmp_path, samples):
+    model = tiny_vit()
+    meta = build_cache(model, info("vit", model), samples, DS, tmp_path / "c", n_images=40, batch_size=16)
+    acts = activations(model, samples, 40, 16)
+    assert meta["batch_sizes"] == [16, 16, 8]
+    assert [t["name"] for t in meta["taps"]] == list(acts)
+    g = np.load(tmp_path / "c" / "grams" / "r00_b0001.npy")
+    for i, name in enumerate(acts):
+        x = acts[name][1].reshape(16, -1).numpy()
+        np.testing.assert_allclose(g[i], x @ x.T, rtol=1e-4, atol=1e-4 * np.abs(x @ x.T).max())
+    pooled = np.load(tmp_path / "c" / "pooled" / "mean" / "008.npy")  # blocks.1.block? index 8
+    name = meta["taps"][8]["name"]
+    ref = torch.cat(acts[name])[:, 1:].mean(1).numpy()
+    np.testing.assert_allclose(pooled, ref, rtol=1e-5, atol=1e-5)
+    cls = np.load(tmp_path / "c" / "pooled" / "cls" / "008.npy")
+    np.testing.assert_allclose(cls, torch.cat(acts[name])[:, 0].numpy(), rtol=1e-5, atol=1e-5)
+    assert meta["num_prefix_tokens"] == 1 and meta["plan"]["samples_hash"]
+
+
+def test_cka_from_caches_equals_cka_from_activations(tmp_path, samples):
+    vit, res = tiny_vit(), tiny_resnet()
+    build_cache(vit, info("vit", vit), samples, DS, tmp_path / "a", n_images=48, batch_size=16)
+    build_cache(res, info("res", res), samples, DS, tmp_path / "b", n_images=48, batch_size=16)
+    df, meta = cka_from_caches(tmp_path / "a", tmp_path / "b")
+    ref = cka_matrix(activations(vit, samples, 48, 16), activations(res, samples, 48, 16))
+    np.testing.assert_allclose(to_matrix(df).to_numpy(), ref.to_numpy(), atol=1e-5)
+    self_df, _ = cka_from_caches(tmp_path / "a", tmp_path / "a")
+    m = to_matrix(self_df).to_numpy()
+    np.testing.assert_allclose(np.diag(m), 1.0, atol=1e-6)
+    np.testing.assert_allclose(m, m.T, atol=1e-9)
+    assert meta["samples_hash"] == read_cache_meta(tmp_path / "a")["plan"]["samples_hash"]
+
+
+def test_repeats_use_fresh_samples_and_give_a_spread(tmp_path, samples):
+    rows = read_samples(samples)
+    r0, r1 = repeat_rows(rows, "test", 20, 0, 0), repeat_rows(rows, "test", 20, 1, 0)
+    assert r0["id"].tolist() == rows[rows.split == "test"]["id"].tolist()[:20]
+    assert r0["id"].tolist() != r1["id"].tolist() and r1["id"].is_unique
+    vit, res = tiny_vit(), tiny_resnet()
+    build_cache(vit, info("vit", vit), samples, DS, tmp_path / "a", n_images=32, batch_size=16, repeats=3)
+    build_cache(res, info("res", res), samples, DS, tmp_path / "b", n_images=32, batch_size=16, repeats=3)
+    df, meta = cka_from_caches(tmp_path / "a", tmp_path / "b")
+    assert meta["plan"]["repeats"] == 3
+    assert (df["cka_std"] > 0).mean() > 0.9
+    assert ((df["cka_min"] <= df["cka"]) & (df["cka"] <= df["cka_max"])).all()
+
+
+def test_interrupted_cache_resumes(tmp_path, samples, caplog):
+    model = tiny_vit()
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(repeat, batch, n):
+        if repeat == 1 and batch == 0:
+            raise Stop
+
+    with pytest.raises(Stop):
+        build_cache(model, info("vit", model), samples, DS, tmp_path / "c", n_images=32, batch_size=16,
+                    repeats=2, progress=stop_after_first)
+    assert (tmp_path / "c.partial" / "grams" / "r01_b0000.npy").exists()
+    assert not (tmp_path / "c").exists()
+    calls = []
+    with caplog.at_level(logging.INFO):
+        build_cache(model, info("vit", model), samples, DS, tmp_path / "c", n_images=32, batch_size=16,
+                    repeats=2, progress=lambda r, b, n: calls.append((r, b)))
+    assert calls == [(1, 1)]  # only the missing minibatch ran
+    fresh = tmp_path / "fresh"
+    build_cache(model, info("vit", model), samples, DS, fresh, n_images=32, batch_size=16, repeats=2)
+    for f in ("r00_b0000.npy", "r01_b0000.npy", "r01_b0001.npy"):
+        np.testing.assert_array_equal(np.load(tmp_path / "c" / "grams" / f), np.load(fresh / "grams" / f))
+    assert not (tmp_path / "c.partial").exists()
+
+
+def test_mismatched_caches_are_refused(tmp_path, samples):
+    model = tiny_vit()
+    build_cache(model, info("vit", model), samples, DS, tmp_path / "a", n_images=32, batch_size=16)
+    build_cache(model, info("vit", model), samples, DS, tmp_path / "b", n_images=32, batch_size=8)
+    other = tmp_path / "other.csv"
+    write_samples(build_samples(DS, 1), other)
+    build_cache(model, info("vit", model), other, DS, tmp_path / "c", n_images=32, batch_size=16)
+    with pytest.raises(CacheMismatchError, match="different CKA plans"):
+        cka_from_caches(tmp_path / "a", tmp_path / "b")
+    with pytest.raises(CacheMismatchError, match="different sample lists"):
+        cka_from_caches(tmp_path / "a", tmp_path / "c")
+    with pytest.raises(FileNotFoundError, match="not a finished activation cache"):
+        cka_from_caches(tmp_path / "a", tmp_path / "nope")
+
+
+def test_short_last_batch_is_dropped_and_said(tmp_path, samples, caplog):
+    model = tiny_vit()
+    build_cache(model, info("vit", model), samples, DS, tmp_path / "a", n_images=35, batch_size=16)
+    with caplog.at_level(logging.WARNING):
+        df, meta = cka_from_caches(tmp_path / "a", tmp_path / "a")
+    assert meta["dropped_batches"] == [{"repeat": 0, "batches": [2]}]
+    assert "dropped minibatch" in caplog.text
+    assert not df["cka"].isna().any()

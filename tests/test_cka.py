@@ -1,0 +1,197 @@
+"""Minibatch CKA against an independent float64 reference written from the formulas, plus invariants."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from seelike.cka import (
+    CkaAccumulator,
+    ConstantRepresentationWarning,
+    cka_matrix,
+    gram,
+    hsic1,
+    minibatch_cka,
+)
+
+
+# ----------------------------------------------------------------------------- independent reference
+def ref_hsic1(K: np.ndarray, L: np.ndarray) -> float:
+    """Song et al. (2012) eq. 5, term by term, float64 — deliberately not via U-centring."""
+    n = K.shape[0]
+    Kt = K.astype(np.float64).copy()
+    Lt = L.astype(np.float64).copy()
+    np.fill_diagonal(Kt, 0.0)
+    np.fill_diagonal(Lt, 0.0)
+    one = np.ones(n)
+    term1 = np.trace(Kt @ Lt)
+    term2 = (one @ Kt @ one) * (one @ Lt @ one) / ((n - 1) * (n - 2))
+    term3 = 2.0 / (n - 2) * (one @ Kt @ Lt @ one)
+    return (term1 + term2 - term3) / (n * (n - 3))
+
+
+def ref_minibatch_cka(xs, ys) -> float:
+    """Nguyen et al. (2021): ratio of the means of per-batch HSIC₁ values."""
+    kk, ll, kl = [], [], []
+    for x, y in zip(xs, ys):
+        x = np.asarray(x, np.float64).reshape(len(x), -1)
+        y = np.asarray(y, np.float64).reshape(len(y), -1)
+        K, L = x @ x.T, y @ y.T
+        kl.append(ref_hsic1(K, L))
+        kk.append(ref_hsic1(K, K))
+        ll.append(ref_hsic1(L, L))
+    return float(np.mean(kl) / np.sqrt(np.mean(kk) * np.mean(ll)))
+
+
+def ref_biased_cka(x, y) -> float:
+    x = x - x.mean(0)
+    y = y - y.mean(0)
+    return float(np.linalg.norm(x.T @ y) ** 2 / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)))
+
+
+rng = np.random.default_rng(1234)
+
+
+def batches(shape, k, dtype=np.float64):
+    return [rng.standard_normal(shape).astype(dtype) for _ in range(k)]
+
+
+# ----------------------------------------------------------------------------- agreement
+@pytest.mark.parametrize("n,p", [(4, 3), (5, 7), (16, 2), (32, 100), (64, 17)])
+def test_hsic1_matches_reference(n, p):
+    x, y = rng.standard_normal((n, p)), rng.standard_normal((n, p + 3)) + 0.3 * rng.standard_normal((n, 1))
+    K, L = x @ x.T, y @ y.T
+    assert hsic1(K, L) == pytest.approx(ref_hsic1(K, L), rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    "shape_x,shape_y,k",
+    [((16, 8), (16, 5), 1), ((20, 4, 3, 3), (20, 6, 10), 3), ((32, 65, 12), (32, 16, 4, 4), 4), ((9, 2), (9, 300), 2)],
+)
+def test_minibatch_cka_matches_reference(shape_x, shape_y, k):
+    xs = batches(shape_x, k)
+    # ys share some structure with xs so the value is not trivially ~0
+    ys = [np.tanh(rng.standard_normal(shape_y) + x.reshape(len(x), -1)[:, :1].reshape((-1,) + (1,) * (len(shape_y) - 1)))
+          for x in xs]
+    ours = minibatch_cka(xs, ys)
+    ref = ref_minibatch_cka(xs, ys)
+    assert abs(ours - ref) < 1e-6
+    assert abs(ours) > 0.01
+
+
+def test_fp32_inputs_agree_with_float64_reference():
+    xs = batches((64, 96), 3, np.float32)
+    ys = [x[:, :40] * 2 + 0.1 * rng.standard_normal((64, 40)).astype(np.float32) for x in xs]
+    assert abs(minibatch_cka(xs, ys) - ref_minibatch_cka(xs, ys)) < 1e-6
+
+
+def test_cka_matrix_fast_path_matches_per_pair_reference():
+    taps_a = {f"a{i}": batches((24, 5 + i), 3) for i in range(4)}
+    taps_b = {f"b{j}": [x[:, :3] ** (j + 1) + rng.standard_normal((24, 3)) for x in taps_a["a0"]] for j in range(3)}
+    df = cka_matrix(taps_a, taps_b)
+    assert list(df.index) == list(taps_a) and list(df.columns) == list(taps_b)
+    for a, xs in taps_a.items():
+        for b, ys in taps_b.items():
+            assert abs(df.loc[a, b] - ref_minibatch_cka(xs, ys)) < 1e-6
+
+
+def test_ratio_of_means_differs_from_mean_of_ratios():
+    """Guards against averaging per-batch CKAs (a common mistake)."""
+    xs = [rng.standard_normal((16, 4)) * s for s in (1.0, 10.0)]
+    ys = [x + rng.standard_normal((16, 4)) * s for x, s in zip(xs, (0.1, 30.0))]
+    mean_of_ratios = np.mean([ref_minibatch_cka([x], [y]) for x, y in zip(xs, ys)])
+    ours = minibatch_cka(xs, ys)
+    assert abs(ours - ref_minibatch_cka(xs, ys)) < 1e-9
+    assert abs(ours - mean_of_ratios) > 1e-3
+
+
+# ----------------------------------------------------------------------------- invariants
+def test_self_cka_is_one_and_self_matrix_symmetric():
+    taps = {f"t{i}": [np.tanh(x @ rng.standard_normal((10, 10 + i))) for x in batches((32, 10), 2)] for i in range(5)}
+    for name, xs in taps.items():
+        assert minibatch_cka(xs, xs) == pytest.approx(1.0, abs=1e-12)
+    m = cka_matrix(taps).to_numpy()
+    np.testing.assert_allclose(m, m.T, atol=1e-12)
+    np.testing.assert_allclose(np.diag(m), 1.0, atol=1e-12)
+
+
+def test_invariant_to_orthogonal_transform_and_isotropic_scaling():
+    xs = batches((40, 30), 3)
+    ys = [np.tanh(x[:, :20]) + 0.5 * rng.standard_normal((40, 20)) for x in xs]
+    q, _ = np.linalg.qr(rng.standard_normal((30, 30)))
+    base = minibatch_cka(xs, ys)
+    assert minibatch_cka([x @ q for x in xs], ys) == pytest.approx(base, abs=1e-10)
+    assert minibatch_cka([7.5 * x for x in xs], [0.01 * y for y in ys]) == pytest.approx(base, abs=1e-10)
+
+
+def test_not_invariant_to_anisotropic_scaling():
+    """Sanity check that the invariance test could fail."""
+    xs = batches((40, 30), 3)
+    ys = [np.tanh(x[:, :20]) + 0.5 * rng.standard_normal((40, 20)) for x in xs]
+    d = np.diag(np.r_[np.full(15, 100.0), np.full(15, 0.01)])
+    assert abs(minibatch_cka([x @ d for x in xs], ys) - minibatch_cka(xs, ys)) > 1e-3
+
+
+def test_independent_features_near_zero_where_biased_is_not():
+    """PAPER.md pitfall: n=128, d=768 independent Gaussians: biased ≈ 0.86, unbiased ≈ 0."""
+    x, y = rng.standard_normal((128, 768)), rng.standard_normal((128, 768))
+    assert ref_biased_cka(x, y) > 0.8
+    assert abs(minibatch_cka([x], [y])) < 0.05
+
+
+# ----------------------------------------------------------------------------- edge cases
+def test_short_batches_are_dropped_with_warning():
+    xs = batches((16, 6), 2) + [rng.standard_normal((3, 6))]
+    ys = [x @ rng.standard_normal((6, 4)) for x in xs]
+    with pytest.warns(UserWarning, match="dropped minibatches \\[2\\]"):
+        df = cka_matrix({"x": xs}, {"y": ys})
+    assert df.attrs["dropped_batches"] == [2]
+    assert df.iloc[0, 0] == pytest.approx(ref_minibatch_cka(xs[:2], ys[:2]), abs=1e-9)
+
+
+def test_only_short_batches_raise():
+    with pytest.raises(ValueError, match="at least 4"):
+        minibatch_cka([rng.standard_normal((3, 5))], [rng.standard_normal((3, 5))])
+    with pytest.raises(ValueError, match="at least 4"):
+        hsic1(np.eye(3), np.eye(3))
+
+
+def test_constant_tap_is_reported_not_nan():
+    xs = batches((16, 6), 2)
+    const = [np.ones((16, 6)) * 3.0 for _ in xs]
+    zero = [np.zeros((16, 6)) for _ in xs]
+    with pytest.warns(ConstantRepresentationWarning, match="const"):
+        df = cka_matrix({"x": xs, "const": const, "zero": zero})
+    assert not df.isna().any().any()
+    assert set(df.attrs["constant_rows"]) == {"const", "zero"}
+    assert df.loc["const", "x"] == 0.0 and df.loc["x", "zero"] == 0.0
+    assert df.loc["x", "x"] == pytest.approx(1.0)
+
+
+def test_mismatched_inputs_raise():
+    with pytest.raises(ValueError, match="same number of minibatches"):
+        minibatch_cka(batches((8, 3), 2), batches((8, 3), 1))
+    with pytest.raises(ValueError, match="examples"):
+        minibatch_cka([rng.standard_normal((8, 3))], [rng.standard_normal((9, 3))])
+    with pytest.raises(ValueError, match="square"):
+        hsic1(np.ones((5, 4)), np.ones((5, 4)))
+
+
+def test_gram_is_exact_fp32_and_float64_when_given():
+    x32 = torch.randn(10, 7)
+    assert gram(x32).dtype == torch.float32
+    assert gram(x32.double()).dtype == torch.float64
+    np.testing.assert_allclose(gram(x32.double()).numpy(), x32.double().numpy() @ x32.double().numpy().T)
+
+
+def test_accumulator_chunking_does_not_change_result():
+    grams_a = torch.stack([torch.as_tensor(x @ x.T) for x in batches((12, 5), 7)])
+    grams_b = torch.stack([torch.as_tensor(x @ x.T) for x in batches((12, 9), 3)])
+    r1 = CkaAccumulator(7, 3, chunk=2)
+    r2 = CkaAccumulator(7, 3, chunk=100)
+    r1.add(grams_a, grams_b)
+    r2.add(grams_a, grams_b)
+    np.testing.assert_allclose(r1.result(), r2.result(), atol=1e-14)

@@ -1,0 +1,114 @@
+"""Tap discovery on random-weight timm models: counts, order, names, and each tap firing exactly once."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+
+from seelike.models.load import disable_fused_attention
+from seelike.models.taps import TapFiringError, discover_taps, record_taps, tap_family
+
+VIT_KINDS = ["norm1", "attn", "attn_res", "norm2", "mlp_hidden", "mlp", "block"]
+
+
+def fire(model, taps, size=224):
+    seen = []
+    with record_taps(model, taps, lambda t, x: seen.append((t.name, tuple(x.shape[1:])))), torch.no_grad():
+        model(torch.randn(1, 3, size, size))
+    return seen
+
+
+@pytest.mark.parametrize("name,depth", [("vit_tiny_patch16_224", 12), ("deit_tiny_patch16_224", 12)])
+def test_vit_taps(name, depth):
+    model = disable_fused_attention(timm.create_model(name, pretrained=False)).eval()
+    taps = discover_taps(model)
+    assert tap_family(model) == "vit"
+    assert len(taps) == 1 + 7 * depth + 1
+    assert [t.name for t in taps[1:8]] == [f"blocks.0.{k}" for k in VIT_KINDS]
+    assert taps[0].name == "embed" and taps[-1].name == "norm"
+    seen = fire(model, taps)
+    assert [s[0] for s in seen] == [t.name for t in taps]  # forward order, each exactly once
+    shapes = dict(seen)
+    assert shapes["blocks.0.mlp_hidden"] == (197, 4 * 192) and shapes["blocks.11.block"] == (197, 192)
+
+
+def test_vit_base_taps():
+    model = timm.create_model("vit_base_patch16_224", pretrained=False).eval()
+    taps = discover_taps(model)
+    assert len(taps) == 2 + 7 * 12
+    assert [t.name for t in taps] == [s[0] for s in fire(model, taps)]
+
+
+def test_vit_attn_res_is_block_input_plus_attention_branch():
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=2, img_size=32, patch_size=8).eval()
+    taps = [t for t in discover_taps(model) if t.name in ("embed", "blocks.0.attn", "blocks.0.attn_res")]
+    got = {}
+    with record_taps(model, taps, lambda t, x: got.__setitem__(t.name, x.clone())), torch.no_grad():
+        model(torch.randn(2, 3, 32, 32))
+    torch.testing.assert_close(got["blocks.0.attn_res"], got["embed"] + got["blocks.0.attn"])
+
+
+def test_layerscale_branch_is_read_at_ls():
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=1, init_values=1e-5).eval()
+    by_name = {t.name: t for t in discover_taps(model)}
+    assert by_name["blocks.0.attn"].module_path == "blocks.0.ls1"
+    assert by_name["blocks.0.mlp"].module_path == "blocks.0.ls2"
+
+
+def test_resnet50_taps():
+    model = timm.create_model("resnet50", pretrained=False).eval()
+    taps = discover_taps(model)
+    assert tap_family(model) == "resnet"
+    # stem + 16 bottlenecks × (conv1, conv2, branch, sum, out) + 4 shortcut projections
+    assert len(taps) == 1 + 16 * 5 + 4
+    assert [t.name for t in taps[:7]] == ["stem"] + [f"layer1.0.{k}" for k in
+                                                       ("conv1", "conv2", "branch", "shortcut", "sum", "out")]
+    seen = fire(model, taps)
+    assert [s[0] for s in seen] == [t.name for t in taps]
+    assert dict(seen)["layer4.2.out"] == (2048, 7, 7)
+
+
+def test_resnet_sum_is_branch_plus_shortcut_despite_inplace_ops():
+    model = timm.create_model("resnet18", pretrained=False).eval()
+    keep = ("layer1.0.branch", "layer1.0.sum", "stem")
+    taps = [t for t in discover_taps(model) if t.name in keep]
+    got = {}
+    with record_taps(model, taps, lambda t, x: got.__setitem__(t.name, x.clone())), torch.no_grad():
+        model(torch.randn(2, 3, 64, 64))
+    torch.testing.assert_close(got["layer1.0.sum"], got["layer1.0.branch"] + got["stem"])
+
+
+def test_resnetv2_bit_taps():
+    model = timm.create_model("resnetv2_50x1_bit", pretrained=False).eval()
+    taps = discover_taps(model)
+    assert tap_family(model) == "resnetv2"
+    # stem + 16 pre-activation units × 7 + 4 shortcut projections + final norm
+    assert len(taps) == 1 + 16 * 7 + 4 + 1
+    assert taps[1].name == "stages.0.blocks.0.preact"
+    assert [s[0] for s in fire(model, taps)] == [t.name for t in taps]
+
+
+def test_generic_fallback_and_reused_module_detection():
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+            self.act = torch.nn.ReLU()
+            self.fc = torch.nn.Linear(4, 2)
+            self.pretrained_cfg = {"input_size": (3, 8, 8)}
+
+        def forward(self, x):
+            x = self.act(self.conv(x))
+            x = self.act(x)  # reused: fires twice
+            return self.fc(x.mean((2, 3)))
+
+    model = Tiny()
+    with pytest.warns(UserWarning, match="more than once"):
+        taps = discover_taps(model)
+    assert tap_family(model) == "generic"
+    assert [t.name for t in taps] == ["conv", "fc"]
+    bad = taps + [type(taps[0])("act", "relu", "act", "output", None, 2)]
+    with pytest.raises(TapFiringError, match="fired twice"):
+        with record_taps(model, bad, lambda t, x: None), torch.no_grad():
+            model(torch.randn(1, 3, 8, 8))
