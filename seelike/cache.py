@@ -25,7 +25,7 @@ import torch
 
 from seelike.data.loader import make_loader, read_samples, select
 from seelike.data.samples import samples_hash
-from seelike.device import exact_fp32
+from seelike.cka import gram
 from seelike.io import atomic_write, read_json, sha256_json, write_json
 from seelike.models.taps import Tap, discover_taps, record_taps
 
@@ -119,9 +119,7 @@ def build_cache(
 
     def on_tap(tap: Tap, x: torch.Tensor) -> None:
         shapes.setdefault(tap.name, list(x.shape[1:]))
-        with exact_fp32():
-            flat = x.detach().reshape(len(x), -1).float()
-            grams_buf[tap.name] = flat @ flat.T
+        grams_buf[tap.name] = gram(x.detach())  # centred, exact fp32 (see seelike.cka.gram)
         if want_pooled[0]:
             for mode, v in pool(x.detach().float(), num_prefix).items():
                 pooled_buf[(mode, tap.name)] = v

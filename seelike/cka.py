@@ -52,9 +52,15 @@ def _as_tensor(x, device: torch.device | None = None) -> torch.Tensor:
 
 
 def gram(x, device: torch.device | None = None) -> torch.Tensor:
-    """K = X Xᵀ for one batch of activations (n, ...) flattened per example: exact fp32 (float64 if given)."""
+    """Gram of one batch of activations (n, ...) flattened per example, in exact fp32 (float64 if given).
+
+    The features are centred over the batch first: K_c = (X − 1μᵀ)(X − 1μᵀ)ᵀ differs from XXᵀ only by terms
+    of the form 1vᵀ + v1ᵀ + c11ᵀ, which U-centring removes, so HSIC₁ is unchanged in exact arithmetic — but
+    post-ReLU features carry a large common mean, and without centring fp32 Grams lose ~5 digits to it.
+    """
     t = _as_tensor(x, device).reshape(len(x), -1)
     with exact_fp32():
+        t = t - t.mean(0, keepdim=True)
         return t @ t.T
 
 

@@ -64,6 +64,7 @@ def plot_attention_distance(
             data=sub, x="rank", y="mean_distance_px", hue="block_label", style="block_label",
             hue_order=[f"block {b}" for b in chosen], style_order=[f"block {b}" for b in chosen], ax=ax, s=40,
         )  # fmt: skip
+        ax.ticklabel_format(axis="y", useOffset=False, style="plain")
         ax.set_xlabel("sorted attention head")
         ax.set_ylabel("mean distance (px)")
         ax.set_title(model)
@@ -106,6 +107,8 @@ def plot_head_subsets(
             data=df.sort_values("subset_mean_distance_px"), x="subset_mean_distance_px", y="cka",
             hue="cnn_tap", hue_order=order, marker="o", ax=ax, palette="rocket",
         )  # fmt: skip
+        # near-equal distances: no "+1.65e1" offset label
+        ax.ticklabel_format(useOffset=False, style="plain")
         ax.set_xlabel("mean distance of head subset (px)")
         ax.set_ylabel("CKA with CNN unit")
         ax.set_title(model)

@@ -180,11 +180,25 @@ def test_mismatched_inputs_raise():
         hsic1(np.ones((5, 4)), np.ones((5, 4)))
 
 
-def test_gram_is_exact_fp32_and_float64_when_given():
+def test_gram_is_centred_exact_fp32_and_float64_when_given():
     x32 = torch.randn(10, 7)
     assert gram(x32).dtype == torch.float32
     assert gram(x32.double()).dtype == torch.float64
-    np.testing.assert_allclose(gram(x32.double()).numpy(), x32.double().numpy() @ x32.double().numpy().T)
+    xc = x32.double().numpy() - x32.double().numpy().mean(0)
+    np.testing.assert_allclose(gram(x32.double()).numpy(), xc @ xc.T, atol=1e-12)
+
+
+def test_centred_gram_keeps_fp32_accurate_on_features_with_a_large_common_mean():
+    """Post-ReLU-like features: positive, large shared mean. HSIC₁ from our fp32 Gram stays within 1e-7 of
+    the float64 reference; the uncentred fp32 Gram would be off by ~1e-5 (checked, so the test can fail)."""
+    x = (np.abs(rng.standard_normal((128, 20000))) + 3).astype(np.float32)
+    x[:, :8] += rng.standard_normal((128, 8)).astype(np.float32)
+    k64 = x.astype(np.float64) @ x.astype(np.float64).T
+    ref = ref_hsic1(k64, k64)
+    ours = hsic1(gram(x), gram(x))
+    naive32 = torch.from_numpy(x) @ torch.from_numpy(x).T
+    assert abs(ours - ref) / ref < 1e-7
+    assert abs(hsic1(naive32, naive32) - ref) / ref > 1e-7
 
 
 def test_accumulator_chunking_does_not_change_result():

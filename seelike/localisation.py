@@ -1,0 +1,291 @@
+"""Spatial localisation (Figs 9, 10): how much of its own input patch a token's representation still holds.
+
+For a chosen tap (default: the last block output) and every chosen token position t, minibatch CKA across
+images between the token's representation [n, D] and the raw input patch at every grid position g
+[n, P·P·3], giving one heatmap over the grid per token. "Raw" is the model's preprocessed input (timm's
+transform: resize, crop, normalise) cut into the regions the positions see:
+
+- ViT-like models: the patch embedding's kernel and stride (non-overlapping P×P patches for a standard ViT);
+  prefix tokens (CLS, registers) have no position and are left out.
+- CNNs: the tap's own (h, w) map (the final stage's grid for the default tap) over the input, position (i, j)
+  covering rows ⌊iH/h⌋ … ⌈(i+1)H/h⌉ and likewise for columns (adaptive-pooling boundaries; exact tiles when h
+  divides H).
+
+The estimator is the unbiased-HSIC minibatch CKA of `seelike.cka` (ratio of means over minibatches). All
+tokens × positions share one accumulator: per minibatch the Grams of every token and every patch are
+U-centred once and multiplied once, so a full G × G map costs about as much as one row.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seelike.cka import MIN_BATCH, CkaAccumulator
+from seelike.device import exact_fp32
+
+__all__ = [
+    "LocalisationResult",
+    "PositionGrid",
+    "cnn_position_grid",
+    "default_localisation_tap",
+    "default_plot_tokens",
+    "localisation_cka",
+    "localisation_maps",
+    "patch_grams",
+    "patches",
+    "position_features",
+    "position_grams",
+    "vit_position_grid",
+]
+
+
+@dataclass(frozen=True)
+class PositionGrid:
+    """Grid positions of a representation and the input region (r0, r1, c0, c1) in pixels each one sees."""
+
+    grid_hw: tuple[int, int]
+    img_hw: tuple[int, int]
+    num_prefix_tokens: int
+    regions: tuple[tuple[int, int, int, int], ...]
+    kernel: tuple[int, int] | None = None  # regular grid: unfold kernel and stride
+    stride: tuple[int, int] | None = None
+
+    @property
+    def size(self) -> int:
+        return self.grid_hw[0] * self.grid_hw[1]
+
+    def rc(self, g: int) -> tuple[int, int]:
+        return divmod(int(g), self.grid_hw[1])
+
+
+def vit_position_grid(model: nn.Module, img_hw: Sequence[int]) -> PositionGrid:
+    """Patch positions of a timm ViT-like model: P×P patches at the patch embedding's stride."""
+    from seelike.attention import token_grid
+
+    tg = token_grid(model, img_hw)
+    (gh, gw), (ph, pw), (sh, sw) = tg.grid_hw, tg.patch_px, tg.stride_px
+    regions = tuple(
+        (i * sh, i * sh + ph, j * sw, j * sw + pw) for i in range(gh) for j in range(gw)
+    )
+    h, w = tg.img_hw
+    if regions[-1][1] > h or regions[-1][3] > w:
+        raise ValueError(f"patch grid {tg.grid_hw} × {tg.patch_px} px does not fit a {h}×{w} input")
+    return PositionGrid((gh, gw), (h, w), tg.num_prefix_tokens, regions, (ph, pw), (sh, sw))
+
+
+def cnn_position_grid(map_hw: Sequence[int], img_hw: Sequence[int]) -> PositionGrid:
+    """Positions of an (h, w) CNN map over an (H, W) input, with adaptive-pooling boundaries."""
+    (h, w), (H, W) = (int(v) for v in map_hw), (int(v) for v in img_hw)
+    rows = [(i * H // h, math.ceil((i + 1) * H / h)) for i in range(h)]
+    cols = [(j * W // w, math.ceil((j + 1) * W / w)) for j in range(w)]
+    regions = tuple((r0, r1, c0, c1) for r0, r1 in rows for c0, c1 in cols)
+    regular = H % h == 0 and W % w == 0
+    kernel = (H // h, W // w) if regular else None
+    return PositionGrid((h, w), (H, W), 0, regions, kernel, kernel)
+
+
+def patches(images: torch.Tensor, grid: PositionGrid) -> list[torch.Tensor] | torch.Tensor:
+    """The input region of every position, flattened: (G, B, P) for a regular grid, else a list of (B, P_g)."""
+    if grid.kernel is not None:
+        u = F.unfold(
+            images, kernel_size=grid.kernel, stride=grid.stride
+        )  # (B, 3·kh·kw, L), row-major L
+        if u.shape[-1] != grid.size:
+            raise ValueError(
+                f"input {tuple(images.shape[-2:])} gives {u.shape[-1]} patches, grid has {grid.size}"
+            )
+        return u.permute(2, 0, 1)
+    return [images[:, :, r0:r1, c0:c1].reshape(len(images), -1) for r0, r1, c0, c1 in grid.regions]
+
+
+def position_features(act: torch.Tensor, grid: PositionGrid) -> torch.Tensor:
+    """(G, B, C): one representation per grid position (ViT patch tokens, or CNN map positions)."""
+    if act.dim() == 3:
+        tokens = act[:, grid.num_prefix_tokens :]
+        if tokens.shape[1] != grid.size:
+            raise ValueError(
+                f"activation has {act.shape[1]} tokens, expected {grid.num_prefix_tokens} prefix + {grid.size}"
+            )
+        return tokens.transpose(0, 1)
+    if act.dim() == 4:
+        if tuple(act.shape[-2:]) != grid.grid_hw:
+            raise ValueError(f"map {tuple(act.shape[-2:])} does not match the grid {grid.grid_hw}")
+        return act.flatten(2).permute(2, 0, 1)
+    raise ValueError(
+        f"localisation needs a token (B,N,C) or map (B,C,H,W) activation, got {tuple(act.shape)}; pick such a "
+        "tap in localisation.taps"
+    )
+
+
+def position_grams(feats: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+    """(G, B, B) exact-fp32 Grams of (G, B, P) features (or a list of (B, P_g))."""
+    with exact_fp32():
+        if isinstance(feats, torch.Tensor):
+            f = feats.float()
+            return torch.bmm(f, f.transpose(1, 2))
+        return torch.stack([f.float() @ f.float().T for f in feats])
+
+
+def patch_grams(images: torch.Tensor, grid: PositionGrid) -> torch.Tensor:
+    return position_grams(patches(images, grid))
+
+
+def localisation_cka(
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    grid: PositionGrid,
+    tokens: Sequence[int] | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[np.ndarray, int, list[int]]:
+    """Minibatch CKA (T, G) between chosen positions' representations and every position's input patch.
+
+    `batches` yields (position features (G, B, C), images (B, 3, H, W)) of the same images. Returns the map,
+    the number of images used and the indices of dropped batches (fewer than 4 images).
+    """
+    device = torch.device(device)
+    tokens = list(range(grid.size)) if tokens is None else [int(t) for t in tokens]
+    bad = [t for t in tokens if not 0 <= t < grid.size]
+    if bad:
+        raise ValueError(
+            f"token positions {bad} are outside the {grid.grid_hw} grid (0 … {grid.size - 1})"
+        )
+    acc = CkaAccumulator(len(tokens), grid.size, device=device)
+    n_used = 0
+    for i, (feats, images) in enumerate(batches):
+        if len(images) < MIN_BATCH:
+            acc.dropped.append(i)
+            continue
+        gt = position_grams(feats[tokens].to(device))
+        gp = patch_grams(images.to(device), grid)
+        acc.add(gt, gp, batch_id=i)
+        n_used += len(images)
+    return acc.result(), n_used, list(acc.dropped)
+
+
+def default_localisation_tap(taps: Sequence, family: str):
+    """The last block output (ViT `block`, ResNet `out`), else the last tap."""
+    kind = {"vit": "block", "resnet": "out", "resnetv2": "out"}.get(family)
+    chosen = [t for t in taps if t.kind == kind] if kind else []
+    if not chosen:
+        chosen = list(taps)
+    return chosen[-1]
+
+
+def default_plot_tokens(grid_hw: Sequence[int]) -> list[int]:
+    """A corner, an edge, two interior positions, the centre and the far corner (deduplicated, in order)."""
+    h, w = (int(v) for v in grid_hw)
+    rc = [
+        (0, 0),
+        (0, w // 2),
+        (h // 4, w // 4),
+        (h // 2, w // 2),
+        (3 * h // 4, 3 * w // 4),
+        (h - 1, w - 1),
+    ]
+    out: list[int] = []
+    for r, c in rc:
+        g = r * w + c
+        if g not in out:
+            out.append(g)
+    return out
+
+
+@dataclass
+class LocalisationResult:
+    tap: str
+    grid: PositionGrid
+    tokens: list[int]
+    cka: np.ndarray  # (T, G)
+    n_images: int
+    dropped: list[int]
+
+    def to_frame(self) -> pd.DataFrame:
+        """Tidy table: one row per (token, patch position)."""
+        t_idx, g_idx = np.meshgrid(
+            np.arange(len(self.tokens)), np.arange(self.grid.size), indexing="ij"
+        )
+        tok = np.asarray(self.tokens)[t_idx.ravel()]
+        pos = g_idx.ravel()
+        gw = self.grid.grid_hw[1]
+        return pd.DataFrame(
+            {
+                "tap": self.tap,
+                "token": tok,
+                "token_row": tok // gw,
+                "token_col": tok % gw,
+                "patch": pos,
+                "patch_row": pos // gw,
+                "patch_col": pos % gw,
+                "cka": self.cka.ravel(),
+            }
+        )
+
+
+def localisation_maps(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    tap=None,
+    tokens: Sequence[int] | None = None,
+    device: str | torch.device = "cpu",
+) -> LocalisationResult:
+    """Run the model over `batches` of (images, labels) and build the localisation map of one tap."""
+    from seelike.models.taps import discover_taps, record_taps, tap_family
+
+    device = torch.device(device)
+    taps = discover_taps(model)
+    if tap is None:
+        tap = default_localisation_tap(taps, tap_family(model))
+    elif isinstance(tap, str):
+        found = [t for t in taps if t.name == tap]
+        if not found:
+            raise ValueError(
+                f"localisation tap {tap!r} is not a tap of this model; valid names include "
+                f"{[t.name for t in taps][-8:]}"
+            )
+        tap = found[0]
+    is_vit = hasattr(model, "patch_embed")
+    grid: list[PositionGrid] = []
+    captured: list[torch.Tensor] = []
+
+    def on_tap(_t, act: torch.Tensor) -> None:
+        captured.append(act.detach().clone())
+
+    def stream():
+        with record_taps(model, [tap], on_tap), torch.inference_mode():
+            for x, _ in batches:
+                x = x.to(device, non_blocking=True)
+                captured.clear()
+                model(x)
+                act = captured[0]
+                if not grid:
+                    img_hw = tuple(x.shape[-2:])
+                    if is_vit and act.dim() == 3:
+                        grid.append(vit_position_grid(model, img_hw))
+                    elif act.dim() == 4:
+                        grid.append(cnn_position_grid(act.shape[-2:], img_hw))
+                    else:
+                        raise ValueError(
+                            f"tap {tap.name!r} gives {tuple(act.shape)}: localisation needs a token grid or a "
+                            "spatial map; choose another tap in localisation.taps"
+                        )
+                yield position_features(act, grid[0]), x
+
+    it = stream()
+    first = next(it, None)
+    if first is None:
+        raise ValueError("no images to localise over")
+
+    def chained():
+        yield first
+        yield from it
+
+    cka, n, dropped = localisation_cka(chained(), grid[0], tokens, device)
+    toks = list(range(grid[0].size)) if tokens is None else [int(t) for t in tokens]
+    return LocalisationResult(tap.name, grid[0], toks, cka, n, dropped)

@@ -1,0 +1,153 @@
+"""config/paper.yaml and config/benchmark.yaml build their DAG (`snakemake -n`) without the network.
+
+A dry run validates the config against the schema and resolves every rule's inputs; it must not load
+a model (the hub is offline and HF_HOME points at an empty folder, so any download would fail).
+The image folders are a few generated JPEGs, the benchmark's checkpoints empty placeholder files.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import REPO, run_snakemake
+from PIL import Image
+
+PAPER_MODELS = {
+    "vit_base_patch32_224.augreg_in21k",
+    "vit_base_patch16_224.augreg_in21k",
+    "vit_large_patch16_224.augreg_in21k",
+    "vit_huge_patch14_224.orig_in21k",
+    "resnetv2_50x1_bit.goog_in21k",
+    "resnetv2_152x2_bit.goog_in21k",
+}
+
+
+def _imagefolder(root: Path, classes: int = 2, per_class: int = 3) -> Path:
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(
+                root / f"c{c}" / f"{i}.jpg"
+            )
+    return root
+
+
+def _job_counts(out: str) -> dict[str, int]:
+    """The `Job stats` table of a dry run: rule -> number of jobs."""
+    table = out[out.index("Job stats:") :].splitlines()[3:]
+    counts = {}
+    for line in table:
+        m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
+        if not m:
+            break
+        counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+def _dry_run(workdir: Path, cfg: dict, monkeypatch, tmp_path: Path) -> dict[str, int]:
+    (workdir / "config").mkdir(parents=True)
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    # Offline and an empty hub cache: a dry run that tried to fetch weights would fail here.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    proc = run_snakemake(workdir, "-n", "--cores", "1")
+    out = proc.stdout + proc.stderr
+    assert not (workdir / "results").exists(), "a dry run wrote results"
+    assert not (tmp_path / "hf_home").exists(), "the dry run touched the hub cache"
+    return _job_counts(out)
+
+
+def test_paper_config_dry_runs(tmp_path: Path, monkeypatch):
+    cfg = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    archs = {m["arch"] for m in cfg["models"].values()}
+    assert archs >= PAPER_MODELS, f"paper models missing: {PAPER_MODELS - archs}"
+    assert {a.split(".")[0] for a in archs} >= {"resnet50", "resnet152"}
+    assert all(m["source"] == "timm" and "." in m["arch"] for m in cfg["models"].values()), (
+        "paper models are pretrained timm weights with an explicit tag"
+    )
+    assert (cfg["cka"]["batch_size"], cfg["cka"]["n_images"], cfg["cka"]["repeats"]) == (
+        1024,
+        10240,
+        20,
+    )
+    cfg["datasets"][cfg["analysis_dataset"]]["root"] = str(_imagefolder(tmp_path / "imagenet_val"))
+    counts = _dry_run(tmp_path / "run", cfg, monkeypatch, tmp_path)
+    n = len(cfg["models"])
+    assert counts.get("fetch_model") == n, counts
+    assert counts.get("cache") == n, counts
+    assert counts.get("cka") == n + len(cfg["cka"]["pairs"]), counts
+    n_vits = sum("vit" in m["arch"] for m in cfg["models"].values())
+    assert counts.get("attention_distance") == n_vits, counts
+    assert "train_model" not in counts, counts
+
+
+def _bench_module():
+    path = REPO / "benchmarks" / "paper_scale.py"
+    spec = importlib.util.spec_from_file_location("seelike_paper_scale", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("small", [False, True], ids=["paper_scale", "small"])
+def test_benchmark_config_dry_runs(tmp_path: Path, monkeypatch, small: bool):
+    bench = _bench_module()
+    base = yaml.safe_load((REPO / "config" / "benchmark.yaml").read_text())
+    assert {m["arch"] for m in base["models"].values()} == {"vit_base_patch16_224", "resnet50"}
+    assert (base["cka"]["n_images"], base["cka"]["batch_size"]) == (10240, 1024)
+    out = tmp_path / "bench"
+    cfg = bench.run_config(base, out, small=small)
+    _imagefolder(out / "images")
+    for spec in cfg["models"].values():
+        Path(spec["path"]).parent.mkdir(parents=True, exist_ok=True)
+        Path(spec["path"]).touch()  # the dry run checks existence only; nothing is loaded
+    if small:
+        assert {m["arch"] for m in cfg["models"].values()} == set(bench.SMALL["archs"].values())
+        assert cfg["cka"]["n_images"] == bench.SMALL["cka"]["n_images"]
+    counts = _dry_run(tmp_path / "run", cfg, monkeypatch, tmp_path)
+    assert counts.get("fetch_model") == 2 and counts.get("cache") == 2, counts
+    assert counts.get("cka") == 3, counts
+    assert counts.get("attention_distance") == 1, counts
+
+
+def test_benchmark_parses_snakemake_job_blocks():
+    bench = _bench_module()
+    log = """
+[Tue Nov 24 19:30:58 2026]
+localrule cache:
+    input: results/models/r50/model.json, results/samples/synthetic.csv
+    output: results/cache/synthetic/r50
+    log: logs/cache/synthetic/r50.log
+    jobid: 8
+    benchmark: benchmarks/cache/synthetic/r50.tsv
+    reason: Missing output files: results/cache/synthetic/r50
+    wildcards: dataset=synthetic, model=r50
+    threads: 2
+    resources: tmpdir=/tmp, gpu=1, runtime=240, mem_mb=16000
+Shell command: None
+[Tue Nov 24 19:31:10 2026]
+Finished jobid: 8 (Rule: cache)
+[Tue Nov 24 19:31:11 2026]
+localrule cka:
+    jobid: 9
+    benchmark: benchmarks/cka/synthetic/r50__r50.tsv
+    wildcards: dataset=synthetic, a=r50, b=r50
+    resources: tmpdir=/tmp, mem_mb=16000
+"""
+    jobs = bench.parse_jobs(log)
+    assert [j["rule"] for j in jobs] == ["cache", "cka"]
+    cache = jobs[0]
+    assert cache["wildcards"] == {"dataset": "synthetic", "model": "r50"}
+    assert cache["resources"]["gpu"] == "1" and "gpu" not in jobs[1]["resources"]
+    assert cache["benchmark"] == "benchmarks/cache/synthetic/r50.tsv"
+    assert cache["end"] - cache["start"] == 12
+    assert "end" not in jobs[1]

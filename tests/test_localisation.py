@@ -1,0 +1,218 @@
+"""Localisation maps: patch cutting, CKA against an independent float64 reference, and tokens that copy their
+own patch (synthetic, and a timm ViT whose blocks are switched off) peaking at their own position."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from seelike.cka import minibatch_cka
+from seelike.localisation import (
+    PositionGrid,
+    cnn_position_grid,
+    default_localisation_tap,
+    default_plot_tokens,
+    localisation_cka,
+    localisation_maps,
+    patches,
+    position_features,
+    vit_position_grid,
+)
+
+
+# ----------------------------------------------------------------------------- float64 reference
+def ref_hsic1(K: np.ndarray, L: np.ndarray) -> float:
+    """Song et al. (2012) eq. 5 term by term."""
+    n = len(K)
+    K, L = K.copy(), L.copy()
+    np.fill_diagonal(K, 0)
+    np.fill_diagonal(L, 0)
+    one = np.ones(n)
+    return (
+        np.trace(K @ L)
+        + (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2))
+        - 2 / (n - 2) * (one @ K @ L @ one)
+    ) / (n * (n - 3))
+
+
+def ref_cka(xs, ys) -> float:
+    kl = kk = ll = 0.0
+    for x, y in zip(xs, ys):
+        x = np.asarray(x, np.float64).reshape(len(x), -1)
+        y = np.asarray(y, np.float64).reshape(len(y), -1)
+        K, L = x @ x.T, y @ y.T
+        kl, kk, ll = kl + ref_hsic1(K, L), kk + ref_hsic1(K, K), ll + ref_hsic1(L, L)
+    return kl / np.sqrt(kk * ll)
+
+
+def _grid(h=4, w=4, p=4) -> PositionGrid:
+    regions = tuple((i * p, i * p + p, j * p, j * p + p) for i in range(h) for j in range(w))
+    return PositionGrid((h, w), (h * p, w * p), 1, regions, (p, p), (p, p))
+
+
+def _copy_batches(grid, n_batches=3, bs=16, seed=0, mix=0.0, dim=64):
+    """Tokens (G, B, dim) = a random orthogonal map of their own flattened patch (+ `mix` × the mean patch)."""
+    g = torch.Generator().manual_seed(seed)
+    p = 3 * grid.kernel[0] * grid.kernel[1]
+    q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g, dtype=torch.float64))
+    out = []
+    for _ in range(n_batches):
+        x = torch.randn(bs, 3, *grid.img_hw, generator=g)
+        pt = patches(x, grid)  # (G, B, p)
+        src = pt + mix * pt.mean(0, keepdim=True)
+        feats = (torch.nn.functional.pad(src, (0, dim - p)).double() @ q).float()
+        out.append((feats, x))
+    return out
+
+
+# ----------------------------------------------------------------------------- patches and grids
+def test_patches_match_slices_row_major():
+    grid = _grid(3, 2, 5)
+    x = torch.randn(2, 3, 15, 10)
+    pt = patches(x, grid)
+    assert pt.shape == (6, 2, 75)
+    for g, (r0, r1, c0, c1) in enumerate(grid.regions):
+        # unfold flattens each patch channel-major: the same set of pixels as the slice, in that order
+        torch.testing.assert_close(pt[g], x[:, :, r0:r1, c0:c1].reshape(2, -1))
+    assert grid.rc(5) == (2, 1)
+
+
+def test_cnn_grid_regular_and_irregular():
+    reg = cnn_position_grid((4, 4), (32, 32))
+    assert reg.kernel == (8, 8) and reg.regions[5] == (8, 16, 8, 16)
+    irr = cnn_position_grid((3, 3), (10, 10))
+    assert irr.kernel is None
+    assert irr.regions[0] == (0, 4, 0, 4) and irr.regions[-1] == (6, 10, 6, 10)
+    x = torch.randn(2, 3, 10, 10)
+    parts = patches(x, irr)
+    assert len(parts) == 9 and parts[4].shape == (2, 3 * 4 * 4)  # rows 3..7, cols 3..7
+    covered = np.zeros((10, 10), bool)
+    for r0, r1, c0, c1 in irr.regions:
+        covered[r0:r1, c0:c1] = True
+    assert covered.all()
+
+
+def test_position_features_vit_and_cnn():
+    grid = _grid(2, 2, 4)
+    act = torch.randn(3, 5, 7)
+    torch.testing.assert_close(position_features(act, grid)[2], act[:, 3])
+    cgrid = cnn_position_grid((2, 3), (8, 12))
+    m = torch.randn(3, 7, 2, 3)
+    torch.testing.assert_close(position_features(m, cgrid)[4], m[:, :, 1, 1])
+    with pytest.raises(ValueError, match="tokens"):
+        position_features(torch.randn(3, 6, 7), grid)
+    with pytest.raises(ValueError, match="map"):
+        position_features(torch.randn(3, 7), grid)
+
+
+def test_default_plot_tokens():
+    assert default_plot_tokens((8, 8)) == [0, 4, 18, 36, 54, 63]
+    assert default_plot_tokens((1, 1)) == [0]
+
+
+# ----------------------------------------------------------------------------- CKA
+def test_localisation_cka_matches_reference():
+    grid = _grid(2, 2, 3)
+    batches = _copy_batches(grid, n_batches=2, bs=12, mix=0.7, dim=32)
+    cka, n, dropped = localisation_cka(batches, grid, tokens=[0, 3])
+    assert cka.shape == (2, 4) and n == 24 and dropped == []
+    for i, t in enumerate([0, 3]):
+        for g in range(4):
+            xs = [f[t].numpy() for f, _ in batches]
+            ys = [patches(x, grid)[g].numpy() for _, x in batches]
+            ref = ref_cka(xs, ys)
+            assert cka[i, g] == pytest.approx(ref, abs=1e-6)
+            assert cka[i, g] == pytest.approx(minibatch_cka(xs, ys), abs=1e-6)
+
+
+def test_token_copying_its_patch_peaks_at_its_own_position():
+    grid = _grid(4, 4, 4)
+    cka, _, _ = localisation_cka(_copy_batches(grid), grid)
+    assert cka.shape == (16, 16)
+    np.testing.assert_allclose(np.diag(cka), 1.0, atol=1e-6)  # orthogonal map of the patch: CKA 1
+    assert (cka.argmax(1) == np.arange(16)).all()
+    off = cka[~np.eye(16, dtype=bool)]
+    assert np.abs(off).max() < 0.2  # independent pixels: unbiased CKA ≈ 0
+
+
+def test_mixed_tokens_still_peak_at_own_position():
+    grid = _grid(3, 3, 2)
+    cka, _, _ = localisation_cka(_copy_batches(grid, mix=0.5, dim=16), grid)
+    assert (cka.argmax(1) == np.arange(9)).all()
+    assert (np.diag(cka) < 1.0).all()
+
+
+def test_short_batches_are_dropped_and_bad_tokens_refused():
+    grid = _grid(2, 2, 2)
+    batches = _copy_batches(grid, n_batches=2, bs=8, dim=12)
+    f, x = batches[0]
+    _, n, dropped = localisation_cka([*batches, (f[:, :3], x[:3])], grid)
+    assert n == 16 and dropped == [2]
+    with pytest.raises(ValueError, match="outside"):
+        localisation_cka(batches, grid, tokens=[4])
+
+
+# ----------------------------------------------------------------------------- real timm models
+def _identity_vit():
+    """A timm ViT whose blocks add nothing (branch outputs zeroed): each token is its patch embedding."""
+    import timm
+
+    torch.manual_seed(0)
+    m = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, img_size=16, patch_size=4, depth=2, embed_dim=64,
+        num_heads=2, num_classes=3,
+    ).eval()  # fmt: skip
+    with torch.no_grad():
+        for blk in m.blocks:
+            for lin in (blk.attn.proj, blk.mlp.fc2):
+                lin.weight.zero_()
+                lin.bias.zero_()
+    return m
+
+
+def _image_batches(n_batches, bs, hw, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [
+        (torch.randn(bs, 3, hw, hw, generator=g), torch.zeros(bs, dtype=torch.long))
+        for _ in range(n_batches)
+    ]
+
+
+def test_vit_tokens_that_copy_their_patch_localise():
+    model = _identity_vit()
+    res = localisation_maps(model, _image_batches(3, 16, 16))
+    assert res.tap == "blocks.1.block" and res.grid.grid_hw == (4, 4) and res.n_images == 48
+    assert (res.cka.argmax(1) == np.arange(16)).all()
+    assert (np.diag(res.cka) > 0.7).all()
+    df = res.to_frame()
+    assert len(df) == 16 * 16 and set(df.columns) >= {
+        "token",
+        "patch",
+        "token_row",
+        "patch_col",
+        "cka",
+    }
+    own = df[df.token == df.patch]
+    assert (own.token_row == own.patch_row).all()
+
+
+def test_vit_grid_and_cnn_default_tap():
+    import timm
+
+    from seelike.models.taps import discover_taps, tap_family
+
+    model = _identity_vit()
+    grid = vit_position_grid(model, (16, 16))
+    assert grid.grid_hw == (4, 4) and grid.num_prefix_tokens == 1 and grid.kernel == (4, 4)
+    torch.manual_seed(0)
+    cnn = timm.create_model(
+        "resnet18", pretrained=False, num_classes=3, channels=[4, 8, 8, 8]
+    ).eval()
+    taps = discover_taps(cnn)
+    assert default_localisation_tap(taps, tap_family(cnn)).name == "layer4.1.out"
+    res = localisation_maps(cnn, _image_batches(2, 8, 64), tap="layer3.1.out", tokens=[0, 15])
+    assert res.grid.grid_hw == (4, 4) and res.grid.kernel == (16, 16)
+    assert res.cka.shape == (2, 16) and np.isfinite(res.cka).all()
+    with pytest.raises(ValueError, match="not a tap"):
+        localisation_maps(cnn, _image_batches(1, 8, 64), tap="nope")

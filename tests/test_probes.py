@@ -1,0 +1,369 @@
+"""Linear probes: the ridge solver against a float64 lstsq reference, λ selection on a problem whose best λ is
+known analytically, k-shot sampling, aggregations, and the streaming feature pass on a tiny timm model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from seelike.probes import (
+    DEFAULT_LAMBDAS,
+    ProbeDataError,
+    Standardiser,
+    aggregate,
+    aggregation_names,
+    extract_probe_features,
+    final_spatial_size,
+    fit_probe,
+    heldout_accuracies,
+    holdout_split,
+    kshot_indices,
+    normalised_depth,
+    one_hot_pm1,
+    pick_lambda,
+    probe_sample_plan,
+    probe_table,
+    ridge_solve,
+    select_lambda,
+    token_positions,
+)
+
+
+# ----------------------------------------------------------------------------- float64 references
+def ref_ridge(x: np.ndarray, t: np.ndarray, lam: float) -> np.ndarray:
+    """Ridge as ordinary least squares on the augmented system [X; √λ I] W = [T; 0] (numpy lstsq, float64)."""
+    d = x.shape[1]
+    a = np.vstack([x, np.sqrt(lam) * np.eye(d)])
+    b = np.vstack([t, np.zeros((d, t.shape[1]))])
+    return np.linalg.lstsq(a, b, rcond=None)[0]
+
+
+def ref_probe_predict(x_fit, y_fit, x_q, lam_per_example):
+    """The documented probe written from the formulas: z-score with fit statistics, centre ±1 targets,
+    ridge with penalty λ·n via lstsq, add back the mean target, argmax."""
+    classes = np.unique(y_fit)
+    mu, sd = x_fit.mean(0), x_fit.std(0)
+    sd = np.where(sd <= 1e-12 * (1 + np.abs(mu)), 1.0, sd)
+    xs = (x_fit - mu) / sd
+    t = np.where(y_fit[:, None] == classes[None, :], 1.0, -1.0)
+    tm = t.mean(0)
+    w = ref_ridge(xs, t - tm, lam_per_example * len(x_fit))
+    return classes[np.argmax(((x_q - mu) / sd) @ w + tm, axis=1)]
+
+
+def _problem(n, d, c=3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d))
+    y = rng.integers(0, c, n)
+    return x, y
+
+
+# ----------------------------------------------------------------------------- solver
+@pytest.mark.parametrize("n,d", [(50, 7), (12, 40), (30, 30)])
+@pytest.mark.parametrize("lam", [1e-2, 1.0, 37.0])
+@pytest.mark.parametrize("form", ["primal", "dual", "auto"])
+def test_ridge_matches_lstsq(n, d, lam, form):
+    x, y = _problem(n, d, seed=n + d)
+    t = one_hot_pm1(y, [0, 1, 2])
+    ours = ridge_solve(x, t, lam, form=form)
+    ref = ref_ridge(x, t, lam)
+    np.testing.assert_allclose(ours, ref, rtol=1e-8, atol=1e-8)
+
+
+def test_ridge_primal_equals_dual_and_float32_input():
+    x, y = _problem(20, 60, seed=3)
+    t = one_hot_pm1(y, [0, 1, 2])
+    p = ridge_solve(x, t, 0.5, form="primal")
+    d = ridge_solve(torch.from_numpy(x).float(), t, 0.5, form="dual")  # float32 in, float64 solve
+    np.testing.assert_allclose(p, d, rtol=1e-5, atol=1e-5)
+
+
+def test_ridge_rejects_nonpositive_lambda():
+    with pytest.raises(ValueError, match="λ must be > 0"):
+        ridge_solve(np.ones((3, 2)), np.ones((3, 1)), 0.0)
+
+
+def test_one_hot_pm1():
+    t = one_hot_pm1([2, 0, 2], [0, 1, 2])
+    np.testing.assert_array_equal(t, [[-1, -1, 1], [1, -1, -1], [-1, -1, 1]])
+
+
+def test_standardiser_uses_train_stats_and_keeps_constant_features_zero():
+    x = torch.tensor([[1.0, 5.0], [3.0, 5.0]], dtype=torch.float64)
+    s = Standardiser.fit(x)
+    np.testing.assert_allclose(s(x).numpy(), [[-1, 0], [1, 0]])
+    np.testing.assert_allclose(s(torch.tensor([[5.0, 7.0]], dtype=torch.float64)).numpy(), [[3, 2]])
+
+
+@pytest.mark.parametrize("n,d", [(40, 6), (15, 50)])
+def test_probe_predictions_match_reference(n, d):
+    """Standardisation, centring and the λ·n penalty, against the formula-level float64 reference."""
+    x, y = _problem(n + 25, d, seed=7)
+    x[:, 0] = 4.0  # a constant feature
+    x[:, 1] *= 100.0  # badly scaled
+    lams = [1e-2, 0.3, 10.0]
+    acc = heldout_accuracies(x[:n], y[:n], x[n:], y[n:], lams)
+    ref = [np.mean(ref_probe_predict(x[:n], y[:n], x[n:], lam) == y[n:]) for lam in lams]
+    np.testing.assert_allclose(acc, ref)
+    fit = fit_probe(x[:n], y[:n], x[n:], y[n:], lambdas=[0.3])
+    np.testing.assert_array_equal(fit.predictions, ref_probe_predict(x[:n], y[:n], x[n:], 0.3))
+    assert fit.form == ("primal" if d <= n else "dual")
+
+
+# ----------------------------------------------------------------------------- probe behaviour
+def _clusters(n_per_class, d, c, seed, sep=8.0):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((c, d)) * sep
+    y = np.repeat(np.arange(c), n_per_class)
+    return centres[y] + rng.standard_normal((len(y), d)), y
+
+
+@pytest.mark.parametrize("d", [16, 500])  # primal (d < n) and dual (d > n)
+def test_separable_classes_are_recovered(d):
+    x_tr, y_tr = _clusters(10, d, 5, seed=1)  # 10-shot, 5 classes
+    rng = np.random.default_rng(1)
+    centres = np.random.default_rng(1).standard_normal((5, d)) * 8.0
+    y_te = rng.integers(0, 5, 400)
+    x_te = centres[y_te] + rng.standard_normal((400, d))
+    fit = fit_probe(x_tr, y_tr, x_te, y_te)
+    assert fit.accuracy == 1.0
+    assert fit.form == ("primal" if d <= 50 else "dual")
+    assert fit.lam in DEFAULT_LAMBDAS
+
+
+def test_random_labels_are_at_chance():
+    rng = np.random.default_rng(5)
+    c, n_te = 10, 3000
+    x_tr, y_tr = rng.standard_normal((200, 64)), np.repeat(np.arange(c), 20)
+    x_te, y_te = rng.standard_normal((n_te, 64)), rng.integers(0, c, n_te)
+    fit = fit_probe(x_tr, y_tr, x_te, y_te)
+    # binomial tolerance: 4 standard deviations of the accuracy of a chance classifier
+    sigma = np.sqrt(0.1 * 0.9 / n_te)
+    assert abs(fit.accuracy - 1 / c) < 4 * sigma
+
+
+def test_pick_lambda_prefers_larger_on_ties():
+    assert pick_lambda([0.1, 1.0, 10.0, 100.0], [0.5, 0.9, 0.9, 0.7]) == 10.0
+    assert pick_lambda([0.1, 1.0], [0.8, 0.2]) == 0.1
+
+
+def _threshold(x_fit, y_fit, lam):
+    """1-D, two classes, fit features with mean 0 and variance 1 (standardisation is the identity):
+    class 1 is predicted where w·x + t̄ > 0 with w = Σ x t / (Σ x² + λ n), t̄ = mean(t), t = ±1 for class 1."""
+    t = np.where(y_fit == 1, 1.0, -1.0)
+    n = len(x_fit)
+    w = (x_fit @ (t - t.mean())) / (x_fit @ x_fit + lam * n)
+    return -t.mean() / w
+
+
+def test_lambda_selection_picks_known_best():
+    """Imbalanced classes: ridge shrinkage moves the decision threshold monotonically with λ, so validation
+    points placed between neighbouring thresholds make exactly one grid value the best (known analytically)."""
+    raw = np.array([-1.5, -1.0, -0.7, -0.2, 0.3, 0.6, 1.1, 1.4])
+    y_fit = np.array([0, 0, 0, 0, 0, 0, 1, 1])
+    x_fit = (raw - raw.mean()) / raw.std()
+    lams = list(np.logspace(-2, 1, 7))
+    thr = np.array([_threshold(x_fit, y_fit, lam) for lam in lams])
+    assert np.all(
+        np.diff(thr) > 0
+    )  # larger λ → more shrinkage → threshold moves away, toward majority
+    for k in (1, 3, 5):
+        p_lo, p_hi = (thr[k - 1] + thr[k]) / 2, (thr[k] + thr[k + 1]) / 2
+        # labels as λ_k classifies them; λ_{k−1} (lower threshold) misses p_lo, λ_{k+1} misses p_hi
+        x_val = np.array([p_lo, p_hi])
+        y_val = np.array([int(p_lo > thr[k]), int(p_hi > thr[k])])
+        assert list(y_val) == [0, 1]  # p_lo under λ_k's threshold, p_hi over it
+        acc = heldout_accuracies(x_fit[:, None], y_fit, x_val[:, None], y_val, lams)
+        assert acc[k] == 1.0 and np.sum(acc == 1.0) == 1
+        assert pick_lambda(lams, acc) == pytest.approx(lams[k])
+
+
+def test_select_lambda_uses_stratified_heldout_split():
+    x, y = _clusters(10, 30, 4, seed=2, sep=0.7)
+    lams = [1e-2, 1.0, 100.0]
+    lam, acc = select_lambda(x, y, lams, holdout=0.2, seed=3)
+    fit_idx, val_idx = holdout_split(y, 0.2, seed=3)
+    ref = [
+        np.mean(ref_probe_predict(x[fit_idx], y[fit_idx], x[val_idx], v) == y[val_idx])
+        for v in lams
+    ]
+    np.testing.assert_allclose(acc, ref)
+    assert lam == pick_lambda(lams, ref)
+
+
+def test_holdout_split_is_stratified_and_disjoint():
+    y = np.repeat(np.arange(4), 10)
+    fit, val = holdout_split(y, 0.2, seed=0)
+    assert len(set(fit) & set(val)) == 0 and len(fit) + len(val) == 40
+    assert np.all(np.bincount(y[val]) == 2)
+    with pytest.raises(ProbeDataError, match="≥ 2"):
+        holdout_split(np.array([0, 1, 1]), 0.2)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        holdout_split(y, 1.0)
+
+
+# ----------------------------------------------------------------------------- sampling
+def test_kshot_exact_seeded_nested():
+    y = np.random.default_rng(0).integers(0, 5, 300)
+    a = kshot_indices(y, 10, seed=1)
+    assert np.all(np.bincount(y[a]) == 10)
+    np.testing.assert_array_equal(a, kshot_indices(y, 10, seed=1))
+    assert not np.array_equal(a, kshot_indices(y, 10, seed=2))
+    assert set(kshot_indices(y, 4, seed=1)) <= set(a)
+    with pytest.raises(ProbeDataError, match="lower probes.shots"):
+        kshot_indices(y, 1000)
+
+
+def test_probe_sample_plan():
+    rng = np.random.default_rng(0)
+    samples = pd.DataFrame(
+        {"id": [f"i{i}" for i in range(200)], "label": rng.integers(0, 4, 200),
+         "split": ["train"] * 150 + ["test"] * 50}
+    )  # fmt: skip
+    rows, sets = probe_sample_plan(samples, [2, 5], n_test=20, seed=0)
+    assert list(rows["split"]).count("test") == 20 and set(sets) == {"2", "5"}
+    assert set(sets["2"]) <= set(sets["5"]) and len(rows) == 20 + 20
+    assert np.all(np.bincount(rows["label"].to_numpy()[sets["5"]]) == 5)
+    rows_all, sets_all = probe_sample_plan(samples, [5, "all"], n_test=None, seed=0)
+    assert len(sets_all["all"]) == 150 and len(rows_all) == 200
+    # the 5-shot set is the same images whatever else is configured
+    ids5 = set(rows["id"].to_numpy()[sets["5"]])
+    assert ids5 == set(rows_all["id"].to_numpy()[sets_all["5"]])
+    with pytest.raises(ProbeDataError, match="max_test"):
+        probe_sample_plan(samples, [2], n_test=51)
+
+
+# ----------------------------------------------------------------------------- aggregations
+def test_aggregations_tokens():
+    x = torch.arange(2 * 5 * 3, dtype=torch.float32).reshape(2, 5, 3)
+    out = aggregate(x, num_prefix=1)
+    assert set(out) == {"cls", "mean_spatial", "mean_all"}
+    torch.testing.assert_close(out["cls"], x[:, 0])
+    torch.testing.assert_close(out["mean_spatial"], x[:, 1:].mean(1))
+    torch.testing.assert_close(out["mean_all"], x.mean(1))
+    assert set(aggregate(x, num_prefix=0)) == {"mean_spatial", "mean_all"}
+    assert aggregation_names((5, 3), 1, None) == ["cls", "mean_spatial", "mean_all"]
+    torch.testing.assert_close(token_positions(x, 1), x[:, 1:])
+
+
+def test_aggregations_cnn_pool_to_final_stage():
+    x = torch.randn(2, 3, 8, 8)
+    out = aggregate(x, 0, pool_hw=(2, 2))
+    # block averages of 4×4 regions, flattened channel-major as torch's flatten(1) of (C, 2, 2)
+    ref = x.reshape(2, 3, 2, 4, 2, 4).mean(dim=(3, 5)).reshape(2, 12)
+    torch.testing.assert_close(out["pool_final"], ref)
+    torch.testing.assert_close(out["mean_spatial"], x.mean(dim=(2, 3)))
+    assert "pool_final" not in aggregate(x, 0, pool_hw=(1, 1))  # the same as the global mean
+    assert aggregation_names((3, 8, 8), 0, (2, 2)) == ["pool_final", "mean_spatial"]
+    assert final_spatial_size({"a": [3, 8, 8], "b": [6, 4, 4], "c": [10]}) == (4, 4)
+    torch.testing.assert_close(token_positions(x, 0)[:, 9], x[:, :, 1, 1])
+
+
+def test_normalised_depth():
+    assert normalised_depth([4, 0, 9]) == {0: 0.0, 4: 0.5, 9: 1.0}
+    assert normalised_depth([3]) == {3: 1.0}
+
+
+# ----------------------------------------------------------------------------- streaming pass
+def _tiny_vit():
+    import timm
+
+    torch.manual_seed(0)
+    return timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, img_size=16, patch_size=4, depth=2, embed_dim=16,
+        num_heads=2, num_classes=3,
+    ).eval()  # fmt: skip
+
+
+def _tiny_resnet():
+    import timm
+
+    torch.manual_seed(0)
+    return timm.create_model(
+        "resnet18", pretrained=False, num_classes=3, channels=[4, 8, 8, 8]
+    ).eval()
+
+
+def _batches(n, bs, hw, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, hw, hw, generator=g)
+    y = torch.arange(n) % 3
+    return [(x[i : i + bs], y[i : i + bs]) for i in range(0, n, bs)], x, y
+
+
+def test_extract_features_vit_matches_direct_forward(tmp_path):
+    from seelike.models.taps import discover_taps, record_taps
+
+    model = _tiny_vit()
+    taps = [t for t in discover_taps(model) if t.kind in ("embed", "block")]
+    batches, x, y = _batches(10, 4, 16)
+    meta = extract_probe_features(
+        model, batches, 10, tmp_path / "f", taps, token_taps=[taps[-1].name],
+        extra_meta={"splits": ["train"] * 6 + ["test"] * 4},
+    )  # fmt: skip
+    acts = {}
+    with (
+        record_taps(model, taps, lambda t, a: acts.__setitem__(t.name, a.clone())),
+        torch.no_grad(),
+    ):
+        model(x)
+    last = taps[-1]
+    assert meta["taps"][-1]["aggregations"] == ["cls", "mean_spatial", "mean_all"]
+    assert meta["taps"][-1]["grid_hw"] == [4, 4]
+    got = np.load(tmp_path / "f" / f"{last.index:03d}_mean_spatial.npy")
+    np.testing.assert_allclose(got, acts[last.name][:, 1:].mean(1).numpy(), rtol=1e-5, atol=1e-6)
+    tok = np.load(tmp_path / "f" / f"{last.index:03d}_token.npy")
+    assert tok.shape == (10, 16, 16)
+    np.testing.assert_allclose(tok, acts[last.name][:, 1:].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.load(tmp_path / "f" / "labels.npy"), y.numpy())
+
+
+def test_extract_features_cnn_pools_to_final_stage(tmp_path):
+    from seelike.models.taps import discover_taps
+
+    model = _tiny_resnet()
+    taps = [t for t in discover_taps(model) if t.kind in ("stem", "out")]
+    batches, _, _ = _batches(6, 3, 64)
+    meta = extract_probe_features(model, batches, 6, tmp_path / "f", taps)
+    assert meta["pool_hw"] == [2, 2]  # 64 px / 32
+    stem = meta["taps"][0]
+    assert stem["aggregations"] == ["pool_final", "mean_spatial"]
+    assert np.load(tmp_path / "f" / f"{stem['index']:03d}_pool_final.npy").shape == (
+        6,
+        stem["shape"][0] * 2 * 2,
+    )
+
+
+def test_probe_table_end_to_end(tmp_path):
+    """Features of a random-weight ViT on images whose class is their colour: the table is tidy and the
+    final-block probe beats chance."""
+    from seelike.models.taps import discover_taps
+
+    model = _tiny_vit()
+    taps = [t for t in discover_taps(model) if t.kind in ("embed", "block")]
+    g = torch.Generator().manual_seed(1)
+    n = 90
+    y = torch.arange(n) % 3
+    x = 0.3 * torch.randn(n, 3, 16, 16, generator=g)
+    x[torch.arange(n), y] += 1.5  # the class is the image's colour: linear in the patch embedding
+    batches = [(x[i : i + 30], y[i : i + 30]) for i in range(0, n, 30)]
+    splits = ["train"] * 30 + ["test"] * 60
+    sets = {"5": list(kshot_indices(y[:30].numpy(), 5, 0)), "10": list(range(30))}
+    extract_probe_features(
+        model, batches, n, tmp_path / "f", taps, token_taps=[taps[-1].name],
+        extra_meta={"splits": splits, "train_sets": sets, "model": "tiny"},
+    )  # fmt: skip
+    df = probe_table(tmp_path / "f", lambdas=[1e-2, 1.0, 100.0])
+    assert set(df["shots"]) == {"5", "10"} and (df["model"] == "tiny").all()
+    agg = df[df.aggregation != "token"]
+    assert len(agg) == 2 * 3 * 3  # shots × taps × (cls, mean_spatial, mean_all)
+    assert (df[df.aggregation == "token"].groupby("shots").size() == 16).all()
+    assert set(agg["depth"]) == {0.0, 0.5, 1.0}
+    assert df["accuracy"].between(0, 1).all() and (df["chance"] == 1 / 3).all()
+    assert df["lam"].isin([1e-2, 1.0, 100.0]).all()
+    embed = agg[(agg.shots == "10") & (agg.depth == 0.0)].set_index("aggregation")["accuracy"]
+    assert embed["mean_spatial"] > 0.9
+    # the embedding's CLS token is the same for every image: nothing to learn
+    assert embed["cls"] == pytest.approx(1 / 3, abs=0.05)

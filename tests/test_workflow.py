@@ -1,0 +1,95 @@
+"""The workflow as users run it: config validation errors, dry runs, and one real end-to-end run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, prepare_workdir, run_snakemake
+from seelike.io import read_json, read_table
+
+
+def _config_with(tmp_path, edit):
+    cfg = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
+    edit(cfg)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return prepare_workdir(tmp_path / "run", path)
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda c: c["cka"].update(batch_size=2), "batch_size"),
+        (lambda c: c.update(colour="red"), "colour"),
+        (lambda c: c["models"]["vit"].update(source="hub"), "hub"),
+        (lambda c: c.update(analysis_dataset="imagenet"), "analysis_dataset 'imagenet'"),
+        (lambda c: c["cka"].update(pairs=[["vit", "convnext"]]), "convnext"),
+        (lambda c: c["models"].update({"a__b": c["models"]["vit"]}), "a__b"),
+    ],
+)
+def test_bad_config_stops_with_a_message_naming_the_key(tmp_path, edit, message):
+    proc = run_snakemake(_config_with(tmp_path, edit), "-n", "--cores", "1", check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+
+
+def test_schema_defaults_fill_missing_sections(tmp_path):
+    def drop(c):
+        del c["cka"]
+
+    root = _config_with(tmp_path, drop)
+    proc = run_snakemake(root, "-n", "--cores", "1", "--printshellcmds", check=False)
+    # defaults are the paper's protocol: 10,240 images > the tiny dataset, caught when the cache runs;
+    # the dry run itself must succeed with the defaults filled in
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_default_config_dry_runs():
+    proc = run_snakemake(REPO, "-n", "--cores", "2", check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rule in ("samples", "train_model", "cache", "cka", "plot_self_cka", "plot_cross_cka"):
+        assert rule in proc.stdout
+
+
+@pytest.mark.slow
+def test_end_to_end_outputs(workflow_run):
+    res = workflow_run / "results"
+    samples = pd.read_csv(res / "samples" / "digits.csv")
+    assert samples["split"].value_counts().to_dict() == {"train": 256, "test": 128}
+    for name, n_taps in (("vit", 2 + 7 * 2), ("resnet", 1 + 8 * 4 + 3)):
+        info = read_json(res / "models" / name / "model.json")
+        assert info["num_taps"] == n_taps
+        assert 0.15 < info["metrics"]["test_accuracy"] <= 1.0  # chance is 0.1
+        taps = pd.read_csv(res / "models" / name / "taps.csv")
+        assert len(taps) == n_taps and taps["index"].tolist() == list(range(n_taps))
+        meta = read_json(res / "cache" / "digits" / name / "meta.json")
+        assert meta["plan"]["samples_hash"] == info["samples_hash"]
+    for a, b in (("vit", "vit"), ("resnet", "resnet"), ("vit", "resnet")):
+        df, meta = read_table(res / "cka" / "digits" / f"{a}__{b}.parquet")
+        assert meta["plan"]["repeats"] == 2 and meta["model_a"] == a
+        assert df["cka"].between(-0.1, 1.0 + 1e-6).all() and not df["cka"].isna().any()
+        if a == b:
+            diag = df[df.index_a == df.index_b]
+            assert np.allclose(diag.loc[~diag.constant, "cka"], 1.0, atol=1e-5)
+    # a trained ResNet's consecutive taps are more alike than its first and last
+    df, _ = read_table(res / "cka" / "digits" / "resnet__resnet.parquet")
+    first_last = df[(df.index_a == 0) & (df.index_b == df.index_b.max())]["cka"].item()
+    neighbours = df[(df.index_b == df.index_a + 1) & ~df.constant]["cka"].mean()
+    assert neighbours > first_last
+    for fig in ("fig1_self_cka/vit", "fig1_self_cka/resnet", "fig2_cross_cka/vit__resnet"):
+        for ext in ("png", "pdf"):
+            assert (res / "figures" / f"{fig}.{ext}").stat().st_size > 5000
+
+
+@pytest.mark.slow
+def test_rerun_is_a_no_op_and_one_figure_reruns_alone(workflow_run):
+    proc = run_snakemake(workflow_run, "-n", "--cores", "1")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    proc = run_snakemake(workflow_run, "fig2", "--forcerun", "plot_cross_cka", "-n", "--cores", "1")
+    out = proc.stdout
+    assert "plot_cross_cka" in out and "train_model" not in out and "cache" not in out.replace("cache/", "")
