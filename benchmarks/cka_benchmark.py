@@ -29,7 +29,12 @@ class PeakRss:
     """Peak resident memory above the starting level while the block runs (sampled every 5 ms)."""
 
     def __enter__(self):
-        self.proc, self.base, self.peak, self.run = psutil.Process(), psutil.Process().memory_info().rss, 0, True
+        self.proc, self.base, self.peak, self.run = (
+            psutil.Process(),
+            psutil.Process().memory_info().rss,
+            0,
+            True,
+        )
         self.t = threading.Thread(target=self._poll, daemon=True)
         self.t.start()
         return self
@@ -51,8 +56,11 @@ def hsic_ref(K: np.ndarray, L: np.ndarray) -> float:
     np.fill_diagonal(K, 0)
     np.fill_diagonal(L, 0)
     one = np.ones(n)
-    return (np.trace(K @ L) + one @ K @ one * (one @ L @ one) / ((n - 1) * (n - 2))
-            - 2 / (n - 2) * one @ K @ L @ one) / (n * (n - 3))
+    return (
+        np.trace(K @ L)
+        + one @ K @ one * (one @ L @ one) / ((n - 1) * (n - 2))
+        - 2 / (n - 2) * one @ K @ L @ one
+    ) / (n * (n - 3))
 
 
 def naive_step(acts_a, acts_b, sums):
@@ -90,15 +98,23 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    vit = disable_fused_attention(timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=2,
-                                                    img_size=args.size)).eval()
+    vit = disable_fused_attention(
+        timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=2, img_size=args.size)
+    ).eval()
     cnn = timm.create_model("resnet18", pretrained=False).eval()
     taps_a, taps_b = discover_taps(vit), discover_taps(cnn)
     from torch_cka import CKA
 
     ra, rb = Replay(len(taps_a)), Replay(len(taps_b))
-    peer = CKA(ra, rb, "a", "b", [f"layers.{i}" for i in range(len(taps_a))],
-               [f"layers.{i}" for i in range(len(taps_b))], device="cpu")
+    peer = CKA(
+        ra,
+        rb,
+        "a",
+        "b",
+        [f"layers.{i}" for i in range(len(taps_a))],
+        [f"layers.{i}" for i in range(len(taps_b))],
+        device="cpu",
+    )
     n_batches = args.images // args.batch
     peer_sums = torch.zeros(len(taps_a), len(taps_b), 3)
     acc = CkaAccumulator(len(taps_a), len(taps_b))
@@ -111,8 +127,14 @@ def main() -> None:
         acts = {"a": [], "b": []}
         for key, model, taps in (("a", vit, taps_a), ("b", cnn, taps_b)):
             t0 = time.perf_counter()
-            with record_taps(model, taps, lambda tp, v, key=key: acts[key].append(v.detach().clone())), \
-                    torch.inference_mode():
+            with (
+                record_taps(
+                    model,
+                    taps,
+                    lambda tp, v, key=key, acts=acts: acts[key].append(v.detach().clone()),
+                ),
+                torch.inference_mode(),
+            ):
                 model(x)
             t["forward"] += time.perf_counter() - t0
         with PeakRss() as pr:
@@ -156,20 +178,34 @@ def main() -> None:
     ours = acc.result()
     peer_m = (peer_sums[:, :, 1] / (peer_sums[:, :, 0].sqrt() * peer_sums[:, :, 2].sqrt())).numpy()
     ok = np.isfinite(ref)
-    dev = {"ours": float(np.abs(ours - ref)[ok].max()), "naive": 0.0,
-           "peer": float(np.nanmax(np.abs(peer_m - ref)[ok]))}
-    print(f"\nworkload: vit_tiny (depth 2, {len(taps_a)} taps) × resnet18 ({len(taps_b)} taps), "
-          f"{n_batches * args.batch} images of {args.size}px, batch {args.batch}, {args.threads} CPU threads")
+    dev = {
+        "ours": float(np.abs(ours - ref)[ok].max()),
+        "naive": 0.0,
+        "peer": float(np.nanmax(np.abs(peer_m - ref)[ok])),
+    }
+    print(
+        f"\nworkload: vit_tiny (depth 2, {len(taps_a)} taps) × resnet18 ({len(taps_b)} taps), "
+        f"{n_batches * args.batch} images of {args.size}px, batch {args.batch}, {args.threads} CPU threads"
+    )
     print(f"forward passes of both models: {t['forward']:.2f} s")
-    print(f"seelike CKA step from cached Grams (the cka rule): {t['ours_step']:.3f} s = "
-          f"{100 * t['ours_step'] / t['forward']:.2f}% of the forward passes; Gram computation inside the "
-          f"cache pass: {t['ours'] - t['ours_step']:.2f} s\n")
-    print(f"| method | CKA step wall (s) | vs ours | % of forward | peak extra RSS (MB) | max abs dev vs float64 ref |")
+    print(
+        f"seelike CKA step from cached Grams (the cka rule): {t['ours_step']:.3f} s = "
+        f"{100 * t['ours_step'] / t['forward']:.2f}% of the forward passes; Gram computation inside the "
+        f"cache pass: {t['ours'] - t['ours_step']:.2f} s\n"
+    )
+    print(
+        "| method | CKA step wall (s) | vs ours | % of forward | peak extra RSS (MB) | max abs dev vs float64 ref |"
+    )
     print("|---|---|---|---|---|---|")
-    for k, label in (("ours", "seelike (centred fp32 Grams + stacked U-centred product)"), ("naive", "naive per-pair loop (float64)"),
-                     ("peer", "torch_cka 0.21")):
-        print(f"| {label} | {t[k]:.3f} | {t[k] / t['ours']:.1f}× | {100 * t[k] / t['forward']:.1f}% | "
-              f"{peak[k] / 1e6:.0f} | {dev[k]:.2e} |")
+    for k, label in (
+        ("ours", "seelike (centred fp32 Grams + stacked U-centred product)"),
+        ("naive", "naive per-pair loop (float64)"),
+        ("peer", "torch_cka 0.21"),
+    ):
+        print(
+            f"| {label} | {t[k]:.3f} | {t[k] / t['ours']:.1f}× | {100 * t[k] / t['forward']:.1f}% | "
+            f"{peak[k] / 1e6:.0f} | {dev[k]:.2e} |"
+        )
 
 
 if __name__ == "__main__":

@@ -15,5 +15,10 @@ info = acquire_model(
     dataset_cfg=snakemake.params.get("dataset_cfg"),  # noqa: F821
     device=pick_device(snakemake.params.get("device", "cpu")),  # noqa: F821
 )
-log.info("model %s: %s taps, %s parameters, metrics %s", info["name"], info["num_taps"], info["num_params"],
-         info.get("metrics"))
+log.info(
+    "model %s: %s taps, %s parameters, metrics %s",
+    info["name"],
+    info["num_taps"],
+    info["num_params"],
+    info.get("metrics"),
+)

@@ -10,10 +10,23 @@ p = snakemake.params  # noqa: F821
 device = pick_device(p.device)
 model, info = load_model(snakemake.input.model, device)  # noqa: F821
 meta = build_cache(
-    model, info, snakemake.input.samples, p.dataset_cfg, snakemake.output[0],  # noqa: F821
-    n_images=p.cka["n_images"], batch_size=p.cka["batch_size"], repeats=p.cka["repeats"],
-    seed=p.seed, split=p.cka["split"], device=device, num_workers=p.num_workers,
+    model,
+    info,
+    snakemake.input.samples,
+    p.dataset_cfg,
+    snakemake.output[0],  # noqa: F821
+    n_images=p.cka["n_images"],
+    batch_size=p.cka["batch_size"],
+    repeats=p.cka["repeats"],
+    seed=p.seed,
+    split=p.cka["split"],
+    device=device,
+    num_workers=p.num_workers,
     progress=Progress(log, f"cache {info['name']}"),
 )
-log.info("cached %d taps, %.1f MB of Grams, %s images/s", len(meta["taps"]), meta["gram_bytes"] / 1e6,
-         meta["images_per_second"])
+log.info(
+    "cached %d taps, %.1f MB of Grams, %s images/s",
+    len(meta["taps"]),
+    meta["gram_bytes"] / 1e6,
+    meta["images_per_second"],
+)

@@ -6,6 +6,14 @@ from seelike.io import write_table
 from seelike.rules import setup_rule
 
 log = setup_rule(snakemake)  # noqa: F821
-df, meta = cka_from_caches(snakemake.input.a, snakemake.input.b, pick_device(snakemake.params.device))  # noqa: F821
+df, meta = cka_from_caches(
+    snakemake.input.a, snakemake.input.b, pick_device(snakemake.params.device)
+)
 write_table(df, snakemake.output[0], meta)  # noqa: F821
-log.info("%s vs %s: %d tap pairs, mean CKA %.3f", meta["model_a"], meta["model_b"], len(df), df["cka"].mean())
+log.info(
+    "%s vs %s: %d tap pairs, mean CKA %.3f",
+    meta["model_a"],
+    meta["model_b"],
+    len(df),
+    df["cka"].mean(),
+)

@@ -6,5 +6,9 @@ from seelike.rules import setup_rule
 log = setup_rule(snakemake)  # noqa: F821
 df = build_samples(snakemake.params.cfg, seed=snakemake.params.seed)  # noqa: F821
 write_samples(df, snakemake.output[0])  # noqa: F821
-log.info("%d images (%s), hash %s", len(df), df["split"].value_counts().to_dict(),
-         samples_hash(snakemake.output[0]))  # noqa: F821
+log.info(
+    "%d images (%s), hash %s",
+    len(df),
+    df["split"].value_counts().to_dict(),
+    samples_hash(snakemake.output[0]),
+)

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from seelike.cka import gram
 from seelike.data.loader import make_loader, read_samples, select
 from seelike.data.samples import samples_hash
-from seelike.cka import gram
 from seelike.io import atomic_write, read_json, sha256_json, write_json
 from seelike.models.taps import Tap, discover_taps, record_taps
 
@@ -38,7 +38,9 @@ class CacheMismatchError(ValueError):
     """Two caches (or a cache and a request) come from different sample lists or plans."""
 
 
-def repeat_rows(samples: pd.DataFrame, split: str, n_images: int, repeat: int, seed: int) -> pd.DataFrame:
+def repeat_rows(
+    samples: pd.DataFrame, split: str, n_images: int, repeat: int, seed: int
+) -> pd.DataFrame:
     """Images of one CKA repeat: repeat 0 = the first `n_images` of the split in sample-list order; repeat
     r > 0 = a fresh seeded draw without replacement (the paper's 20 × 10,240 protocol)."""
     rows = select(samples, split)
@@ -91,11 +93,17 @@ def build_cache(
     out_dir = Path(out_dir)
     samples = read_samples(samples_csv)
     plan = {
-        "n_images": int(n_images), "batch_size": int(batch_size), "repeats": int(repeats),
-        "seed": int(seed), "split": split, "samples_hash": samples_hash(samples_csv),
+        "n_images": int(n_images),
+        "batch_size": int(batch_size),
+        "repeats": int(repeats),
+        "seed": int(seed),
+        "split": split,
+        "samples_hash": samples_hash(samples_csv),
     }
-    identity = {k: model_info.get(k) for k in ("name", "arch", "source", "kwargs", "weights_sha256",
-                                               "checkpoint_sha256")}
+    identity = {
+        k: model_info.get(k)
+        for k in ("name", "arch", "source", "kwargs", "weights_sha256", "checkpoint_sha256")
+    }
     taps = discover_taps(model)
     num_prefix = token_layout(model)
     partial = out_dir.with_name(out_dir.name + ".partial")
@@ -128,11 +136,19 @@ def build_cache(
     t0, n_seen = time.time(), 0
     for r in range(repeats):
         rows = repeat_rows(samples, split, n_images, r, seed)
-        loader = make_loader(rows, dataset_cfg, model_info["data_config"], split=None,
-                             batch_size=batch_size, num_workers=num_workers)
+        loader = make_loader(
+            rows,
+            dataset_cfg,
+            model_info["data_config"],
+            split=None,
+            batch_size=batch_size,
+            num_workers=num_workers,
+        )
         n_batches = len(loader)
         want_pooled[0] = r == 0
-        done = {b for b in range(n_batches) if (partial / "grams" / f"r{r:02d}_b{b:04d}.npy").exists()}
+        done = {
+            b for b in range(n_batches) if (partial / "grams" / f"r{r:02d}_b{b:04d}.npy").exists()
+        }
         if r == 0 and len(done) < n_batches:
             done = set()  # pooled features are written as the pass goes: redo repeat 0 whole
         if len(done) == n_batches and (r > 0 or (partial / "pooled_done").exists()):
@@ -148,9 +164,11 @@ def build_cache(
                 pooled_buf.clear()
                 model(x.to(device, non_blocking=True))
                 stack = torch.stack([grams_buf[t.name] for t in taps]).cpu().numpy()
-                with atomic_write(partial / "grams" / f"r{r:02d}_b{b:04d}.npy") as tmp:
-                    with open(tmp, "wb") as fh:
-                        np.save(fh, stack)
+                with (
+                    atomic_write(partial / "grams" / f"r{r:02d}_b{b:04d}.npy") as tmp,
+                    open(tmp, "wb") as fh,
+                ):
+                    np.save(fh, stack)
                 if want_pooled[0]:
                     for (mode, name), v in pooled_buf.items():
                         key = (mode, name)
@@ -160,7 +178,8 @@ def build_cache(
                             path.parent.mkdir(parents=True, exist_ok=True)
                             pooled_dims[key] = v.shape[1]
                             pooled_files[key] = np.lib.format.open_memmap(
-                                path, mode="w+", dtype=np.float32, shape=(n_images, v.shape[1]))
+                                path, mode="w+", dtype=np.float32, shape=(n_images, v.shape[1])
+                            )
                         pooled_files[key][offset : offset + len(x)] = v.cpu().numpy()
                 offset += len(x)
                 n_seen += len(x)
@@ -173,8 +192,17 @@ def build_cache(
             (partial / "pooled_done").touch()
     elapsed = time.time() - t0
     if not shapes:  # every batch came from a previous run: one tiny forward for the shapes
-        x, _ = next(iter(make_loader(repeat_rows(samples, split, n_images, 0, seed), dataset_cfg,
-                                     model_info["data_config"], split=None, batch_size=MIN_SHAPE_BATCH)))
+        x, _ = next(
+            iter(
+                make_loader(
+                    repeat_rows(samples, split, n_images, 0, seed),
+                    dataset_cfg,
+                    model_info["data_config"],
+                    split=None,
+                    batch_size=MIN_SHAPE_BATCH,
+                )
+            )
+        )
         want_pooled[0] = False
         with record_taps(model, taps, on_tap), torch.inference_mode():
             model(x.to(device))
@@ -184,8 +212,16 @@ def build_cache(
         "model_name": model_info["name"],
         "family": model_info.get("family"),
         "num_prefix_tokens": num_prefix,
-        "taps": [{"name": t.name, "kind": t.kind, "index": t.index, "block": t.block,
-                  "shape": shapes[t.name]} for t in taps],
+        "taps": [
+            {
+                "name": t.name,
+                "kind": t.kind,
+                "index": t.index,
+                "block": t.block,
+                "shape": shapes[t.name],
+            }
+            for t in taps
+        ],
         "batch_sizes": batch_sizes,
         "pooled_modes": sorted({m for m, _ in pooled_dims} | _existing_modes(partial)),
         "gram_bytes": int(sum(len(taps) * n * n * 4 for n in batch_sizes) * repeats),
@@ -212,7 +248,9 @@ def _existing_modes(partial: Path) -> set[str]:
 def read_cache_meta(cache_dir: str | Path) -> dict[str, Any]:
     path = Path(cache_dir) / "meta.json"
     if not path.exists():
-        raise FileNotFoundError(f"{cache_dir} is not a finished activation cache (no meta.json); rerun its rule")
+        raise FileNotFoundError(
+            f"{cache_dir} is not a finished activation cache (no meta.json); rerun its rule"
+        )
     return read_json(path)
 
 

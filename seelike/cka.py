@@ -26,14 +26,14 @@ import torch
 from seelike.device import exact_fp32
 
 __all__ = [
-    "hsic1",
-    "minibatch_cka",
-    "cka_matrix",
-    "gram",
-    "u_centre",
+    "MIN_BATCH",
     "CkaAccumulator",
     "ConstantRepresentationWarning",
-    "MIN_BATCH",
+    "cka_matrix",
+    "gram",
+    "hsic1",
+    "minibatch_cka",
+    "u_centre",
 ]
 
 MIN_BATCH = 4  # HSIC₁ divides by n(n−3) and (n−1)(n−2)
@@ -86,7 +86,9 @@ def hsic1(K, L) -> float:
     k, ell = _as_tensor(K).double(), _as_tensor(L).double()
     n = k.shape[0]
     if k.shape != (n, n) or ell.shape != (n, n):
-        raise ValueError(f"hsic1 needs two square Grams of one size, got {tuple(k.shape)} and {tuple(ell.shape)}")
+        raise ValueError(
+            f"hsic1 needs two square Grams of one size, got {tuple(k.shape)} and {tuple(ell.shape)}"
+        )
     return float((u_centre(k) * u_centre(ell)).sum() / (n * (n - 3)))
 
 
@@ -113,7 +115,7 @@ class CkaAccumulator:
     dropped: list[int] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
-        z = lambda *s: torch.zeros(*s, dtype=torch.float64, device=self.device)  # noqa: E731
+        z = lambda *s: torch.zeros(*s, dtype=torch.float64, device=self.device)
         self.cross, self.self_a, self.self_b = z(self.n_a, self.n_b), z(self.n_a), z(self.n_b)
         self.energy_a, self.energy_b = z(self.n_a), z(self.n_b)
 
@@ -133,7 +135,9 @@ class CkaAccumulator:
         scale = (2.0 / (n * (n - 3))) ** 0.5
         return torch.cat(out) * scale, torch.cat(energy)
 
-    def add(self, grams_a: torch.Tensor, grams_b: torch.Tensor | None = None, batch_id: int = -1) -> bool:
+    def add(
+        self, grams_a: torch.Tensor, grams_b: torch.Tensor | None = None, batch_id: int = -1
+    ) -> bool:
         """Add one minibatch; returns False (and records it) when n < 4 makes HSIC₁ undefined."""
         n = grams_a.shape[-1]
         if n < MIN_BATCH:
@@ -144,7 +148,9 @@ class CkaAccumulator:
             vb, eb = va, ea
         else:
             if grams_b.shape[-1] != n:
-                raise ValueError(f"minibatch sizes differ between models: {n} vs {grams_b.shape[-1]}")
+                raise ValueError(
+                    f"minibatch sizes differ between models: {n} vs {grams_b.shape[-1]}"
+                )
             vb, eb = self._upper(torch.as_tensor(grams_b))
         self.cross += va @ vb.T
         self.self_a += (va * va).sum(-1)
@@ -191,7 +197,9 @@ def cka_matrix(
     device = torch.device(device)
     names_a = list(xs_by_tap)
     names_b = list(ys_by_tap) if ys_by_tap is not None else names_a
-    lens = {len(v) for v in xs_by_tap.values()} | ({len(v) for v in ys_by_tap.values()} if ys_by_tap else set())
+    lens = {len(v) for v in xs_by_tap.values()} | (
+        {len(v) for v in ys_by_tap.values()} if ys_by_tap else set()
+    )
     if len(lens) != 1:
         raise ValueError(f"every tap needs the same number of minibatches, got {sorted(lens)}")
     acc = CkaAccumulator(len(names_a), len(names_b), device=device)
@@ -200,7 +208,9 @@ def cka_matrix(
         gb = None if ys_by_tap is None else _stack_grams([ys_by_tap[t] for t in names_b], i, device)
         acc.add(ga, gb, batch_id=i)
     if acc.dropped:
-        warnings.warn(f"dropped minibatches {acc.dropped}: fewer than {MIN_BATCH} examples", stacklevel=2)
+        warnings.warn(
+            f"dropped minibatches {acc.dropped}: fewer than {MIN_BATCH} examples", stacklevel=2
+        )
     df = pd.DataFrame(acc.result(), index=names_a, columns=names_b)
     deg_a, deg_b = acc.degenerate()
     df.attrs["constant_rows"] = [n for n, d in zip(names_a, deg_a) if d]
@@ -219,7 +229,9 @@ def cka_matrix(
 def minibatch_cka(xs: Sequence, ys: Sequence) -> float:
     """Minibatch CKA of two equal-length sequences of activation batches (n_i, ...) of the same images."""
     if len(xs) != len(ys):
-        raise ValueError(f"xs and ys need the same number of minibatches, got {len(xs)} and {len(ys)}")
+        raise ValueError(
+            f"xs and ys need the same number of minibatches, got {len(xs)} and {len(ys)}"
+        )
     for i, (x, y) in enumerate(zip(xs, ys)):
         if len(x) != len(y):
             raise ValueError(f"minibatch {i}: {len(x)} examples in xs but {len(y)} in ys")

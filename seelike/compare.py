@@ -43,7 +43,12 @@ def cka_from_caches(
             gb = None if same else torch.from_numpy(load_grams(cache_b, r, b))
             acc.add(ga, gb, batch_id=b)
         if acc.dropped:
-            log.warning("repeat %d: dropped minibatch(es) %s with fewer than %d images", r, acc.dropped, MIN_BATCH)
+            log.warning(
+                "repeat %d: dropped minibatch(es) %s with fewer than %d images",
+                r,
+                acc.dropped,
+                MIN_BATCH,
+            )
             dropped.append({"repeat": r, "batches": acc.dropped})
         per_repeat.append(acc.result())
         da, db = acc.degenerate()
@@ -52,36 +57,47 @@ def cka_from_caches(
     stack = np.stack(per_repeat)
     ia, ib = np.meshgrid(np.arange(len(taps_a)), np.arange(len(taps_b)), indexing="ij")
     ia, ib = ia.ravel(), ib.ravel()
-    df = pd.DataFrame({
-        "tap_a": [taps_a[i]["name"] for i in ia],
-        "kind_a": [taps_a[i]["kind"] for i in ia],
-        "index_a": ia,
-        "tap_b": [taps_b[j]["name"] for j in ib],
-        "kind_b": [taps_b[j]["kind"] for j in ib],
-        "index_b": ib,
-        "cka": stack.mean(0).ravel(),
-        "cka_std": (stack.std(0, ddof=1) if len(stack) > 1 else np.zeros_like(stack[0])).ravel(),
-        "cka_min": stack.min(0).ravel(),
-        "cka_max": stack.max(0).ravel(),
-        "constant": const_a[ia] | const_b[ib],
-    })
+    df = pd.DataFrame(
+        {
+            "tap_a": [taps_a[i]["name"] for i in ia],
+            "kind_a": [taps_a[i]["kind"] for i in ia],
+            "index_a": ia,
+            "tap_b": [taps_b[j]["name"] for j in ib],
+            "kind_b": [taps_b[j]["kind"] for j in ib],
+            "index_b": ib,
+            "cka": stack.mean(0).ravel(),
+            "cka_std": (
+                stack.std(0, ddof=1) if len(stack) > 1 else np.zeros_like(stack[0])
+            ).ravel(),
+            "cka_min": stack.min(0).ravel(),
+            "cka_max": stack.max(0).ravel(),
+            "constant": const_a[ia] | const_b[ib],
+        }
+    )
     constant = [taps_a[i]["name"] for i in np.flatnonzero(const_a)]
     constant_b = [taps_b[j]["name"] for j in np.flatnonzero(const_b)]
     if constant or constant_b:
         log.warning("constant taps (CKA undefined, reported 0): %s %s", constant, constant_b)
     meta = {
-        "model_a": meta_a["model_name"], "model_b": meta_b["model_name"],
-        "plan": plan, "samples_hash": plan["samples_hash"],
+        "model_a": meta_a["model_name"],
+        "model_b": meta_b["model_name"],
+        "plan": plan,
+        "samples_hash": plan["samples_hash"],
         "estimator": "minibatch linear CKA, unbiased HSIC (Song et al. 2012), ratio of means (Nguyen et al. 2021)",
-        "dropped_batches": dropped, "constant_taps_a": constant, "constant_taps_b": constant_b,
-        "n_taps_a": len(taps_a), "n_taps_b": len(taps_b),
+        "dropped_batches": dropped,
+        "constant_taps_a": constant,
+        "constant_taps_b": constant_b,
+        "n_taps_a": len(taps_a),
+        "n_taps_b": len(taps_b),
     }
     return df, meta
 
 
 def to_matrix(df: pd.DataFrame, value: str = "cka") -> pd.DataFrame:
     """The long table back to a tap×tap matrix in forward order."""
-    m = df.pivot_table(index=["index_a", "tap_a"], columns=["index_b", "tap_b"], values=value, sort=True)
+    m = df.pivot_table(
+        index=["index_a", "tap_a"], columns=["index_b", "tap_b"], values=value, sort=True
+    )
     m.index = m.index.get_level_values(1)
     m.columns = m.columns.get_level_values(1)
     return m

@@ -8,11 +8,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
 
-from seelike.io import atomic_write  # noqa: E402
+from seelike.io import atomic_write
 
 
 def save_figure(fig, png: str | Path, pdf: str | Path | None = None) -> None:
@@ -41,7 +41,9 @@ def _tick_labels(names: list[str], max_ticks: int = 48) -> tuple[list[int], list
     return idx, [short_tap_label(names[i]) for i in idx]
 
 
-def plot_cka_heatmap(df: pd.DataFrame, meta: dict[str, Any], png: str | Path, pdf: str | Path | None = None):
+def plot_cka_heatmap(
+    df: pd.DataFrame, meta: dict[str, Any], png: str | Path, pdf: str | Path | None = None
+):
     """Heatmap of a long CKA table: rows = model a's taps (bottom = first), columns = model b's taps."""
     from seelike.compare import to_matrix
 
@@ -49,8 +51,15 @@ def plot_cka_heatmap(df: pd.DataFrame, meta: dict[str, Any], png: str | Path, pd
     n_a, n_b = mat.shape
     size = min(12, max(5, 0.08 * max(n_a, n_b) + 3))
     fig, ax = plt.subplots(figsize=(size * 1.1, size))
-    sns.heatmap(mat.to_numpy(), ax=ax, vmin=0, vmax=1, cmap="magma", square=n_a == n_b,
-                cbar_kws={"label": "minibatch CKA"})
+    sns.heatmap(
+        mat.to_numpy(),
+        ax=ax,
+        vmin=0,
+        vmax=1,
+        cmap="magma",
+        square=n_a == n_b,
+        cbar_kws={"label": "minibatch CKA"},
+    )
     ax.invert_yaxis()  # lowest layers at the origin, as in the paper
     ya, la = _tick_labels(list(mat.index))
     yb, lb = _tick_labels(list(mat.columns))
@@ -61,6 +70,9 @@ def plot_cka_heatmap(df: pd.DataFrame, meta: dict[str, Any], png: str | Path, pd
     ax.set_xlabel(f"{b} taps")
     plan = meta.get("plan", {})
     title = f"{a}: self-similarity" if a == b else f"{a} vs {b}"
-    ax.set_title(f"{title}\n{plan.get('n_images')} images × {plan.get('repeats')} repeat(s), "
-                 f"batch {plan.get('batch_size')}, samples {str(plan.get('samples_hash'))[:8]}", fontsize=9)
+    ax.set_title(
+        f"{title}\n{plan.get('n_images')} images × {plan.get('repeats')} repeat(s), "
+        f"batch {plan.get('batch_size')}, samples {str(plan.get('samples_hash'))[:8]}",
+        fontsize=9,
+    )
     save_figure(fig, png, pdf)

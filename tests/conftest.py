@@ -20,9 +20,17 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run the repo's Snakefile with `workdir` as working directory."""
     cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+        )
     return proc
 
 
@@ -36,6 +44,8 @@ def prepare_workdir(workdir: Path, config: Path) -> Path:
 @pytest.fixture(scope="session")
 def workflow_run(tmp_path_factory) -> Path:
     """The whole workflow run once on tests/configs/tiny.yaml; returns the run folder (results/ inside)."""
-    root = prepare_workdir(tmp_path_factory.mktemp("workflow"), REPO / "tests" / "configs" / "tiny.yaml")
+    root = prepare_workdir(
+        tmp_path_factory.mktemp("workflow"), REPO / "tests" / "configs" / "tiny.yaml"
+    )
     run_snakemake(root, "--cores", "2", "--resources", "gpu=1")
     return root

@@ -15,23 +15,39 @@ from seelike.cka import cka_matrix
 from seelike.compare import cka_from_caches, to_matrix
 from seelike.data.loader import make_loader, read_samples
 from seelike.data.samples import build_samples, write_samples
-from seelike.models.load import disable_fused_attention, resolve_data_config
+from seelike.models.load import disable_fused_attention
 from seelike.models.taps import discover_taps, record_taps
 
 DS = {"source": "digits", "image_size": 16, "test_fraction": 0.25, "max_train": 8, "max_test": 60}
-DC = {"input_size": [3, 16, 16], "mean": [0.5] * 3, "std": [0.5] * 3, "crop_pct": 1.0, "interpolation": "bilinear"}
+DC = {
+    "input_size": [3, 16, 16],
+    "mean": [0.5] * 3,
+    "std": [0.5] * 3,
+    "crop_pct": 1.0,
+    "interpolation": "bilinear",
+}
 
 
 def tiny_vit():
     torch.manual_seed(0)
-    m = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=16, patch_size=4, depth=2,
-                          embed_dim=16, num_heads=2, num_classes=10)
+    m = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        img_size=16,
+        patch_size=4,
+        depth=2,
+        embed_dim=16,
+        num_heads=2,
+        num_classes=10,
+    )
     return disable_fused_attention(m).eval()
 
 
 def tiny_resnet():
     torch.manual_seed(1)
-    return timm.create_model("resnet18", pretrained=False, num_classes=10, channels=[4, 8, 8, 8], zero_init_last=False).eval()
+    return timm.create_model(
+        "resnet18", pretrained=False, num_classes=10, channels=[4, 8, 8, 8], zero_init_last=False
+    ).eval()
 
 
 @pytest.fixture
@@ -50,7 +66,10 @@ def activations(model, samples, n, batch):
     taps = discover_taps(model)
     out = {t.name: [] for t in taps}
     loader = make_loader(samples, DS, DC, split="test", n_images=n, batch_size=batch)
-    with record_taps(model, taps, lambda t, x: out[t.name].append(x.detach().double().clone())), torch.no_grad():
+    with (
+        record_taps(model, taps, lambda t, x: out[t.name].append(x.detach().double().clone())),
+        torch.no_grad(),
+    ):
         for x, _ in loader:
             model(x)
     return out
@@ -58,7 +77,9 @@ def activations(model, samples, n, batch):
 
 def test_grams_and_pooled_match_activations(tmp_path, samples):
     model = tiny_vit()
-    meta = build_cache(model, info("vit", model), samples, DS, tmp_path / "c", n_images=40, batch_size=16)
+    meta = build_cache(
+        model, info("vit", model), samples, DS, tmp_path / "c", n_images=40, batch_size=16
+    )
     acts = activations(model, samples, 40, 16)
     assert meta["batch_sizes"] == [16, 16, 8]
     assert [t["name"] for t in meta["taps"]] == list(acts)
@@ -96,8 +117,12 @@ def test_repeats_use_fresh_samples_and_give_a_spread(tmp_path, samples):
     assert r0["id"].tolist() == rows[rows.split == "test"]["id"].tolist()[:20]
     assert r0["id"].tolist() != r1["id"].tolist() and r1["id"].is_unique
     vit, res = tiny_vit(), tiny_resnet()
-    build_cache(vit, info("vit", vit), samples, DS, tmp_path / "a", n_images=32, batch_size=16, repeats=3)
-    build_cache(res, info("res", res), samples, DS, tmp_path / "b", n_images=32, batch_size=16, repeats=3)
+    build_cache(
+        vit, info("vit", vit), samples, DS, tmp_path / "a", n_images=32, batch_size=16, repeats=3
+    )
+    build_cache(
+        res, info("res", res), samples, DS, tmp_path / "b", n_images=32, batch_size=16, repeats=3
+    )
     df, meta = cka_from_caches(tmp_path / "a", tmp_path / "b")
     assert meta["plan"]["repeats"] == 3
     assert (df["cka_std"] > 0).mean() > 0.9
@@ -115,19 +140,41 @@ def test_interrupted_cache_resumes(tmp_path, samples, caplog):
             raise Stop
 
     with pytest.raises(Stop):
-        build_cache(model, info("vit", model), samples, DS, tmp_path / "c", n_images=32, batch_size=16,
-                    repeats=2, progress=stop_after_first)
+        build_cache(
+            model,
+            info("vit", model),
+            samples,
+            DS,
+            tmp_path / "c",
+            n_images=32,
+            batch_size=16,
+            repeats=2,
+            progress=stop_after_first,
+        )
     assert (tmp_path / "c.partial" / "grams" / "r01_b0000.npy").exists()
     assert not (tmp_path / "c").exists()
     calls = []
     with caplog.at_level(logging.INFO):
-        build_cache(model, info("vit", model), samples, DS, tmp_path / "c", n_images=32, batch_size=16,
-                    repeats=2, progress=lambda r, b, n: calls.append((r, b)))
+        build_cache(
+            model,
+            info("vit", model),
+            samples,
+            DS,
+            tmp_path / "c",
+            n_images=32,
+            batch_size=16,
+            repeats=2,
+            progress=lambda r, b, n: calls.append((r, b)),
+        )
     assert calls == [(1, 1)]  # only the missing minibatch ran
     fresh = tmp_path / "fresh"
-    build_cache(model, info("vit", model), samples, DS, fresh, n_images=32, batch_size=16, repeats=2)
+    build_cache(
+        model, info("vit", model), samples, DS, fresh, n_images=32, batch_size=16, repeats=2
+    )
     for f in ("r00_b0000.npy", "r01_b0000.npy", "r01_b0001.npy"):
-        np.testing.assert_array_equal(np.load(tmp_path / "c" / "grams" / f), np.load(fresh / "grams" / f))
+        np.testing.assert_array_equal(
+            np.load(tmp_path / "c" / "grams" / f), np.load(fresh / "grams" / f)
+        )
     assert not (tmp_path / "c.partial").exists()
 
 

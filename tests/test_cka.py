@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 import torch
@@ -62,20 +60,33 @@ def batches(shape, k, dtype=np.float64):
 # ----------------------------------------------------------------------------- agreement
 @pytest.mark.parametrize("n,p", [(4, 3), (5, 7), (16, 2), (32, 100), (64, 17)])
 def test_hsic1_matches_reference(n, p):
-    x, y = rng.standard_normal((n, p)), rng.standard_normal((n, p + 3)) + 0.3 * rng.standard_normal((n, 1))
+    x, y = (
+        rng.standard_normal((n, p)),
+        rng.standard_normal((n, p + 3)) + 0.3 * rng.standard_normal((n, 1)),
+    )
     K, L = x @ x.T, y @ y.T
     assert hsic1(K, L) == pytest.approx(ref_hsic1(K, L), rel=1e-9, abs=1e-9)
 
 
 @pytest.mark.parametrize(
     "shape_x,shape_y,k",
-    [((16, 8), (16, 5), 1), ((20, 4, 3, 3), (20, 6, 10), 3), ((32, 65, 12), (32, 16, 4, 4), 4), ((9, 2), (9, 300), 2)],
+    [
+        ((16, 8), (16, 5), 1),
+        ((20, 4, 3, 3), (20, 6, 10), 3),
+        ((32, 65, 12), (32, 16, 4, 4), 4),
+        ((9, 2), (9, 300), 2),
+    ],
 )
 def test_minibatch_cka_matches_reference(shape_x, shape_y, k):
     xs = batches(shape_x, k)
     # ys share some structure with xs so the value is not trivially ~0
-    ys = [np.tanh(rng.standard_normal(shape_y) + x.reshape(len(x), -1)[:, :1].reshape((-1,) + (1,) * (len(shape_y) - 1)))
-          for x in xs]
+    ys = [
+        np.tanh(
+            rng.standard_normal(shape_y)
+            + x.reshape(len(x), -1)[:, :1].reshape((-1,) + (1,) * (len(shape_y) - 1))
+        )
+        for x in xs
+    ]
     ours = minibatch_cka(xs, ys)
     ref = ref_minibatch_cka(xs, ys)
     assert abs(ours - ref) < 1e-6
@@ -90,7 +101,10 @@ def test_fp32_inputs_agree_with_float64_reference():
 
 def test_cka_matrix_fast_path_matches_per_pair_reference():
     taps_a = {f"a{i}": batches((24, 5 + i), 3) for i in range(4)}
-    taps_b = {f"b{j}": [x[:, :3] ** (j + 1) + rng.standard_normal((24, 3)) for x in taps_a["a0"]] for j in range(3)}
+    taps_b = {
+        f"b{j}": [x[:, :3] ** (j + 1) + rng.standard_normal((24, 3)) for x in taps_a["a0"]]
+        for j in range(3)
+    }
     df = cka_matrix(taps_a, taps_b)
     assert list(df.index) == list(taps_a) and list(df.columns) == list(taps_b)
     for a, xs in taps_a.items():
@@ -110,8 +124,11 @@ def test_ratio_of_means_differs_from_mean_of_ratios():
 
 # ----------------------------------------------------------------------------- invariants
 def test_self_cka_is_one_and_self_matrix_symmetric():
-    taps = {f"t{i}": [np.tanh(x @ rng.standard_normal((10, 10 + i))) for x in batches((32, 10), 2)] for i in range(5)}
-    for name, xs in taps.items():
+    taps = {
+        f"t{i}": [np.tanh(x @ rng.standard_normal((10, 10 + i))) for x in batches((32, 10), 2)]
+        for i in range(5)
+    }
+    for xs in taps.values():
         assert minibatch_cka(xs, xs) == pytest.approx(1.0, abs=1e-12)
     m = cka_matrix(taps).to_numpy()
     np.testing.assert_allclose(m, m.T, atol=1e-12)
@@ -124,7 +141,9 @@ def test_invariant_to_orthogonal_transform_and_isotropic_scaling():
     q, _ = np.linalg.qr(rng.standard_normal((30, 30)))
     base = minibatch_cka(xs, ys)
     assert minibatch_cka([x @ q for x in xs], ys) == pytest.approx(base, abs=1e-10)
-    assert minibatch_cka([7.5 * x for x in xs], [0.01 * y for y in ys]) == pytest.approx(base, abs=1e-10)
+    assert minibatch_cka([7.5 * x for x in xs], [0.01 * y for y in ys]) == pytest.approx(
+        base, abs=1e-10
+    )
 
 
 def test_not_invariant_to_anisotropic_scaling():

@@ -13,7 +13,14 @@ from seelike.io import read_json
 from seelike.models.acquire import acquire_model
 from seelike.models.load import ModelConfigError, create_model, load_model
 
-TINY_VIT = {"img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2, "num_classes": 10}
+TINY_VIT = {
+    "img_size": 32,
+    "patch_size": 8,
+    "depth": 2,
+    "embed_dim": 32,
+    "num_heads": 2,
+    "num_classes": 10,
+}
 
 
 @pytest.mark.parametrize("fmt", ["safetensors", "pth"])
@@ -24,7 +31,12 @@ def test_checkpoint_source_loads_weights(tmp_path, fmt):
         save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(path))
     else:
         torch.save({"state_dict": {"module." + k: v for k, v in ref.state_dict().items()}}, path)
-    spec = {"source": "checkpoint", "arch": "vit_tiny_patch16_224", "kwargs": TINY_VIT, "path": str(path)}
+    spec = {
+        "source": "checkpoint",
+        "arch": "vit_tiny_patch16_224",
+        "kwargs": TINY_VIT,
+        "path": str(path),
+    }
     info = acquire_model("ck", spec, tmp_path / "m" / "model.json", tmp_path / "m" / "taps.csv")
     assert info["family"] == "vit" and info["num_taps"] == 2 + 7 * 2
     model, info2 = load_model(tmp_path / "m" / "model.json")
@@ -37,7 +49,9 @@ def test_checkpoint_source_loads_weights(tmp_path, fmt):
 
 def test_checkpoint_errors_are_clear(tmp_path):
     with pytest.raises(ModelConfigError, match="does not exist"):
-        create_model({"source": "checkpoint", "arch": "resnet18", "path": str(tmp_path / "missing.pth")})
+        create_model(
+            {"source": "checkpoint", "arch": "resnet18", "path": str(tmp_path / "missing.pth")}
+        )
     path = tmp_path / "wrong.safetensors"
     save_file({"x": torch.zeros(1)}, str(path))
     with pytest.raises(ModelConfigError, match="does not fit"):
@@ -56,16 +70,44 @@ def test_hub_offline_says_how_to_supply_weights(monkeypatch):
 
 
 def test_train_source_is_deterministic(tmp_path):
-    ds = {"source": "digits", "image_size": 16, "test_fraction": 0.25, "max_train": 96, "max_test": 48}
+    ds = {
+        "source": "digits",
+        "image_size": 16,
+        "test_fraction": 0.25,
+        "max_train": 96,
+        "max_test": 48,
+    }
     write_samples(build_samples(ds, 0), tmp_path / "s.csv")
     spec = {
-        "source": "train", "arch": "resnet18",
+        "source": "train",
+        "arch": "resnet18",
         "kwargs": {"num_classes": 10, "channels": [8, 8, 16, 16]},
-        "data_config": {"input_size": [3, 16, 16], "mean": [0.5] * 3, "std": [0.5] * 3, "crop_pct": 1.0},
-        "train": {"dataset": "d", "epochs": 2, "lr": 0.003, "weight_decay": 0.0, "batch_size": 32, "seed": 3},
+        "data_config": {
+            "input_size": [3, 16, 16],
+            "mean": [0.5] * 3,
+            "std": [0.5] * 3,
+            "crop_pct": 1.0,
+        },
+        "train": {
+            "dataset": "d",
+            "epochs": 2,
+            "lr": 0.003,
+            "weight_decay": 0.0,
+            "batch_size": 32,
+            "seed": 3,
+        },
     }
-    infos = [acquire_model("r", spec, tmp_path / f"r{i}" / "model.json", tmp_path / f"r{i}" / "taps.csv",
-                           str(tmp_path / "s.csv"), ds) for i in range(2)]
+    infos = [
+        acquire_model(
+            "r",
+            spec,
+            tmp_path / f"r{i}" / "model.json",
+            tmp_path / f"r{i}" / "taps.csv",
+            str(tmp_path / "s.csv"),
+            ds,
+        )
+        for i in range(2)
+    ]
     assert infos[0]["weights_sha256"] == infos[1]["weights_sha256"]
     m = read_json(tmp_path / "r0" / "model.json")
     assert m["data_config"]["input_size"] == [3, 16, 16]

@@ -14,12 +14,17 @@ VIT_KINDS = ["norm1", "attn", "attn_res", "norm2", "mlp_hidden", "mlp", "block"]
 
 def fire(model, taps, size=224):
     seen = []
-    with record_taps(model, taps, lambda t, x: seen.append((t.name, tuple(x.shape[1:])))), torch.no_grad():
+    with (
+        record_taps(model, taps, lambda t, x: seen.append((t.name, tuple(x.shape[1:])))),
+        torch.no_grad(),
+    ):
         model(torch.randn(1, 3, size, size))
     return seen
 
 
-@pytest.mark.parametrize("name,depth", [("vit_tiny_patch16_224", 12), ("deit_tiny_patch16_224", 12)])
+@pytest.mark.parametrize(
+    "name,depth", [("vit_tiny_patch16_224", 12), ("deit_tiny_patch16_224", 12)]
+)
 def test_vit_taps(name, depth):
     model = disable_fused_attention(timm.create_model(name, pretrained=False)).eval()
     taps = discover_taps(model)
@@ -30,7 +35,10 @@ def test_vit_taps(name, depth):
     seen = fire(model, taps)
     assert [s[0] for s in seen] == [t.name for t in taps]  # forward order, each exactly once
     shapes = dict(seen)
-    assert shapes["blocks.0.mlp_hidden"] == (197, 4 * 192) and shapes["blocks.11.block"] == (197, 192)
+    assert shapes["blocks.0.mlp_hidden"] == (197, 4 * 192) and shapes["blocks.11.block"] == (
+        197,
+        192,
+    )
 
 
 def test_vit_base_taps():
@@ -41,8 +49,12 @@ def test_vit_base_taps():
 
 
 def test_vit_attn_res_is_block_input_plus_attention_branch():
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=2, img_size=32, patch_size=8).eval()
-    taps = [t for t in discover_taps(model) if t.name in ("embed", "blocks.0.attn", "blocks.0.attn_res")]
+    model = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, depth=2, img_size=32, patch_size=8
+    ).eval()
+    taps = [
+        t for t in discover_taps(model) if t.name in ("embed", "blocks.0.attn", "blocks.0.attn_res")
+    ]
     got = {}
     with record_taps(model, taps, lambda t, x: got.__setitem__(t.name, x.clone())), torch.no_grad():
         model(torch.randn(2, 3, 32, 32))
@@ -50,7 +62,9 @@ def test_vit_attn_res_is_block_input_plus_attention_branch():
 
 
 def test_layerscale_branch_is_read_at_ls():
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=1, init_values=1e-5).eval()
+    model = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, depth=1, init_values=1e-5
+    ).eval()
     by_name = {t.name: t for t in discover_taps(model)}
     assert by_name["blocks.0.attn"].module_path == "blocks.0.ls1"
     assert by_name["blocks.0.mlp"].module_path == "blocks.0.ls2"
@@ -62,8 +76,9 @@ def test_resnet50_taps():
     assert tap_family(model) == "resnet"
     # stem + 16 bottlenecks × (conv1, conv2, branch, sum, out) + 4 shortcut projections
     assert len(taps) == 1 + 16 * 5 + 4
-    assert [t.name for t in taps[:7]] == ["stem"] + [f"layer1.0.{k}" for k in
-                                                       ("conv1", "conv2", "branch", "shortcut", "sum", "out")]
+    assert [t.name for t in taps[:7]] == ["stem"] + [
+        f"layer1.0.{k}" for k in ("conv1", "conv2", "branch", "shortcut", "sum", "out")
+    ]
     seen = fire(model, taps)
     assert [s[0] for s in seen] == [t.name for t in taps]
     assert dict(seen)["layer4.2.out"] == (2048, 7, 7)
@@ -109,6 +124,9 @@ def test_generic_fallback_and_reused_module_detection():
     assert tap_family(model) == "generic"
     assert [t.name for t in taps] == ["conv", "fc"]
     bad = taps + [type(taps[0])("act", "relu", "act", "output", None, 2)]
-    with pytest.raises(TapFiringError, match="fired twice"):
-        with record_taps(model, bad, lambda t, x: None), torch.no_grad():
-            model(torch.randn(1, 3, 8, 8))
+    with (
+        pytest.raises(TapFiringError, match="fired twice"),
+        record_taps(model, bad, lambda t, x: None),
+        torch.no_grad(),
+    ):
+        model(torch.randn(1, 3, 8, 8))

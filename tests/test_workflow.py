@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import REPO, prepare_workdir, run_snakemake
+
 from seelike.io import read_json, read_table
 
 
@@ -92,4 +90,8 @@ def test_rerun_is_a_no_op_and_one_figure_reruns_alone(workflow_run):
     assert "Nothing to be done" in proc.stdout + proc.stderr
     proc = run_snakemake(workflow_run, "fig2", "--forcerun", "plot_cross_cka", "-n", "--cores", "1")
     out = proc.stdout
-    assert "plot_cross_cka" in out and "train_model" not in out and "cache" not in out.replace("cache/", "")
+    assert (
+        "plot_cross_cka" in out
+        and "train_model" not in out
+        and "cache" not in out.replace("cache/", "")
+    )

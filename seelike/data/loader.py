@@ -13,10 +13,19 @@ from torch.utils.data import DataLoader, Dataset
 from seelike.data.samples import read_samples, samples_hash
 from seelike.data.sources import ImageSource, open_source
 
-__all__ = ["read_samples", "samples_hash", "select", "eval_transform", "make_loader", "SampleDataset"]
+__all__ = [
+    "SampleDataset",
+    "eval_transform",
+    "make_loader",
+    "read_samples",
+    "samples_hash",
+    "select",
+]
 
 
-def select(samples: pd.DataFrame, split: str | None = None, n_images: int | None = None) -> pd.DataFrame:
+def select(
+    samples: pd.DataFrame, split: str | None = None, n_images: int | None = None
+) -> pd.DataFrame:
     """Rows of one split (None: all) in sample-list order, the first `n_images` of them."""
     rows = samples if split is None else samples[samples["split"] == split]
     if n_images is not None:
@@ -34,12 +43,19 @@ def eval_transform(data_config: dict[str, Any]):
     from timm.data import create_transform
 
     keys = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
-    return create_transform(**{k: data_config[k] for k in keys if k in data_config}, is_training=False)
+    return create_transform(
+        **{k: data_config[k] for k in keys if k in data_config}, is_training=False
+    )
 
 
 class SampleDataset(Dataset):
     def __init__(self, source: ImageSource, ids: Sequence[str], labels: Sequence[int], transform):
-        self.source, self.ids, self.labels, self.transform = source, list(ids), list(labels), transform
+        self.source, self.ids, self.labels, self.transform = (
+            source,
+            list(ids),
+            list(labels),
+            transform,
+        )
 
     def __len__(self) -> int:
         return len(self.ids)

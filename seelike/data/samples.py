@@ -30,7 +30,7 @@ def build_samples(cfg: dict[str, Any], seed: int) -> pd.DataFrame:
     if df["split"].isna().any():
         unsplit = df.index[df["split"].isna()].to_numpy()
         perm = rng.permutation(unsplit)
-        n_test = int(round(len(perm) * float(cfg.get("test_fraction", 0.25))))
+        n_test = round(len(perm) * float(cfg.get("test_fraction", 0.25)))
         df.loc[perm[:n_test], "split"] = "test"
         df.loc[perm[n_test:], "split"] = "train"
     parts = []

@@ -10,7 +10,7 @@ import gzip
 import struct
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
@@ -73,7 +73,9 @@ class DigitsSource(ImageSource):
 
     def open(self, image_id: str) -> Image.Image:
         i = int(image_id.split("/", 1)[1])
-        img = Image.fromarray(self.images[i], mode="L").resize((self.size, self.size), Image.BILINEAR)
+        img = Image.fromarray(self.images[i], mode="L").resize(
+            (self.size, self.size), Image.BILINEAR
+        )
         return img.convert("RGB")
 
 
@@ -105,12 +107,16 @@ class ImageFolderSource(ImageSource):
         for split, root in self.split_roots.items():
             for c in sorted(p.name for p in root.iterdir() if p.is_dir()):
                 if c not in index:
-                    raise DatasetConfigError(f"class folder {c!r} in {root} is not in the first split's classes")
+                    raise DatasetConfigError(
+                        f"class folder {c!r} in {root} is not in the first split's classes"
+                    )
                 for f in sorted((root / c).iterdir()):
                     if f.suffix.lower() in IMAGE_EXTENSIONS:
                         out.append((str(f.relative_to(self.root)), index[c], split))
         if not out:
-            raise DatasetConfigError(f"no images ({sorted(IMAGE_EXTENSIONS)}) under {str(self.root)!r}")
+            raise DatasetConfigError(
+                f"no images ({sorted(IMAGE_EXTENSIONS)}) under {str(self.root)!r}"
+            )
         return out
 
     def open(self, image_id: str) -> Image.Image:
@@ -131,7 +137,7 @@ def _read_idx(path: Path) -> np.ndarray:
 class FashionMnistSource(ImageSource):
     """Fashion-MNIST idx files (Debian `dataset-fashion-mnist`: /usr/share/datasets/fashion-mnist/)."""
 
-    FILES = {
+    FILES: ClassVar[dict[str, tuple[str, str]]] = {
         "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
         "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
     }
@@ -141,7 +147,12 @@ class FashionMnistSource(ImageSource):
         self.size = int(cfg.get("image_size", 32))
         self.data: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for split, (img, lab) in self.FILES.items():
-            found = [root / (n + ext) for n in (img, lab) for ext in ("", ".gz") if (root / (n + ext)).exists()]
+            found = [
+                root / (n + ext)
+                for n in (img, lab)
+                for ext in ("", ".gz")
+                if (root / (n + ext)).exists()
+            ]
             if len(found) != 2:
                 raise DatasetConfigError(
                     f"Fashion-MNIST idx files for {split!r} not found in {str(root)!r}; install Debian's "
@@ -152,7 +163,9 @@ class FashionMnistSource(ImageSource):
         self.classes = [str(i) for i in range(10)]
 
     def rows(self):
-        return [(f"{s}/{i}", int(y), s) for s, (_, ys) in self.data.items() for i, y in enumerate(ys)]
+        return [
+            (f"{s}/{i}", int(y), s) for s, (_, ys) in self.data.items() for i, y in enumerate(ys)
+        ]
 
     def open(self, image_id: str) -> Image.Image:
         split, i = image_id.split("/")
@@ -170,11 +183,15 @@ class TorchvisionSource(ImageSource):
         name = cfg.get("name", "cifar10").lower()
         cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}.get(name)
         if cls is None:
-            raise DatasetConfigError(f"torchvision dataset {name!r} not supported; use cifar10 or cifar100")
+            raise DatasetConfigError(
+                f"torchvision dataset {name!r} not supported; use cifar10 or cifar100"
+            )
         root = Path(cfg.get("root", "data/torchvision")).expanduser()
         try:
-            self.sets = {s: cls(str(root), train=(s == "train"), download=bool(cfg.get("download", True)))
-                         for s in ("train", "test")}
+            self.sets = {
+                s: cls(str(root), train=(s == "train"), download=bool(cfg.get("download", True)))
+                for s in ("train", "test")
+            }
         except Exception as e:  # network or integrity failure
             raise DatasetConfigError(
                 f"could not load torchvision {name} under {str(root)!r} ({e}); with no network, download it "
@@ -183,7 +200,9 @@ class TorchvisionSource(ImageSource):
         self.classes = list(self.sets["train"].classes)
 
     def rows(self):
-        return [(f"{s}/{i}", int(y), s) for s, ds in self.sets.items() for i, y in enumerate(ds.targets)]
+        return [
+            (f"{s}/{i}", int(y), s) for s, ds in self.sets.items() for i, y in enumerate(ds.targets)
+        ]
 
     def open(self, image_id: str) -> Image.Image:
         split, i = image_id.split("/")

@@ -32,7 +32,9 @@ def acquire_model(
     if spec["source"] == "train":
         from seelike.models.train import seed_everything
 
-        seed_everything(int(spec["train"]["seed"]))  # before construction: the initial weights are random
+        seed_everything(
+            int(spec["train"]["seed"])
+        )  # before construction: the initial weights are random
     model = create_model(spec)
     data_config = resolve_data_config(model)
     info: dict[str, Any] = {
@@ -43,7 +45,11 @@ def acquire_model(
         "data_config": data_config,
         "family": tap_family(model),
         "num_params": sum(p.numel() for p in model.parameters()),
-        "versions": {"timm": timm.__version__, "torch": torch.__version__, "python": platform.python_version()},
+        "versions": {
+            "timm": timm.__version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
     }
     if spec.get("data_config"):
         info["data_config_overlay"] = spec["data_config"]
@@ -61,9 +67,16 @@ def acquire_model(
         log.info("trained %s: %s", name, metrics)
         weights = out_json.parent / "weights.safetensors"
         with atomic_write(weights) as tmp:
-            save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
-        info.update(weights=weights.name, weights_sha256=sha256_file(weights), metrics=metrics,
-                    train=spec["train"], samples_hash=samples_hash(samples_csv))
+            save_file(
+                {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp)
+            )
+        info.update(
+            weights=weights.name,
+            weights_sha256=sha256_file(weights),
+            metrics=metrics,
+            train=spec["train"],
+            samples_hash=samples_hash(samples_csv),
+        )
     taps = discover_taps(model)
     info["num_taps"] = len(taps)
     table = taps_table(taps)

@@ -62,7 +62,9 @@ def create_model(spec: dict[str, Any], weights: str | Path | None = None) -> nn.
     elif source == "checkpoint" and weights is None:
         path = Path(spec["path"]).expanduser()
         if not path.is_file():
-            raise ModelConfigError(f"checkpoint file {str(path)!r} does not exist; fix models.<name>.path")
+            raise ModelConfigError(
+                f"checkpoint file {str(path)!r} does not exist; fix models.<name>.path"
+            )
         model = timm.create_model(arch, pretrained=False, **kwargs)
         try:
             timm.models.load_checkpoint(model, str(path), strict=bool(spec.get("strict", True)))
@@ -94,7 +96,9 @@ def resolve_data_config(model: nn.Module) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
 
 
-def load_model(model_json: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_model(
+    model_json: str | Path, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
     """The acquired model in eval mode on `device`, and its info (name, arch, source, data_config, ...)."""
     model_json = Path(model_json)
     info = read_json(model_json)

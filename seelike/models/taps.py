@@ -18,12 +18,12 @@ from torch import nn
 
 __all__ = [
     "Tap",
+    "TapFiringError",
     "discover_taps",
     "record_taps",
-    "tap_family",
     "register_family",
+    "tap_family",
     "taps_table",
-    "TapFiringError",
 ]
 
 
@@ -69,7 +69,9 @@ def _is_vit(model: nn.Module) -> bool:
 
 
 def _vit_taps(model: nn.Module) -> list[tuple[str, str, str, str, int | None]]:
-    out: list[tuple[str, str, str, str, int | None]] = [("embed", "embed", "blocks.0", "input", None)]
+    out: list[tuple[str, str, str, str, int | None]] = [
+        ("embed", "embed", "blocks.0", "input", None)
+    ]
     for i, blk in enumerate(model.blocks):
         p = f"blocks.{i}"
         # With LayerScale the branch is the ls output; BEiT-style gamma parameters have no module, so the
@@ -199,8 +201,12 @@ def _generic_taps(model: nn.Module) -> list[tuple[str, str, str, str, int | None
             h.remove()
     reused = [n for n in order if counts[n] != 1]
     if reused:
-        warnings.warn(f"generic taps: skipping modules that fire more than once: {reused}", stacklevel=2)
-    return [(n, type(leaves[n]).__name__.lower(), n, "output", None) for n in order if counts[n] == 1]
+        warnings.warn(
+            f"generic taps: skipping modules that fire more than once: {reused}", stacklevel=2
+        )
+    return [
+        (n, type(leaves[n]).__name__.lower(), n, "output", None) for n in order if counts[n] == 1
+    ]
 
 
 def _classifier_path(model: nn.Module) -> str | None:
@@ -233,7 +239,9 @@ def discover_taps(model: nn.Module) -> list[Tap]:
     modules = dict(model.named_modules())
     missing = [path for _, _, path, _, _ in raw if path not in modules]
     if missing:
-        raise RuntimeError(f"tap discovery for family '{family}' names absent modules: {missing[:5]}")
+        raise RuntimeError(
+            f"tap discovery for family '{family}' names absent modules: {missing[:5]}"
+        )
     return [Tap(n, k, p, w, b, i) for i, (n, k, p, w, b) in enumerate(raw)]
 
 
@@ -279,7 +287,9 @@ def record_taps(
         elif tap.where == "input":
             handles.append(mod.register_forward_pre_hook(lambda _m, i, tap=tap: fire(tap, i[0])))
         else:
-            raise ValueError(f"tap '{tap.name}': where must be 'output' or 'input', got {tap.where!r}")
+            raise ValueError(
+                f"tap '{tap.name}': where must be 'output' or 'input', got {tap.where!r}"
+            )
 
     # Counts reset before each forward so `check_once` is per pass.
     def reset(_m, _i):

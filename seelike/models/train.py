@@ -64,23 +64,40 @@ def train_model(
     seed_everything(seed)
     samples = read_samples(samples_csv)
     train_rows = samples[samples["split"] == "train"]
-    n_train = max(1, int(math.floor(len(train_rows) * float(train_cfg.get("fraction", 1.0)))))
+    n_train = max(1, math.floor(len(train_rows) * float(train_cfg.get("fraction", 1.0))))
     source = open_source(dataset_cfg)
     train_loader = make_loader(
-        train_rows.iloc[:n_train], dataset_cfg, data_config, split=None, batch_size=int(train_cfg["batch_size"]),
-        shuffle_seed=seed, transform=_train_transform(data_config, train_cfg.get("augment", "none")),
-        source=source, num_workers=int(train_cfg.get("num_workers", 0)),
+        train_rows.iloc[:n_train],
+        dataset_cfg,
+        data_config,
+        split=None,
+        batch_size=int(train_cfg["batch_size"]),
+        shuffle_seed=seed,
+        transform=_train_transform(data_config, train_cfg.get("augment", "none")),
+        source=source,
+        num_workers=int(train_cfg.get("num_workers", 0)),
     )
-    test_loader = make_loader(samples, dataset_cfg, data_config, split="test", batch_size=256, source=source,
-                              num_workers=int(train_cfg.get("num_workers", 0)))
+    test_loader = make_loader(
+        samples,
+        dataset_cfg,
+        data_config,
+        split="test",
+        batch_size=256,
+        source=source,
+        num_workers=int(train_cfg.get("num_workers", 0)),
+    )
     model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=float(train_cfg["lr"]),
-                            weight_decay=float(train_cfg["weight_decay"]))
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=float(train_cfg["lr"]), weight_decay=float(train_cfg["weight_decay"])
+    )
     epochs = int(train_cfg["epochs"])
     steps = epochs * len(train_loader)
-    warmup = max(1, int(0.05 * steps))
+    warmup = max(1, round(0.05 * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+        opt,
+        lambda s: (
+            min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+        ),
     )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=float(train_cfg.get("label_smoothing", 0.0)))
     t0 = time.time()
