@@ -34,6 +34,7 @@ from seelike.device import exact_fp32
 __all__ = [
     "LocalisationResult",
     "PositionGrid",
+    "build_localisation",
     "cnn_position_grid",
     "default_localisation_tap",
     "default_plot_tokens",
@@ -43,6 +44,7 @@ __all__ = [
     "patches",
     "position_features",
     "position_grams",
+    "token_indices",
     "vit_position_grid",
 ]
 
@@ -286,6 +288,78 @@ def localisation_maps(
         yield first
         yield from it
 
-    cka, n, dropped = localisation_cka(chained(), grid[0], tokens, device)
-    toks = list(range(grid[0].size)) if tokens is None else [int(t) for t in tokens]
+    toks = token_indices(tokens, grid[0])
+    cka, n, dropped = localisation_cka(chained(), grid[0], toks, device)
     return LocalisationResult(tap.name, grid[0], toks, cka, n, dropped)
+
+
+def token_indices(tokens: Sequence[int | Sequence[int]] | None, grid: PositionGrid) -> list[int]:
+    """Row-major position indices from indices or (row, col) pairs (negative = from the end); None = all."""
+    if tokens is None:
+        return list(range(grid.size))
+    h, w = grid.grid_hw
+    out = []
+    for t in tokens:
+        if isinstance(t, (int, np.integer)):
+            g = int(t)
+        else:
+            r, c = (int(v) for v in t)
+            r, c = r + h if r < 0 else r, c + w if c < 0 else c
+            if not (0 <= r < h and 0 <= c < w):
+                raise ValueError(
+                    f"token {list(t)} lies outside the {h}×{w} grid; fix localisation.tokens"
+                )
+            g = r * w + c
+        if not 0 <= g < grid.size:
+            raise ValueError(
+                f"token position {g} lies outside the {h}×{w} grid; fix localisation.tokens"
+            )
+        if g not in out:
+            out.append(g)
+    return out
+
+
+def build_localisation(
+    model: nn.Module,
+    info: dict,
+    samples_csv,
+    dataset_cfg: dict,
+    cfg: dict,
+    model_key: str,
+    device: str | torch.device = "cpu",
+    num_workers: int = 0,
+) -> tuple[pd.DataFrame, dict]:
+    """The localisation rule: the configured images and tap, the tidy table and its metadata."""
+    from seelike.data.loader import make_loader
+    from seelike.data.samples import samples_hash
+    from seelike.models.taps import tap_family
+
+    loader = make_loader(
+        samples_csv, dataset_cfg, info["data_config"], split=cfg["split"], n_images=cfg["n_images"],
+        batch_size=cfg["batch_size"], num_workers=num_workers,
+    )  # fmt: skip
+    tap = (cfg.get("taps") or {}).get(model_key)
+    res = localisation_maps(model, loader, tap=tap, tokens=cfg.get("tokens"), device=device)
+    df = res.to_frame()
+    df.insert(0, "model", model_key)
+    g = res.grid
+    meta = {
+        "analysis": "localisation",
+        "model": model_key,
+        "arch": info.get("arch"),
+        "family": tap_family(model),
+        "tap": res.tap,
+        "grid_hw": list(g.grid_hw),
+        "img_hw": list(g.img_hw),
+        "patch_px": list(g.kernel) if g.kernel else None,
+        "stride_px": list(g.stride) if g.stride else None,
+        "num_prefix_tokens": g.num_prefix_tokens,
+        "n_images": res.n_images,
+        "batch_size": cfg["batch_size"],
+        "split": cfg["split"],
+        "dropped_batches": res.dropped,
+        "samples_hash": samples_hash(samples_csv),
+        "input": "preprocessed model input (timm transform), cut into each position's region",
+        "device": str(device),
+    }
+    return df, meta

@@ -51,6 +51,7 @@ __all__ = [
     "Standardiser",
     "aggregate",
     "aggregation_names",
+    "build_probe_features",
     "default_probe_taps",
     "extract_probe_features",
     "final_spatial_size",
@@ -58,6 +59,7 @@ __all__ = [
     "heldout_accuracies",
     "holdout_split",
     "kshot_indices",
+    "lambda_grid",
     "normalised_depth",
     "one_hot_pm1",
     "pick_lambda",
@@ -66,6 +68,8 @@ __all__ = [
     "read_features_meta",
     "ridge_solve",
     "select_lambda",
+    "select_probe_taps",
+    "select_token_taps",
     "token_positions",
 ]
 
@@ -472,6 +476,10 @@ def extract_probe_features(
     with record_taps(model, all_taps, on_shape), torch.inference_mode():
         model(first[0][:1].to(device))
     pool_hw = final_spatial_size(shapes)
+    flat = [n for n in token_taps if len(shapes[n]) not in (2, 3)]
+    if flat:
+        log.warning("no per-token probes for %s: their activations have no token grid or map", flat)
+        token_taps = [n for n in token_taps if n not in flat]
 
     plan: dict[str, list[str]] = {}
     for t in taps:
@@ -666,3 +674,100 @@ def _fit_cols(fit: ProbeFit) -> dict[str, Any]:
         "accuracy": fit.accuracy, "lam": fit.lam, "val_accuracy": float(np.nanmax(fit.val_accuracies)),
         "n_train": fit.n_train, "n_test": fit.n_test, "dim": fit.dim, "solver": fit.form,
     }  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ rule entry
+def lambda_grid(spec: dict[str, Any] | Sequence[float] | None) -> list[float]:
+    """The λ grid of the config: {log10_min, log10_max, num} (a log grid) or an explicit list."""
+    if spec is None:
+        return list(DEFAULT_LAMBDAS)
+    if isinstance(spec, dict):
+        return [
+            float(v) for v in np.logspace(spec["log10_min"], spec["log10_max"], int(spec["num"]))
+        ]
+    return [float(v) for v in spec]
+
+
+def select_probe_taps(taps: Sequence[Any], cfg: dict[str, Any], model_key: str) -> list[Any]:
+    """Taps to probe: `probes.taps.<model>` names when given, else every tap of a kind in `probes.tap_kinds`."""
+    explicit = (cfg.get("taps") or {}).get(model_key)
+    if explicit:
+        by_name = {t.name: t for t in taps}
+        missing = [n for n in explicit if n not in by_name]
+        if missing:
+            raise ValueError(
+                f"probes.taps.{model_key} names {missing}, not taps of this model; valid names include "
+                f"{[t.name for t in taps][:12]}"
+            )
+        return sorted((by_name[n] for n in explicit), key=lambda t: t.index)
+    chosen = default_probe_taps(taps, cfg.get("tap_kinds"))
+    if not chosen:
+        kinds = sorted({t.kind for t in taps})
+        raise ValueError(
+            f"model {model_key!r} has no taps of kinds {cfg.get('tap_kinds')}; its kinds are {kinds}. Set "
+            f"probes.tap_kinds or probes.taps.{model_key}"
+        )
+    return chosen
+
+
+def select_token_taps(
+    probed: Sequence[Any], spec: str | dict[str, Any], model_key: str
+) -> list[str]:
+    """Taps with per-token probes: `last` (the last probed tap), `all`, `none`, or {model: [names]}."""
+    if isinstance(spec, dict):
+        spec = spec.get(model_key, "last")
+    if spec == "none":
+        return []
+    if spec == "last":
+        return [probed[-1].name]
+    if spec == "all":
+        return [t.name for t in probed]
+    names = {t.name for t in probed}
+    missing = [n for n in spec if n not in names]
+    if missing:
+        raise ValueError(
+            f"probes.token_taps.{model_key} names {missing}, which are not probed taps; probed: {sorted(names)}"
+        )
+    return list(spec)
+
+
+def build_probe_features(
+    model: nn.Module,
+    info: dict[str, Any],
+    samples_csv: str | Path,
+    dataset_cfg: dict[str, Any],
+    out_dir: str | Path,
+    cfg: dict[str, Any],
+    model_key: str,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    num_workers: int = 0,
+    progress=None,
+) -> dict[str, Any]:
+    """The probe_features rule: k-shot train images + test images, one streaming pass, aggregated features."""
+    from seelike.data.loader import make_loader, read_samples
+    from seelike.data.samples import samples_hash
+    from seelike.models.taps import discover_taps, tap_family
+
+    rows, sets = probe_sample_plan(read_samples(samples_csv), cfg["shots"], cfg.get("n_test"), seed)
+    taps = select_probe_taps(discover_taps(model), cfg, model_key)
+    token_taps = select_token_taps(taps, cfg.get("token_taps", "last"), model_key)
+    loader = make_loader(
+        rows, dataset_cfg, info["data_config"], split=None, batch_size=cfg["batch_size"],
+        num_workers=num_workers,
+    )  # fmt: skip
+    extra = {
+        "model": model_key,
+        "arch": info.get("arch"),
+        "family": tap_family(model),
+        "samples_hash": samples_hash(samples_csv),
+        "splits": rows["split"].tolist(),
+        "ids": rows["id"].astype(str).tolist(),
+        "train_sets": sets,
+        "shots": [str(k) for k in cfg["shots"]],
+        "seed": int(seed),
+    }
+    return extract_probe_features(
+        model, loader, len(rows), out_dir, taps, token_taps, cfg.get("aggregations"), device,
+        extra_meta=extra, progress=progress,
+    )  # fmt: skip

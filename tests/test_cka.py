@@ -228,3 +228,34 @@ def test_accumulator_chunking_does_not_change_result():
     r1.add(grams_a, grams_b)
     r2.add(grams_a, grams_b)
     np.testing.assert_allclose(r1.result(), r2.result(), atol=1e-14)
+
+
+def test_notebook_compare_matches_reference_on_real_models():
+    import timm
+
+    from seelike.api import compare
+    from seelike.models.taps import discover_taps, record_taps
+
+    torch.manual_seed(0)
+    vit = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        img_size=16,
+        patch_size=4,
+        depth=1,
+        embed_dim=16,
+        num_heads=2,
+    )
+    images = torch.randn(20, 3, 16, 16)
+    df = compare(vit, None, images, batch_size=8, device="cpu")  # last batch of 4 kept
+    acts = {t.name: [] for t in discover_taps(vit)}
+    with (
+        record_taps(vit, discover_taps(vit), lambda t, a: acts[t.name].append(a.double())),
+        torch.no_grad(),
+    ):
+        for x in images.split(8):
+            vit(x)
+    for name in ("embed", "blocks.0.mlp_hidden", "norm"):
+        assert df.loc[name, "blocks.0.attn"] == pytest.approx(
+            ref_minibatch_cka(acts[name], acts["blocks.0.attn"]), abs=1e-6
+        )

@@ -96,3 +96,19 @@ def is_vit_arch(name):
 def cka_pairs():
     """Self pairs for every model, then the configured cross pairs."""
     return [(m, m) for m in MODELS] + [tuple(p) for p in config["cka"]["pairs"]]
+
+
+# ---- Figs 1, 2 (figures.smk)
+def fig1_targets(cfg):
+    return expand("results/figures/fig1_self_cka/{model}.{ext}", model=MODELS, ext=["png", "pdf"])
+
+
+def fig2_targets(cfg):
+    return [
+        f"results/figures/fig2_cross_cka/{a}__{b}.{ext}"
+        for a, b in (tuple(p) for p in cfg["cka"]["pairs"])
+        for ext in ("png", "pdf")
+    ]
+
+
+FINAL_OUTPUT_FUNCS.extend([fig1_targets, fig2_targets])

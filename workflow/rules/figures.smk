@@ -1,21 +1,6 @@
 # Figures are drawn from tables only, so `snakemake fig1` reruns in seconds without a GPU.
 
 
-def fig1_targets(cfg):
-    return expand("results/figures/fig1_self_cka/{model}.{ext}", model=MODELS, ext=["png", "pdf"])
-
-
-def fig2_targets(cfg):
-    return [
-        f"results/figures/fig2_cross_cka/{a}__{b}.{ext}"
-        for a, b in (tuple(p) for p in cfg["cka"]["pairs"])
-        for ext in ("png", "pdf")
-    ]
-
-
-FINAL_OUTPUT_FUNCS.extend([fig1_targets, fig2_targets])
-
-
 rule plot_self_cka:
     input:
         f"results/cka/{ANALYSIS}/{{model}}__{{model}}.parquet",
