@@ -95,3 +95,16 @@ def test_rerun_is_a_no_op_and_one_figure_reruns_alone(workflow_run):
         and "train_model" not in out
         and "cache" not in out.replace("cache/", "")
     )
+
+
+def test_configfile_on_the_command_line_replaces_the_default(tmp_path):
+    cfg = {
+        "analysis_dataset": "d",
+        "datasets": {"d": {"source": "digits"}},
+        "models": {"onlyone": {"source": "train", "arch": "resnet18", "train": {"dataset": "d"}}},
+    }
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = run_snakemake(REPO, "-n", "--cores", "1", "--configfile", str(path))
+    assert "model=onlyone" in proc.stdout
+    assert "model=vit" not in proc.stdout and "model=resnet" not in proc.stdout
