@@ -47,15 +47,17 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 SMALL = {
     "archs": {"vit_b16": "vit_tiny_patch16_224", "r50": "resnet18"},
     "classes": 2,
-    "per_class": 48,
+    "per_class": 96,
     "image_size": (256, 192),
     "cka": {"n_images": 64, "batch_size": 32, "repeats": 1},
     "attention": {"n_images": 16, "batch_size": 8},
     "erf": {"n_images": 2, "batch_size": 2, "residual": ["post"]},
     "skip": {"n_images": 16, "batch_size": 8},
+    "probes": {"n_test": 32, "batch_size": 16},
+    "localisation": {"n_images": 32, "batch_size": 16},
     "num_workers": 2,
 }
-PAPER = {"classes": 10, "per_class": 1024, "image_size": (320, 256)}
+PAPER = {"classes": 10, "per_class": 2048, "image_size": (320, 256)}
 CACHE_TARGET = 0.8
 
 
@@ -128,7 +130,7 @@ def run_config(base: dict[str, Any], out: Path, small: bool) -> dict[str, Any]:
         spec["path"] = str(out / "weights" / f"{spec['arch']}.safetensors")
     if small:
         cfg["num_workers"] = SMALL["num_workers"]
-        for section in ("cka", "attention", "erf", "skip"):
+        for section in ("cka", "attention", "erf", "skip", "probes", "localisation"):
             cfg.setdefault(section, {}).update(SMALL[section])
     return cfg
 
@@ -220,6 +222,13 @@ def rule_images(rule: str, cfg: dict[str, Any]) -> tuple[int | None, int | None,
     if rule == "skip_stats":
         s = cfg["skip"]
         return s["n_images"], s["batch_size"], default
+    if rule == "localisation":
+        lo = cfg.get("localisation", {})
+        return lo.get("n_images", 2560), lo.get("batch_size", 256), default
+    if rule in ("probe_features", "linear_probes"):
+        # Images: the probe-training shots plus the test images; n_test null = the whole test split.
+        pr = cfg.get("probes", {})
+        return pr.get("n_test"), pr.get("batch_size", 128), default
     return None, None, "?"
 
 

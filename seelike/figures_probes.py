@@ -155,6 +155,8 @@ def plot_probe_aggregations(
             im = ax2.imshow(m, cmap="viridis", vmin=0, vmax=1)
             fig.colorbar(im, ax=ax2, fraction=0.046, label="accuracy")
             ax2.set_title(f"per-token accuracy, {last}", fontsize=8)
+            ax2.set_xticks(range(0, m.shape[1], max(1, m.shape[1] // 8)))
+            ax2.set_yticks(range(0, m.shape[0], max(1, m.shape[0] // 8)))
             ax2.set_xlabel("column")
             ax2.set_ylabel("row")
         else:
@@ -173,23 +175,34 @@ def _grid(meta: Mapping[str, Any], df: pd.DataFrame) -> tuple[int, int]:
     return int(df["patch_row"].max()) + 1, int(df["patch_col"].max()) + 1
 
 
+def _valid(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows whose token and patch vary across the images (constant ones have undefined CKA, stored as 0)."""
+    keep = np.ones(len(df), bool)
+    for col in ("patch_constant", "token_constant"):
+        if col in df:
+            keep &= ~df[col].to_numpy(bool)
+    return df[keep]
+
+
 def _heat(df: pd.DataFrame, token: int, hw: tuple[int, int]) -> np.ndarray:
-    d = df[df["token"] == token]
+    d = _valid(df[df["token"] == token])
     m = np.full(hw, np.nan)
     m[d["patch_row"].to_numpy(), d["patch_col"].to_numpy()] = d["cka"].to_numpy()
     return m
 
 
 def localisation_summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Per token: CKA with its own patch, the best other position's CKA, and whether its own is the maximum."""
-    own = df[df["token"] == df["patch"]].set_index("token")["cka"]
-    other = df[df["token"] != df["patch"]].groupby("token")["cka"].max()
-    arg = df.loc[df.groupby("token")["cka"].idxmax()].set_index("token")["patch"]
+    """Per token: CKA with its own patch, the best other position's CKA, and whether its own is the maximum.
+    Tokens or patches constant across the images (undefined CKA) are left out."""
+    d = _valid(df)
+    own = d[d["token"] == d["patch"]].set_index("token")["cka"]
+    other = d[d["token"] != d["patch"]].groupby("token")["cka"].max()
+    arg = d.loc[d.groupby("token")["cka"].idxmax()].set_index("token")["patch"]
     out = pd.DataFrame(
         {"own": own, "best_other": other.reindex(own.index), "argmax": arg.reindex(own.index)}
     )
     out["own_is_max"] = out["argmax"] == out.index
-    return out.reset_index()
+    return out.rename_axis("token").reset_index()
 
 
 def plot_localisation(
@@ -211,10 +224,13 @@ def plot_localisation(
         t for t in (tokens if tokens is not None else default_plot_tokens(hw)) if t in present
     ]
     vmax = max(float(np.nanmax(df["cka"])), 1e-6)
+    cmap = plt.get_cmap("magma").with_extremes(
+        bad="0.75"
+    )  # grey: a constant input patch (e.g. blank border), CKA undefined
     n = len(tokens) + 1
     fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.9), squeeze=False)
     for ax, t in zip(axes[0], tokens):
-        ax.imshow(_heat(df, t, hw), cmap="magma", vmin=0, vmax=vmax)
+        ax.imshow(_heat(df, t, hw), cmap=cmap, vmin=0, vmax=vmax)
         r, c = divmod(t, hw[1])
         ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, ec="cyan", lw=1.5))
         ax.set_title(f"token ({r}, {c})", fontsize=8)
@@ -226,7 +242,7 @@ def plot_localisation(
         "own"
     ].to_numpy()
     ax = axes[0, -1]
-    im = ax.imshow(own, cmap="magma", vmin=0, vmax=vmax)
+    im = ax.imshow(own, cmap=cmap, vmin=0, vmax=vmax)
     ax.set_title(f"own-patch CKA\n(own = max for {summ['own_is_max'].mean():.0%})", fontsize=8)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -249,7 +265,7 @@ def plot_localisation_summary(
             rows.append(pd.DataFrame({"model": model, "patch": which, "cka": s[which]}))
     data = pd.concat(rows, ignore_index=True)
     fig, ax = plt.subplots(figsize=(1.8 * len(tables) + 2.5, 3.6))
-    sns.boxplot(data=data, x="model", y="cka", hue="patch", ax=ax, fliersize=2)
+    sns.stripplot(data=data, x="model", y="cka", hue="patch", dodge=True, ax=ax, size=3, alpha=0.7)
     ax.axhline(0, color="0.5", lw=0.8)
     ax.set_ylabel("CKA of token with input patch")
     ax.set_title("Localisation: own patch vs best other patch (one point per token)")

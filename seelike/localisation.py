@@ -19,8 +19,10 @@ U-centred once and multiplied once, so a full G × G map costs about as much as 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -28,10 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seelike.cka import MIN_BATCH, CkaAccumulator
+from seelike.cka import MIN_BATCH, CkaAccumulator, ConstantRepresentationWarning
 from seelike.device import exact_fp32
 
 __all__ = [
+    "CkaMap",
     "LocalisationResult",
     "PositionGrid",
     "build_localisation",
@@ -140,16 +143,25 @@ def patch_grams(images: torch.Tensor, grid: PositionGrid) -> torch.Tensor:
     return position_grams(patches(images, grid))
 
 
+class CkaMap(NamedTuple):
+    cka: np.ndarray  # (T, G)
+    n_images: int
+    dropped: list[int]
+    token_constant: np.ndarray  # (T,) bool
+    patch_constant: np.ndarray  # (G,) bool
+
+
 def localisation_cka(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     grid: PositionGrid,
     tokens: Sequence[int] | None = None,
     device: str | torch.device = "cpu",
-) -> tuple[np.ndarray, int, list[int]]:
+) -> CkaMap:
     """Minibatch CKA (T, G) between chosen positions' representations and every position's input patch.
 
-    `batches` yields (position features (G, B, C), images (B, 3, H, W)) of the same images. Returns the map,
-    the number of images used and the indices of dropped batches (fewer than 4 images).
+    `batches` yields (position features (G, B, C), images (B, 3, H, W)) of the same images. Returns the map
+    with the number of images used, the dropped batches (fewer than 4 images) and which tokens and patches are
+    constant across the images (their CKA is undefined and reported as 0, e.g. blank image borders).
     """
     device = torch.device(device)
     tokens = list(range(grid.size)) if tokens is None else [int(t) for t in tokens]
@@ -168,7 +180,16 @@ def localisation_cka(
         gp = patch_grams(images.to(device), grid)
         acc.add(gt, gp, batch_id=i)
         n_used += len(images)
-    return acc.result(), n_used, list(acc.dropped)
+    const_t, const_p = acc.degenerate()
+    if const_t.any() or const_p.any():
+        warnings.warn(
+            f"constant across the images: tokens {[tokens[i] for i in np.flatnonzero(const_t)]}, input patches "
+            f"{np.flatnonzero(const_p).tolist()} (e.g. a blank border); their CKA is undefined, reported as 0 "
+            "and flagged in the table",
+            ConstantRepresentationWarning,
+            stacklevel=2,
+        )
+    return CkaMap(acc.result(), n_used, list(acc.dropped), const_t, const_p)
 
 
 def default_localisation_tap(taps: Sequence, family: str):
@@ -207,6 +228,8 @@ class LocalisationResult:
     cka: np.ndarray  # (T, G)
     n_images: int
     dropped: list[int]
+    token_constant: np.ndarray  # (T,) bool
+    patch_constant: np.ndarray  # (G,) bool
 
     def to_frame(self) -> pd.DataFrame:
         """Tidy table: one row per (token, patch position)."""
@@ -226,6 +249,9 @@ class LocalisationResult:
                 "patch_row": pos // gw,
                 "patch_col": pos % gw,
                 "cka": self.cka.ravel(),
+                # constant across images: CKA undefined, reported as 0 (seelike.cka's policy)
+                "token_constant": np.asarray(self.token_constant)[t_idx.ravel()],
+                "patch_constant": np.asarray(self.patch_constant)[pos],
             }
         )
 
@@ -289,8 +315,10 @@ def localisation_maps(
         yield from it
 
     toks = token_indices(tokens, grid[0])
-    cka, n, dropped = localisation_cka(chained(), grid[0], toks, device)
-    return LocalisationResult(tap.name, grid[0], toks, cka, n, dropped)
+    m = localisation_cka(chained(), grid[0], toks, device)
+    return LocalisationResult(
+        tap.name, grid[0], toks, m.cka, m.n_images, m.dropped, m.token_constant, m.patch_constant
+    )
 
 
 def token_indices(tokens: Sequence[int | Sequence[int]] | None, grid: PositionGrid) -> list[int]:

@@ -414,14 +414,31 @@ def normalised_depth(indices: Sequence[int]) -> dict[int, float]:
     return {i: (r / (n - 1) if n > 1 else 1.0) for r, i in enumerate(order)}
 
 
-def _grid_of(shape: Sequence[int], num_prefix: int) -> tuple[int, int] | None:
+def _grid_of(
+    shape: Sequence[int], num_prefix: int, vit_grid: tuple[int, int] | None
+) -> list[int] | None:
+    """(rows, cols) of the positions of a per-example activation shape: a CNN map's own size, a ViT's patch
+    grid (from its patch embedding when the token count fits, else the square root)."""
     if len(shape) == 3:
-        return int(shape[1]), int(shape[2])
+        return [int(shape[1]), int(shape[2])]
     if len(shape) == 2:
-        g = shape[0] - num_prefix
+        g = int(shape[0]) - num_prefix
+        if vit_grid is not None and vit_grid[0] * vit_grid[1] == g:
+            return [int(vit_grid[0]), int(vit_grid[1])]
         s = math.isqrt(g)
-        return (s, s) if s * s == g else (1, g)
+        return [s, s] if s * s == g else [1, g]
     return None
+
+
+def _vit_grid(model: nn.Module, img_hw: Sequence[int]) -> tuple[int, int] | None:
+    if not hasattr(model, "patch_embed"):
+        return None
+    from seelike.attention import token_grid
+
+    try:
+        return token_grid(model, img_hw).grid_hw
+    except (ValueError, AttributeError, TypeError):
+        return None
 
 
 def extract_probe_features(
@@ -476,6 +493,7 @@ def extract_probe_features(
     with record_taps(model, all_taps, on_shape), torch.inference_mode():
         model(first[0][:1].to(device))
     pool_hw = final_spatial_size(shapes)
+    vit_grid = _vit_grid(model, first[0].shape[-2:])
     flat = [n for n in token_taps if len(shapes[n]) not in (2, 3)]
     if flat:
         log.warning("no per-token probes for %s: their activations have no token grid or map", flat)
@@ -545,7 +563,7 @@ def extract_probe_features(
                     "shape": shapes[t.name],
                     "aggregations": plan[t.name],
                     "token": t.name in token_taps,
-                    "grid_hw": list(_grid_of(shapes[t.name], num_prefix) or [])
+                    "grid_hw": _grid_of(shapes[t.name], num_prefix, vit_grid)
                     if t.name in token_taps
                     else None,
                 }

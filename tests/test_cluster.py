@@ -77,13 +77,17 @@ def _cluster_shape(profile: dict) -> dict:
     partitions += [r["slurm_partition"] for r in per_rule.values() if "slurm_partition" in r]
     gpu_models = {r["gpu_model"] for r in per_rule.values() if "gpu_model" in r}
     assert len(gpu_models) <= 1, f"the fake cluster has one GPU type; profile names {gpu_models}"
-    cpus = max([int(r.get("cpus_per_gpu", 1)) for r in per_rule.values()] + [2])
+    # Two fake GPUs let independent GPU jobs overlap (the jobs' Python start-up dominates here);
+    # the node advertises the CPUs and memory those jobs ask for (scheduling only, config_overrides:
+    # rules ask 8-16 GB each, the tiny jobs use far less).
+    n_gpus = min(2, len(slurm_cluster.fake_gpu_devices()))
+    cpus_per_gpu = max([int(r.get("cpus_per_gpu", 1)) for r in per_rule.values()] + [1])
     return {
         "partitions": tuple(dict.fromkeys(partitions)),
         "gpu_type": next(iter(gpu_models), "tgpu"),
-        # Scheduling only (config_overrides): rules ask 8-16 GB each; the jobs use far less.
-        "cpus": cpus,
-        "mem_mb": 64000,
+        "n_gpus": n_gpus,
+        "cpus": cpus_per_gpu * n_gpus + 4,
+        "mem_mb": 128000,
     }
 
 
@@ -145,6 +149,11 @@ def slurm_run(tmp_path_factory):
             str(workdir),
             "--profile",
             str(PROFILE),
+            # profiles/default sits beside the Snakefile, so Snakemake would also load it as the
+            # workflow profile, whose keys win: its local `resources: gpu=1` would cap the cluster
+            # at one GPU job at a time. The documented cluster command turns it off.
+            "--workflow-profile",
+            "none",
             # Profile value (20 s) suits a real cluster; here jobs finish in seconds.
             "--slurm-init-seconds-before-status-checks",
             "2",
@@ -180,9 +189,13 @@ def slurm_run(tmp_path_factory):
         cluster.cleanup()
 
 
+def _volatile(key: str) -> bool:
+    return key in VOLATILE_KEYS or key.endswith(("_seconds", "_s", "_time"))
+
+
 def _assert_json_close(a, b, where: str) -> None:
     if isinstance(a, dict) and isinstance(b, dict):
-        keys = (set(a) | set(b)) - VOLATILE_KEYS
+        keys = {k for k in set(a) | set(b) if not _volatile(k)}
         for k in sorted(keys):
             assert k in a and k in b, f"{where}: key {k!r} only in one run"
             _assert_json_close(a[k], b[k], f"{where}.{k}")
@@ -212,6 +225,13 @@ def test_slurm_outputs_equal_local_run(slurm_run, workflow_run):
     assert local == remote, (
         f"only local: {sorted(local - remote)[:10]}, only SLURM: {sorted(remote - local)[:10]}"
     )
+    # Training is deterministic under its seed on CPU: the same accuracies, not merely close.
+    for model_json in sorted(workflow_run.glob("results/models/*/model.json")):
+        rel = model_json.relative_to(workflow_run)
+        la = json.loads(model_json.read_text()).get("metrics") or {}
+        ra = json.loads((slurm_root / rel).read_text()).get("metrics") or {}
+        la, ra = ({k: v for k, v in m.items() if not _volatile(k)} for m in (la, ra))
+        assert la == ra, f"{rel}: metrics differ, local {la} vs SLURM {ra}"
     n_tables = 0
     for rel in sorted(local):
         a, b = workflow_run / rel, slurm_root / rel
@@ -223,12 +243,6 @@ def test_slurm_outputs_equal_local_run(slurm_run, workflow_run):
         elif rel.endswith(".json") and not rel.endswith(".meta.json"):
             _assert_json_close(json.loads(a.read_text()), json.loads(b.read_text()), rel)
     assert n_tables > 0, "no tables compared: did the workflow write any?"
-    # Training is deterministic under its seed on CPU: the same accuracies, not merely close.
-    for model_json in sorted(workflow_run.glob("results/models/*/model.json")):
-        rel = model_json.relative_to(workflow_run)
-        la = json.loads(model_json.read_text()).get("metrics")
-        ra = json.loads((slurm_root / rel).read_text()).get("metrics")
-        assert la == ra, f"{rel}: metrics differ, local {la} vs SLURM {ra}"
 
 
 def test_gpu_jobs_requested_a_gpu(slurm_run):
@@ -257,3 +271,35 @@ def test_gpu_jobs_requested_a_gpu(slurm_run):
             assert "gres/gpu" not in row["ReqTRES"], f"CPU rule {rule} asked a GPU: {row}"
     assert gpu_rules <= seen, f"GPU rules missing from sacct: {gpu_rules - seen}"
     assert seen == set(rules), f"rules run vs sacct: {sorted(set(rules) ^ seen)}"
+
+
+def test_harness_runs_a_gpu_job_and_stops_everything(tmp_path):
+    """The harness alone: a GPU batch job is scheduled on the fake GPU, accounted, and nothing
+    the cluster started survives stop()."""
+    reason = slurm_cluster.unavailable_reason()
+    if reason:
+        pytest.skip(f"cluster test: {reason}")
+    cluster = slurm_cluster.SlurmCluster(partitions=("cpu", "gpu"), gpu_type="tgpu")
+    pids: list[int] = []
+    try:
+        cluster.start()
+        out = tmp_path / "job.out"
+        job = cluster.run(
+            "sbatch", "--parsable", "-p", "gpu", "--gpus=tgpu:1", "--cpus-per-gpu=1",
+            "--comment=rule_probe", f"--output={out}", "--wrap", "echo gpu=$CUDA_VISIBLE_DEVICES",
+        ).strip()  # fmt: skip
+        deadline = time.monotonic() + 60
+        while cluster.run("squeue", "-h", "-j", job, check=False).strip():
+            assert time.monotonic() < deadline, "the GPU job did not finish in 60 s"
+            time.sleep(0.5)
+        assert out.read_text().strip() == "gpu=0", "SLURM did not bind the fake GPU to the job"
+        rows = _sacct_rows(cluster, 1)
+        assert [r["Comment"] for r in rows] == ["rule_probe"], rows
+        assert "gres/gpu:tgpu=1" in rows[0]["ReqTRES"], rows[0]
+        pids = [p.pid for p in cluster._procs.values()]
+        assert len(pids) == len(slurm_cluster.DAEMONS)
+    finally:
+        cluster.cleanup()
+    alive = [p for p in pids if Path(f"/proc/{p}").exists() and not slurm_cluster._is_zombie(p)]
+    assert not alive, f"daemons still running after stop(): {alive}"
+    assert not cluster.root.exists()

@@ -17,6 +17,7 @@ from seelike.localisation import (
     localisation_maps,
     patches,
     position_features,
+    token_indices,
     vit_position_grid,
 )
 
@@ -115,8 +116,10 @@ def test_default_plot_tokens():
 def test_localisation_cka_matches_reference():
     grid = _grid(2, 2, 3)
     batches = _copy_batches(grid, n_batches=2, bs=12, mix=0.7, dim=32)
-    cka, n, dropped = localisation_cka(batches, grid, tokens=[0, 3])
-    assert cka.shape == (2, 4) and n == 24 and dropped == []
+    m = localisation_cka(batches, grid, tokens=[0, 3])
+    cka = m.cka
+    assert cka.shape == (2, 4) and m.n_images == 24 and m.dropped == []
+    assert not m.patch_constant.any() and not m.token_constant.any()
     for i, t in enumerate([0, 3]):
         for g in range(4):
             xs = [f[t].numpy() for f, _ in batches]
@@ -128,7 +131,7 @@ def test_localisation_cka_matches_reference():
 
 def test_token_copying_its_patch_peaks_at_its_own_position():
     grid = _grid(4, 4, 4)
-    cka, _, _ = localisation_cka(_copy_batches(grid), grid)
+    cka = localisation_cka(_copy_batches(grid), grid).cka
     assert cka.shape == (16, 16)
     np.testing.assert_allclose(np.diag(cka), 1.0, atol=1e-6)  # orthogonal map of the patch: CKA 1
     assert (cka.argmax(1) == np.arange(16)).all()
@@ -138,7 +141,7 @@ def test_token_copying_its_patch_peaks_at_its_own_position():
 
 def test_mixed_tokens_still_peak_at_own_position():
     grid = _grid(3, 3, 2)
-    cka, _, _ = localisation_cka(_copy_batches(grid, mix=0.5, dim=16), grid)
+    cka = localisation_cka(_copy_batches(grid, mix=0.5, dim=16), grid).cka
     assert (cka.argmax(1) == np.arange(9)).all()
     assert (np.diag(cka) < 1.0).all()
 
@@ -147,10 +150,31 @@ def test_short_batches_are_dropped_and_bad_tokens_refused():
     grid = _grid(2, 2, 2)
     batches = _copy_batches(grid, n_batches=2, bs=8, dim=12)
     f, x = batches[0]
-    _, n, dropped = localisation_cka([*batches, (f[:, :3], x[:3])], grid)
-    assert n == 16 and dropped == [2]
+    m = localisation_cka([*batches, (f[:, :3], x[:3])], grid)
+    assert m.n_images == 16 and m.dropped == [2]
     with pytest.raises(ValueError, match="outside"):
         localisation_cka(batches, grid, tokens=[4])
+
+
+def test_constant_patches_are_flagged():
+    """A blank border (as in the digits images) makes those patches constant: CKA undefined, flagged, 0."""
+    grid = _grid(3, 3, 2)
+    batches = _copy_batches(grid, dim=16)
+    for _, x in batches:
+        x[:, :, :2, :] = 0.0  # first grid row blank
+    with pytest.warns(UserWarning, match="constant"):
+        m = localisation_cka(batches, grid)
+    np.testing.assert_array_equal(m.patch_constant, [True] * 3 + [False] * 6)
+    assert (m.cka[:, :3] == 0).all()
+    assert (m.cka[3:].argmax(1) == np.arange(3, 9)).all()
+
+
+def test_token_indices():
+    grid = _grid(3, 4, 2)
+    assert token_indices(None, grid) == list(range(12))
+    assert token_indices([[0, 0], [-1, -1], [1, 2], 5, [1, 1]], grid) == [0, 11, 6, 5]
+    with pytest.raises(ValueError, match="outside"):
+        token_indices([[3, 0]], grid)
 
 
 # ----------------------------------------------------------------------------- real timm models

@@ -367,3 +367,29 @@ def test_probe_table_end_to_end(tmp_path):
     assert embed["mean_spatial"] > 0.9
     # the embedding's CLS token is the same for every image: nothing to learn
     assert embed["cls"] == pytest.approx(1 / 3, abs=0.05)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_solver_on_gpu_matches_cpu():
+    x, y = _clusters(10, 300, 4, seed=4, sep=0.5)
+    x_te, y_te = _clusters(20, 300, 4, seed=5, sep=0.5)
+    cpu = fit_probe(x, y, x_te, y_te, device="cpu")
+    gpu = fit_probe(x, y, x_te, y_te, device="cuda")
+    assert gpu.lam == cpu.lam and gpu.form == cpu.form == "dual"
+    np.testing.assert_array_equal(gpu.predictions, cpu.predictions)
+    t = one_hot_pm1(y, [0, 1, 2, 3])
+    np.testing.assert_allclose(
+        ridge_solve(x, t, 2.0, device="cuda"), ref_ridge(x, t, 2.0), rtol=1e-8, atol=1e-8
+    )
+
+
+def test_grid_of_positions():
+    from seelike.probes import _grid_of
+
+    assert _grid_of((7, 3, 5), 0, None) == [3, 5]  # CNN map
+    assert _grid_of((1 + 12, 8), 1, (3, 4)) == [
+        3,
+        4,
+    ]  # non-square ViT grid from the patch embedding
+    assert _grid_of((1 + 16, 8), 1, None) == [4, 4]
+    assert _grid_of((10,), 0, None) is None

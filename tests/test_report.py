@@ -75,10 +75,18 @@ def _chromium() -> str | None:
 
 
 def _embedded(report: str, var: str) -> dict:
-    """A `var <name> = {...};` JSON object embedded in the report."""
-    start = report.index(f"var {var} = ") + len(f"var {var} = ")
-    obj, _ = json.JSONDecoder().raw_decode(report[start:])
-    return obj
+    """The `var <name> = {...};` JSON object the report embeds (bundled libraries declare
+    variables of the same name too: take the largest object literal that parses as JSON)."""
+    found: list[dict] = []
+    for m in re.finditer(rf"\bvar {var} = (?=\{{)", report):
+        try:
+            obj, _ = json.JSONDecoder().raw_decode(report, m.end())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict):
+            found.append(obj)
+    assert found, f"no `var {var} = {{...}}` data in the report"
+    return max(found, key=len)
 
 
 def _caption_title(rst: str) -> str:

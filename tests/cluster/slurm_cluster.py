@@ -36,7 +36,13 @@ import threading
 import time
 from pathlib import Path
 
-__all__ = ["ClusterError", "SlurmCluster", "fake_gpu_device", "unavailable_reason"]
+__all__ = [
+    "ClusterError",
+    "SlurmCluster",
+    "fake_gpu_device",
+    "fake_gpu_devices",
+    "unavailable_reason",
+]
 
 # Daemons, in start order; stopped in reverse.
 DAEMONS = ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd")
@@ -69,7 +75,15 @@ MARKER_VAR = "SEELIKE_TEST_SLURM_CLUSTER"
 CLUSTER_NAME = "seelike"
 # Character devices that exist on almost every Linux; a gres GPU without File= is dropped
 # and the node goes INVAL, so one must exist.
-GPU_DEVICE_CANDIDATES = ("/dev/tty1", "/dev/tty0", "/dev/tty2", "/dev/null")
+GPU_DEVICE_CANDIDATES = (
+    *(f"/dev/tty{i}" for i in range(1, 9)),
+    "/dev/tty0",
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/urandom",
+    "/dev/random",
+)
 _SEARCH_PATH = os.pathsep.join(
     [os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/bin", "/bin", "/usr/local/sbin"]
 )
@@ -98,25 +112,30 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def fake_gpu_device() -> str | None:
-    """First existing character device to back the fake GPU gres."""
+def fake_gpu_devices() -> list[str]:
+    """Existing character devices that can back fake GPUs (one distinct file per GPU)."""
+    found = []
     for cand in GPU_DEVICE_CANDIDATES:
         try:
             if stat.S_ISCHR(os.stat(cand).st_mode):
-                return cand
+                found.append(cand)
         except OSError:
             continue
-    return None
+    return found
+
+
+def fake_gpu_device() -> str | None:
+    """First existing character device to back a fake GPU gres."""
+    devs = fake_gpu_devices()
+    return devs[0] if devs else None
 
 
 def _gpu_devices(n: int) -> list[str]:
-    if n == 1:
-        dev = fake_gpu_device()
-        return [dev] if dev else []
-    devs = [f"/dev/tty{i}" for i in range(1, n + 1)]
-    missing = [d for d in devs if not os.path.exists(d)]
-    if missing:
-        raise ClusterError(f"{n} fake GPUs need {devs}; missing {missing}: use n_gpus=1")
+    devs = fake_gpu_devices()[:n]
+    if len(devs) < n:
+        raise ClusterError(
+            f"{n} fake GPUs need {n} distinct character devices; found {devs}: lower n_gpus"
+        )
     return devs
 
 
@@ -575,10 +594,13 @@ StorageLoc=slurm_acct_db
                 _kill_and_wait(pid)
 
     def _kill_marked(self) -> None:
-        """Kill every process that carries this cluster's marker (job steps, jobs)."""
-        me = os.getpid()
+        """Kill every process that carries this cluster's marker (job steps, jobs), never this
+        process or its ancestors (a caller started inside ``env()`` carries the marker too)."""
+        spared = _ancestors(os.getpid())
         for _ in range(3):
-            victims = [pid for pid in _all_pids() if pid != me and _has_marker(pid, str(self.root))]
+            victims = [
+                pid for pid in _all_pids() if pid not in spared and _has_marker(pid, str(self.root))
+            ]
             if not victims:
                 return
             for pid in victims:
@@ -613,6 +635,18 @@ StorageLoc=slurm_acct_db
             w = self.bin / name
             w.write_text(f'#!/bin/sh\nexport SLURM_CONF="{self.slurm_conf}"\nexec "{real}" "$@"\n')
             w.chmod(0o755)
+
+
+def _ancestors(pid: int) -> set[int]:
+    out = {pid}
+    while pid > 1:
+        try:
+            stat_line = Path(f"/proc/{pid}/stat").read_text()
+            pid = int(stat_line.rsplit(") ", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            break
+        out.add(pid)
+    return out
 
 
 def _all_pids() -> list[int]:
