@@ -127,9 +127,9 @@ def test_report_bundles_every_figure_with_its_caption(report, workflow_run: Path
         f"in the report but not drawn: {sorted(bundled - figures)}"
     )
     for path, entry in results.items():
-        assert entry["data_uri"].startswith("data:image/png;base64,") or not path.endswith(
-            ".png"
-        ), path
+        if path.endswith(".png"):
+            uri = entry["data_uri"]
+            assert uri.startswith("data:image/png") and ";base64," in uri, f"{path}: {uri[:80]}"
         caption = entry.get("caption") or ""
         assert _plain(caption), f"{path} has no caption"
         # Captions are Jinja templates over the config: none may reach the report unrendered.

@@ -5,7 +5,8 @@ rule cka:
     output:
         "results/cka/{dataset}/{a}__{b}.parquet",
     params:
-        device=config["device"],
+        # CPU on purpose: a float64 step of ~3% of the forward passes, not worth holding a GPU (BENCHMARKS.md)
+        device="cpu",
     threads: 2
     resources:
         mem_mb=16000,
