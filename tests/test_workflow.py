@@ -60,7 +60,8 @@ def test_end_to_end_outputs(workflow_run):
     res = workflow_run / "results"
     samples = pd.read_csv(res / "samples" / "digits.csv")
     assert samples["split"].value_counts().to_dict() == {"train": 256, "test": 128}
-    for name, n_taps in (("vit", 2 + 7 * 2), ("resnet", 1 + 8 * 4 + 3)):
+    # resnet: stem + 8 basic units × (conv1, branch, sum, out) + 4 projections (64-wide stem → 16-wide stage 1)
+    for name, n_taps in (("vit", 2 + 7 * 2), ("resnet", 1 + 8 * 4 + 4)):
         info = read_json(res / "models" / name / "model.json")
         assert info["num_taps"] == n_taps
         assert 0.15 < info["metrics"]["test_accuracy"] <= 1.0  # chance is 0.1
