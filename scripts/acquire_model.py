@@ -4,16 +4,16 @@ from seelike.device import pick_device
 from seelike.models.acquire import acquire_model
 from seelike.rules import setup_rule
 
-log = setup_rule(snakemake)  # noqa: F821
-spec = snakemake.params.spec  # noqa: F821
+log = setup_rule(snakemake)
+spec = snakemake.params.spec
 info = acquire_model(
-    snakemake.wildcards.model,  # noqa: F821
+    snakemake.wildcards.model,
     spec,
-    snakemake.output.json,  # noqa: F821
-    snakemake.output.taps,  # noqa: F821
-    samples_csv=snakemake.input.get("samples") or None,  # noqa: F821
-    dataset_cfg=snakemake.params.get("dataset_cfg"),  # noqa: F821
-    device=pick_device(snakemake.params.get("device", "cpu")),  # noqa: F821
+    snakemake.output.json,
+    snakemake.output.taps,
+    samples_csv=snakemake.input.get("samples") or None,
+    dataset_cfg=snakemake.params.get("dataset_cfg"),
+    device=pick_device(snakemake.params.get("device", "cpu")),
 )
 log.info(
     "model %s: %s taps, %s parameters, metrics %s",

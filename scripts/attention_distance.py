@@ -8,8 +8,8 @@ from seelike.io import write_table
 from seelike.models.load import load_model
 from seelike.rules import setup_rule
 
-log = setup_rule(snakemake)  # noqa: F821
-p, inp = snakemake.params, snakemake.input  # noqa: F821
+log = setup_rule(snakemake)
+p, inp = snakemake.params, snakemake.input
 cfg = p.attention
 device = pick_device(p.device)
 model, info = load_model(inp.model, device)
@@ -44,7 +44,7 @@ meta = {
     "num_prefix_tokens": g.num_prefix_tokens,
     "device": str(device),
 }
-write_table(df, snakemake.output[0], meta)  # noqa: F821
+write_table(df, snakemake.output[0], meta)
 log.info(
     "%s: %d blocks × heads over %d images (cls=%s)", info["name"], len(df), res.n_images, cfg["cls"]
 )

@@ -5,16 +5,16 @@ from seelike.device import pick_device
 from seelike.models.load import load_model
 from seelike.rules import Progress, setup_rule
 
-log = setup_rule(snakemake)  # noqa: F821
-p = snakemake.params  # noqa: F821
+log = setup_rule(snakemake)
+p = snakemake.params
 device = pick_device(p.device)
-model, info = load_model(snakemake.input.model, device)  # noqa: F821
+model, info = load_model(snakemake.input.model, device)
 meta = build_cache(
     model,
     info,
     snakemake.input.samples,
     p.dataset_cfg,
-    snakemake.output[0],  # noqa: F821
+    snakemake.output[0],
     n_images=p.cka["n_images"],
     batch_size=p.cka["batch_size"],
     repeats=p.cka["repeats"],

@@ -5,11 +5,11 @@ from seelike.device import pick_device
 from seelike.io import write_table
 from seelike.rules import setup_rule
 
-log = setup_rule(snakemake)  # noqa: F821
+log = setup_rule(snakemake)
 df, meta = cka_from_caches(
     snakemake.input.a, snakemake.input.b, pick_device(snakemake.params.device)
 )
-write_table(df, snakemake.output[0], meta)  # noqa: F821
+write_table(df, snakemake.output[0], meta)
 log.info(
     "%s vs %s: %d tap pairs, mean CKA %.3f",
     meta["model_a"],

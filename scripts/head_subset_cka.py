@@ -7,8 +7,8 @@ from seelike.io import read_table, write_table
 from seelike.models.load import load_model
 from seelike.rules import setup_rule
 
-log = setup_rule(snakemake)  # noqa: F821
-p, inp, wc = snakemake.params, snakemake.input, snakemake.wildcards  # noqa: F821
+log = setup_rule(snakemake)
+p, inp, wc = snakemake.params, snakemake.input, snakemake.wildcards
 hs = p.head_subsets
 device = pick_device(p.device)
 model, info = load_model(inp.model, device)
@@ -36,7 +36,7 @@ meta.update(
         "samples_hash": samples_hash(inp.samples),
     }
 )
-write_table(df, snakemake.output[0], meta)  # noqa: F821
+write_table(df, snakemake.output[0], meta)
 log.info(
     "%s vs %s: %d subsets × %d taps",
     info["name"],

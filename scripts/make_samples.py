@@ -3,9 +3,9 @@
 from seelike.data.samples import build_samples, samples_hash, write_samples
 from seelike.rules import setup_rule
 
-log = setup_rule(snakemake)  # noqa: F821
-df = build_samples(snakemake.params.cfg, seed=snakemake.params.seed)  # noqa: F821
-write_samples(df, snakemake.output[0])  # noqa: F821
+log = setup_rule(snakemake)
+df = build_samples(snakemake.params.cfg, seed=snakemake.params.seed)
+write_samples(df, snakemake.output[0])
 log.info(
     "%d images (%s), hash %s",
     len(df),

@@ -4,6 +4,6 @@ from seelike.figures import plot_cka_heatmap
 from seelike.io import read_table
 from seelike.rules import setup_rule
 
-setup_rule(snakemake)  # noqa: F821
-df, meta = read_table(snakemake.input[0])  # noqa: F821
-plot_cka_heatmap(df, meta, snakemake.output.png, snakemake.output.pdf)  # noqa: F821
+setup_rule(snakemake)
+df, meta = read_table(snakemake.input[0])
+plot_cka_heatmap(df, meta, snakemake.output.png, snakemake.output.pdf)

@@ -6,8 +6,8 @@ from seelike.figures_attention import erf_size_summary, plot_erf_grid
 from seelike.io import atomic_write, read_table
 from seelike.rules import setup_rule
 
-setup_rule(snakemake)  # noqa: F821
-p, inp, out = snakemake.params, snakemake.input, snakemake.output  # noqa: F821
+setup_rule(snakemake)
+p, inp, out = snakemake.params, snakemake.input, snakemake.output
 tables = {m: read_table(path)[0] for m, path in zip(p.models, inp.tables)}
 maps = {}
 for m, path in zip(p.models, inp.maps):

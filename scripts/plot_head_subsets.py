@@ -4,7 +4,7 @@ from seelike.figures_attention import plot_head_subsets
 from seelike.io import read_table
 from seelike.rules import setup_rule
 
-setup_rule(snakemake)  # noqa: F821
-p, out = snakemake.params, snakemake.output  # noqa: F821
-tables = {m: read_table(path)[0] for m, path in zip(p.models, snakemake.input)}  # noqa: F821
+setup_rule(snakemake)
+p, out = snakemake.params, snakemake.output
+tables = {m: read_table(path)[0] for m, path in zip(p.models, snakemake.input)}
 plot_head_subsets(tables, out.png, out.pdf)

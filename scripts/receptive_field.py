@@ -12,8 +12,8 @@ from seelike.models.taps import discover_taps, tap_family
 from seelike.receptive_field import auto_erf_taps, effective_receptive_fields, erf_sizes_frame
 from seelike.rules import setup_rule
 
-log = setup_rule(snakemake)  # noqa: F821
-p, inp, out = snakemake.params, snakemake.input, snakemake.output  # noqa: F821
+log = setup_rule(snakemake)
+p, inp, out = snakemake.params, snakemake.input, snakemake.output
 cfg = p.erf
 device = pick_device(p.device)
 model, info = load_model(inp.model, device)

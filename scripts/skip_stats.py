@@ -8,8 +8,8 @@ from seelike.models.load import load_model
 from seelike.rules import setup_rule
 from seelike.skip_stats import skip_statistics
 
-log = setup_rule(snakemake)  # noqa: F821
-p, inp = snakemake.params, snakemake.input  # noqa: F821
+log = setup_rule(snakemake)
+p, inp = snakemake.params, snakemake.input
 cfg = p.skip
 device = pick_device(p.device)
 model, info = load_model(inp.model, device)
@@ -40,7 +40,7 @@ meta = {
     "split": cfg["split"],
     "samples_hash": samples_hash(inp.samples),
 }
-write_table(df, snakemake.output[0], meta)  # noqa: F821
+write_table(df, snakemake.output[0], meta)
 log.info(
     "%s: skip statistics of %d units over %d images",
     info["name"],

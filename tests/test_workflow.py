@@ -48,7 +48,9 @@ def test_schema_defaults_fill_missing_sections(tmp_path):
 
 
 def test_default_config_dry_runs(tmp_path):
-    root = prepare_workdir(tmp_path, REPO / "config" / "config.yaml")  # a clean folder: nothing done yet
+    root = prepare_workdir(
+        tmp_path, REPO / "config" / "config.yaml"
+    )  # a clean folder: nothing done yet
     proc = run_snakemake(root, "-n", "--cores", "2", check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for rule in ("samples", "train_model", "cache", "cka", "plot_self_cka", "plot_cross_cka"):
