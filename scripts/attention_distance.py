@@ -1,27 +1,18 @@
 """Rule attention_distance: mean attention distance per block × head of one ViT-family model."""
 
 from seelike.attention import attention_distances
-from seelike.data.loader import make_loader
 from seelike.data.samples import samples_hash
 from seelike.device import exact_fp32, pick_device
 from seelike.io import write_table
 from seelike.models.load import load_model
-from seelike.rules import setup_rule
+from seelike.rules import analysis_loader, setup_rule
 
 log = setup_rule(snakemake)
 p, inp = snakemake.params, snakemake.input
 cfg = p.attention
 device = pick_device(p.device)
 model, info = load_model(inp.model, device)
-loader = make_loader(
-    inp.samples,
-    p.dataset_cfg,
-    info["data_config"],
-    split=cfg["split"],
-    n_images=cfg["n_images"],
-    batch_size=cfg["batch_size"],
-    num_workers=p.num_workers,
-)
+loader = analysis_loader(snakemake, info["data_config"], cfg)
 with exact_fp32():
     res = attention_distances(
         model, loader, cls=cfg["cls"], n_images=cfg["n_images"], device=device

@@ -3,14 +3,13 @@
 import numpy as np
 import pandas as pd
 
-from seelike.data.loader import make_loader
 from seelike.data.samples import samples_hash
 from seelike.device import exact_fp32, pick_device
 from seelike.io import atomic_write, write_table
 from seelike.models.load import load_model
 from seelike.models.taps import discover_taps, tap_family
 from seelike.receptive_field import auto_erf_taps, effective_receptive_fields, erf_sizes_frame
-from seelike.rules import setup_rule
+from seelike.rules import analysis_loader, setup_rule
 
 log = setup_rule(snakemake)
 p, inp, out = snakemake.params, snakemake.input, snakemake.output
@@ -32,15 +31,7 @@ else:
 taps = list(
     {t.name: t for ts in chosen.values() for t in ts}.values()
 )  # one pass for all, no duplicates
-loader = make_loader(
-    inp.samples,
-    p.dataset_cfg,
-    info["data_config"],
-    split=cfg["split"],
-    n_images=cfg["n_images"],
-    batch_size=cfg["batch_size"],
-    num_workers=p.num_workers,
-)
+loader = analysis_loader(snakemake, info["data_config"], cfg)
 with exact_fp32():
     res = effective_receptive_fields(
         model,

@@ -1,11 +1,10 @@
 """Rule skip_stats: skip-connection norm ratios and cosines of one model (Fig 7, App. E.2)."""
 
-from seelike.data.loader import make_loader
 from seelike.data.samples import samples_hash
 from seelike.device import exact_fp32, pick_device
 from seelike.io import write_table
 from seelike.models.load import load_model
-from seelike.rules import setup_rule
+from seelike.rules import analysis_loader, setup_rule
 from seelike.skip_stats import skip_statistics
 
 log = setup_rule(snakemake)
@@ -13,15 +12,7 @@ p, inp = snakemake.params, snakemake.input
 cfg = p.skip
 device = pick_device(p.device)
 model, info = load_model(inp.model, device)
-loader = make_loader(
-    inp.samples,
-    p.dataset_cfg,
-    info["data_config"],
-    split=cfg["split"],
-    n_images=cfg["n_images"],
-    batch_size=cfg["batch_size"],
-    num_workers=p.num_workers,
-)
+loader = analysis_loader(snakemake, info["data_config"], cfg)
 with exact_fp32():
     stats = skip_statistics(model, loader, n_images=cfg["n_images"], device=device)
 df = stats.to_frame()

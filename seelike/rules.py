@@ -45,3 +45,19 @@ class Progress:
     def __call__(self, repeat: int, batch: int, n_batches: int) -> None:
         if batch % self.every == 0 or batch == n_batches - 1:
             self.logger.info("%s: repeat %d, batch %d/%d", self.label, repeat, batch + 1, n_batches)
+
+
+def analysis_loader(snakemake: Any, data_config: dict[str, Any], section: dict[str, Any]):
+    """The loader an analysis rule streams: its config section's split, image count and batch size, over
+    the rule's sample list with the model's own preprocessing."""
+    from seelike.data.loader import make_loader
+
+    return make_loader(
+        snakemake.input.samples,
+        snakemake.params.dataset_cfg,
+        data_config,
+        split=section["split"],
+        n_images=section["n_images"],
+        batch_size=section["batch_size"],
+        num_workers=snakemake.params.num_workers,
+    )
