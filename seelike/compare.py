@@ -12,6 +12,7 @@ import torch
 
 from seelike.cache import check_compatible, load_grams, read_cache_meta
 from seelike.cka import MIN_BATCH, CkaAccumulator
+from seelike.models.taps import BLOCK_OUTPUT_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -101,3 +102,42 @@ def to_matrix(df: pd.DataFrame, value: str = "cka") -> pd.DataFrame:
     m.index = m.index.get_level_values(1)
     m.columns = m.columns.get_level_values(1)
     return m
+
+
+class TapMismatchError(ValueError):
+    """Two models compared block by block expose different taps (not two checkpoints of one architecture)."""
+
+
+def per_block_cka(
+    cross: pd.DataFrame, taps: pd.DataFrame, kinds: tuple[str, ...] = BLOCK_OUTPUT_KINDS
+) -> pd.DataFrame:
+    """Per-block CKA of two checkpoints of one architecture (Fig 12, App. G), from their cross-CKA table.
+
+    `cross` is `cka_from_caches(reference, other)`'s table, `taps` the reference's taps table. Keeps the
+    diagonal (each tap against the same tap of the other model) for the block-output kinds, in forward order,
+    with `depth` = position among those taps scaled to 0..1.
+    """
+    names_a = cross.drop_duplicates("index_a").sort_values("index_a")["tap_a"].tolist()
+    names_b = cross.drop_duplicates("index_b").sort_values("index_b")["tap_b"].tolist()
+    if names_a != names_b:
+        only_a = sorted(set(names_a) - set(names_b))[:5]
+        only_b = sorted(set(names_b) - set(names_a))[:5]
+        raise TapMismatchError(
+            f"per-block CKA needs the same taps in both models ({len(names_a)} vs {len(names_b)} taps; "
+            f"only in the reference: {only_a}, only in the other: {only_b}); compare different architectures "
+            "with cka.pairs instead"
+        )
+    diag = cross[(cross["tap_a"] == cross["tap_b"]) & cross["kind_a"].isin(kinds)]
+    diag = diag.sort_values("index_a")
+    block = taps.set_index("name")["block"]
+    n = len(diag)
+    return pd.DataFrame(
+        {
+            "tap": diag["tap_a"].to_numpy(),
+            "kind": diag["kind_a"].to_numpy(),
+            "block": pd.array([block.get(t) for t in diag["tap_a"]], dtype="Int64"),
+            "depth": np.arange(n) / max(n - 1, 1),
+            "cka": diag["cka"].to_numpy(),
+            "std": diag["cka_std"].to_numpy(),
+        }
+    )

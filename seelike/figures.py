@@ -76,3 +76,35 @@ def plot_cka_heatmap(
         fontsize=9,
     )
     save_figure(fig, png, pdf)
+
+
+def plot_per_block_cka(
+    tables: list[tuple[pd.DataFrame, dict[str, Any]]],
+    png: str | Path,
+    pdf: str | Path | None = None,
+) -> None:
+    """Fig 12: per-block CKA against depth, one line per (reference, other) pair, one panel per reference."""
+    refs = list(dict.fromkeys(meta["model_a"] for _, meta in tables))
+    fig, axes = plt.subplots(1, len(refs), figsize=(5.0 * len(refs), 3.6), squeeze=False)
+    for ax, ref in zip(axes[0], refs):
+        for df, meta in tables:
+            if meta["model_a"] != ref:
+                continue
+            ax.errorbar(
+                df["depth"],
+                df["cka"],
+                yerr=df["std"],
+                marker="o",
+                ms=3,
+                capsize=2,
+                label=meta["model_b"],
+            )
+        ax.set(
+            title=f"per-block CKA with {ref}",
+            xlabel="block (relative depth)",
+            ylabel="CKA",
+            ylim=(min(0.0, ax.get_ylim()[0]), 1.02),
+        )
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    save_figure(fig, png, pdf)

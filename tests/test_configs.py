@@ -151,3 +151,37 @@ localrule cka:
     assert cache["benchmark"] == "benchmarks/cache/synthetic/r50.tsv"
     assert cache["end"] - cache["start"] == 12
     assert "end" not in jobs[1]
+
+
+def test_cifar10_config_dry_runs(tmp_path: Path, monkeypatch):
+    """The validation config (VALIDATION.md) trains every model in the pipeline, including the Fig 8 and
+    Fig 12 variants, and its DAG resolves on a folder laid out like the CIFAR-10 JPEG archives."""
+    cfg = yaml.safe_load((REPO / "config" / "cifar10.yaml").read_text())
+    models = cfg["models"]
+    assert all(m["source"] == "train" for m in models.values())
+    assert any(m.get("remove_skip") for m in models.values()), "no Fig 8 model"
+    fractions = {m["train"].get("fraction", 1.0) for m in models.values()}
+    assert fractions >= {1.0, 0.1, 0.3}, fractions
+    for a, b in cfg["cka"]["per_block"]:
+        assert models[a]["arch"] == models[b]["arch"] and models[a]["kwargs"] == models[b]["kwargs"]
+    root = tmp_path / "cifar10"
+    _imagefolder(root / "train")
+    _imagefolder(root / "test")
+    cfg["datasets"][cfg["analysis_dataset"]]["root"] = str(root)
+    counts = _dry_run(tmp_path / "run", cfg, monkeypatch, tmp_path)
+    n = len(models)
+    assert counts.get("train_model") == n and counts.get("cache") == n, counts
+    n_pairs = len({tuple(p) for p in cfg["cka"]["pairs"] + cfg["cka"]["per_block"]})
+    assert counts.get("cka") == n + n_pairs, counts
+    assert counts.get("per_block_cka") == len(cfg["cka"]["per_block"]), counts
+    assert counts.get("plot_per_block") == 1, counts
+    assert counts.get("plot_self_cka") == n, counts  # Fig 8 is the no-skip model's self-CKA
+    for rule in (
+        "attention_distance",
+        "receptive_field",
+        "skip_stats",
+        "linear_probes",
+        "localisation",
+    ):
+        assert counts.get(rule), (rule, counts)
+    assert "fetch_model" not in counts, counts

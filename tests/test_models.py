@@ -3,6 +3,7 @@ training determinism, and clear errors."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -114,3 +115,25 @@ def test_train_source_is_deterministic(tmp_path):
     assert 0.0 <= m["metrics"]["test_accuracy"] <= 1.0 and m["metrics"]["train_images"] == 96
     model, _ = load_model(tmp_path / "r0" / "model.json")
     assert not model.training
+
+
+def test_crop_flip_augmentation_works_when_the_input_is_larger_than_the_images():
+    """CIFAR's 32 px images upsampled to a 64 px model input: the crop happens after the resize."""
+    from PIL import Image
+
+    from seelike.models.train import _train_transform
+
+    cfg = {
+        "input_size": [3, 64, 64],
+        "mean": [0.5] * 3,
+        "std": [0.5] * 3,
+        "crop_pct": 1.0,
+        "interpolation": "bilinear",
+    }
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    torch.manual_seed(0)
+    outs = [_train_transform(cfg, "crop_flip")(img) for _ in range(4)]
+    assert all(o.shape == (3, 64, 64) for o in outs)
+    assert any(not torch.equal(outs[0], o) for o in outs[1:]), (
+        "augmentation must vary between draws"
+    )

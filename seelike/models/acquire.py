@@ -51,6 +51,8 @@ def acquire_model(
             "python": platform.python_version(),
         },
     }
+    if spec.get("remove_skip"):
+        info["remove_skip"] = spec["remove_skip"]
     if spec.get("data_config"):
         info["data_config_overlay"] = spec["data_config"]
     if spec["source"] == "checkpoint":

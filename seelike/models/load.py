@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from seelike.io import read_json
+from seelike.models.surgery import apply_surgery
 
 SOURCES = ("timm", "checkpoint", "train")
 
@@ -78,6 +79,10 @@ def create_model(spec: dict[str, Any], weights: str | Path | None = None) -> nn.
             from safetensors.torch import load_file
 
             model.load_state_dict(load_file(str(weights)))
+    try:
+        apply_surgery(model, spec)
+    except ValueError as e:
+        raise ModelConfigError(f"model {spec.get('name', arch)!r}: {e}") from e
     overlay = spec.get("data_config")
     if overlay:
         model.pretrained_cfg = {**(model.pretrained_cfg or {}), **_as_tuples(overlay)}

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "BLOCK_OUTPUT_KINDS",
     "Tap",
     "TapFiringError",
     "discover_taps",
@@ -35,6 +36,11 @@ class Tap:
     where: str  # "output" or "input"
     block: int | None  # running block index across the model (None for stem / final norm)
     index: int = 0  # position in forward order
+
+
+# What "a block's representation" means across families: the input embedding / stem, then each ViT block's
+# or CNN unit's output (per-block comparisons, Fig 12 and App. G).
+BLOCK_OUTPUT_KINDS = ("embed", "stem", "block", "out")
 
 
 class TapFiringError(RuntimeError):

@@ -19,3 +19,17 @@ rule cka:
         "../../envs/torch.yaml"
     script:
         "../../scripts/compute_cka.py"
+
+
+rule per_block_cka:
+    input:
+        cka="results/cka/{dataset}/{a}__{b}.parquet",
+        taps="results/models/{a}/taps.csv",
+    output:
+        "results/per_block/{dataset}/{a}__{b}.parquet",
+    log:
+        "logs/per_block/{dataset}/{a}__{b}.log",
+    conda:
+        "../../envs/plot.yaml"
+    script:
+        "../../scripts/per_block_cka.py"

@@ -24,10 +24,20 @@ def _check_references(cfg):
                 )
         if spec["source"] == "checkpoint" and "path" not in spec:
             raise ValueError(f"config: models.{name} has source: checkpoint but no path:")
-    for pair in cfg["cka"]["pairs"]:
-        for m in pair:
-            if m not in models:
-                raise ValueError(f"config: cka.pairs entry {pair} names {m!r}, not a key of models {sorted(models)}")
+    for key in ("pairs", "per_block"):
+        for pair in cfg["cka"][key]:
+            for m in pair:
+                if m not in models:
+                    raise ValueError(
+                        f"config: cka.{key} entry {pair} names {m!r}, not a key of models {sorted(models)}"
+                    )
+    for a, b in cfg["cka"]["per_block"]:
+        if (models[a]["arch"], models[a].get("kwargs") or {}) != (models[b]["arch"], models[b].get("kwargs") or {}):
+            raise ValueError(
+                f"config: cka.per_block entry {[a, b]} compares different architectures "
+                f"({models[a]['arch']} vs {models[b]['arch']} or different kwargs); per-block CKA needs two "
+                "checkpoints of one architecture: use cka.pairs for a cross-model matrix"
+            )
 
 
 _check_references(config)
@@ -95,7 +105,8 @@ def is_vit_arch(name):
 
 def cka_pairs():
     """Self pairs for every model, then the configured cross pairs."""
-    return [(m, m) for m in MODELS] + [tuple(p) for p in config["cka"]["pairs"]]
+    pairs = [(m, m) for m in MODELS] + [tuple(p) for p in config["cka"]["pairs"] + config["cka"]["per_block"]]
+    return list(dict.fromkeys(pairs))
 
 
 # ---- Figs 1, 2 (figures.smk)
@@ -111,4 +122,14 @@ def fig2_targets(cfg):
     ]
 
 
-FINAL_OUTPUT_FUNCS.extend([fig1_targets, fig2_targets])
+def per_block_tables(wildcards=None):
+    return [f"results/per_block/{ANALYSIS}/{a}__{b}.parquet" for a, b in config["cka"]["per_block"]]
+
+
+def fig12_targets(cfg):
+    if not cfg["cka"]["per_block"]:
+        return []
+    return [f"results/figures/fig12_per_block_cka.{ext}" for ext in ("png", "pdf")]
+
+
+FINAL_OUTPUT_FUNCS.extend([fig1_targets, fig2_targets, fig12_targets])

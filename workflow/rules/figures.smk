@@ -39,6 +39,24 @@ rule plot_cross_cka:
         "../../scripts/plot_cka.py"
 
 
+rule plot_per_block:
+    input:
+        per_block_tables,
+    output:
+        png=report(
+            "results/figures/fig12_per_block_cka.png",
+            caption="../report/fig12.rst",
+            category="Fig 12: per-block CKA of checkpoints",
+        ),
+        pdf="results/figures/fig12_per_block_cka.pdf",
+    log:
+        "logs/figures/fig12.log",
+    conda:
+        "../../envs/plot.yaml"
+    script:
+        "../../scripts/plot_per_block.py"
+
+
 rule fig1:
     input:
         fig1_targets(config),
@@ -47,3 +65,8 @@ rule fig1:
 rule fig2:
     input:
         fig2_targets(config),
+
+
+rule fig12:
+    input:
+        fig12_targets(config),
