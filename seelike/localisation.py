@@ -193,8 +193,8 @@ def localisation_cka(
 
 
 def default_localisation_tap(taps: Sequence, family: str):
-    """The last block output (ViT `block`, ResNet `out`), else the last tap."""
-    kind = {"vit": "block", "resnet": "out", "resnetv2": "out"}.get(family)
+    """The last block output (ViT `block`, ResNet / EfficientNet `out`), else the last tap."""
+    kind = {"vit": "block", "resnet": "out", "resnetv2": "out", "efficientnet": "out"}.get(family)
     chosen = [t for t in taps if t.kind == kind] if kind else []
     if not chosen:
         chosen = list(taps)

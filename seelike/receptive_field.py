@@ -252,8 +252,9 @@ def auto_erf_taps(all_taps: Sequence, family: str, residual: str = "post") -> li
 
     ViT: block 0 and the quarter ends (12 blocks: 1, 3, 6, 9, 12 in the paper's 1-based counting), tap
     `attn_res` (after the attention sublayer's residual sum) for `residual="post"`, `attn` (attention branch
-    only) for `"pre"`. CNNs (resnet, resnetv2): `stem` and the last unit of each stage (R50: 3, 7, 13, 16), tap
-    `out` for post, `branch` for pre.
+    only) for `"pre"`. CNNs (resnet, resnetv2, efficientnet): `stem` and the last unit of each stage (R50: 3, 7,
+    13, 16), tap `out` for post, `branch` for pre (EfficientNet: the last block with a skip of each stage that has
+    one).
     """
     if residual not in ("post", "pre"):
         raise ValueError(f"residual must be 'post' or 'pre', got {residual!r}")
@@ -262,7 +263,7 @@ def auto_erf_taps(all_taps: Sequence, family: str, residual: str = "post") -> li
         blocks = sorted({t.block for t in all_taps if t.block is not None})
         kind = "attn_res" if residual == "post" else "attn"
         return [by_name[f"blocks.{blocks[i]}.{kind}"] for i in _pick_blocks(len(blocks))]
-    if family in ("resnet", "resnetv2"):
+    if family in ("resnet", "resnetv2", "efficientnet"):
         kind = "out" if residual == "post" else "branch"
         units = [t for t in all_taps if t.kind == kind]
         ends = []

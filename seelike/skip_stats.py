@@ -7,6 +7,8 @@ For every residual unit, z is the identity path and f(z) the branch added to it:
 - ViT block i, MLP sublayer: z = post-attention residual, f = MLP branch (`ls2` output); the sum is the block output.
 - ResNet unit: z = shortcut (block input, or the downsample projection), f = residual branch before the add;
   the sum is taken before the unit's final activation (timm ResNet applies ReLU after the add).
+- EfficientNet block with a skip: z = block input, f = projection norm output; the sum is the block output. Blocks
+  without a skip (stride 2 or a channel change: no `branch` tap) have no residual and are left out.
 
 Per token (ViT) or spatial position (CNN) and image: ratio = ‖z‖ / ‖f(z)‖ (L2 over channels), and the cosine between
 the sum (the sublayer's output) and f. ViT statistics are kept per token position, CLS and registers separately
@@ -150,12 +152,13 @@ def skip_statistics(
 ) -> SkipStats:
     """Stream images through `model` and accumulate skip-connection statistics for every residual unit.
 
-    Supports the tap families of `seelike.models.taps` with residual structure: vit, resnet, resnetv2.
+    Supports the tap families of `seelike.models.taps` with residual structure: vit, resnet, resnetv2,
+    efficientnet.
     """
     from seelike.models.taps import discover_taps, record_taps, tap_family
 
     family = tap_family(model)
-    if family not in ("vit", "resnet", "resnetv2"):
+    if family not in ("vit", "resnet", "resnetv2", "efficientnet"):
         raise ValueError(
             f"skip-connection statistics need a model with known residual units (ViT blocks or ResNet units); "
             f"{type(model).__name__} is of tap family {family!r}; drop it from `skip.models`"
@@ -168,6 +171,10 @@ def skip_statistics(
     else:
         wanted = {"branch", "shortcut", "out"}
     taps = [t for t in all_taps if t.kind in wanted]
+    if family != "vit":
+        # a CNN unit is residual when it has a branch tap (EfficientNet: not every block has a skip)
+        residual = {_unit_of(t) for t in taps if t.kind == "branch"}
+        taps = [t for t in taps if _unit_of(t) in residual]
     units = {_unit_of(t): t.block for t in taps}
     mods = dict(model.named_modules())
     stats = SkipStats(family)

@@ -185,3 +185,64 @@ def test_cifar10_config_dry_runs(tmp_path: Path, monkeypatch):
     ):
         assert counts.get(rule), (rule, counts)
     assert "fetch_model" not in counts, counts
+
+
+IMAGENET_SAMPLE_JOBS = {
+    "samples": 1,
+    "fetch_model": 1,
+    "cache": 1,
+    "cka": 1,  # self-CKA only: one model
+    "receptive_field": 1,
+    "skip_stats": 1,
+    "localisation": 1,
+}
+
+
+def _imagenet_sample_config() -> dict:
+    cfg = yaml.safe_load((REPO / "config" / "imagenet_sample.yaml").read_text())
+    (spec,) = cfg["models"].values()
+    assert (spec["source"], spec["arch"]) == ("checkpoint", "tf_efficientnet_lite0")
+    assert cfg["datasets"][cfg["analysis_dataset"]]["test_fraction"] == 1.0
+    return cfg
+
+
+def _check_imagenet_sample_jobs(counts: dict[str, int]) -> None:
+    for rule, n in IMAGENET_SAMPLE_JOBS.items():
+        assert counts.get(rule) == n, (rule, counts)
+    # no ViT (attention off) and one image per class (no 10-shot probes); nothing is trained
+    for rule in (
+        "attention_distance",
+        "head_subset_cka",
+        "probe_features",
+        "linear_probes",
+        "train_model",
+    ):
+        assert rule not in counts, (rule, counts)
+
+
+def test_imagenet_sample_config_dry_runs(tmp_path: Path, monkeypatch):
+    """config/imagenet_sample.yaml on stand-ins: a generated image folder and an empty checkpoint file (a dry run
+    checks that the file exists, nothing loads it), so this runs without the shared data or the converted weights."""
+    cfg = _imagenet_sample_config()
+    cfg["datasets"][cfg["analysis_dataset"]]["root"] = str(_imagefolder(tmp_path / "images"))
+    (spec,) = cfg["models"].values()
+    spec["path"] = str(tmp_path / "weights.safetensors")
+    Path(spec["path"]).touch()
+    _check_imagenet_sample_jobs(_dry_run(tmp_path / "run", cfg, monkeypatch, tmp_path))
+
+
+def test_imagenet_sample_config_dry_runs_as_written(tmp_path: Path, monkeypatch):
+    """The config's own paths, resolved against the repo root as a run there would: the shared ImageNet sample and
+    the converted weights (scripts/convert_efficientnet_lite0.py). Skips where either is absent."""
+    cfg = _imagenet_sample_config()
+    ds = cfg["datasets"][cfg["analysis_dataset"]]
+    (spec,) = cfg["models"].values()
+    root, weights = (REPO / ds["root"]).resolve(), (REPO / spec["path"]).resolve()
+    if not root.is_dir():
+        pytest.skip(f"the ImageNet sample is absent: {root}")
+    if not weights.is_file():
+        pytest.skip(
+            f"the converted weights are absent: {weights} (scripts/convert_efficientnet_lite0.py)"
+        )
+    ds["root"], spec["path"] = str(root), str(weights)
+    _check_imagenet_sample_jobs(_dry_run(tmp_path / "run", cfg, monkeypatch, tmp_path))

@@ -173,6 +173,68 @@ def _resnetv2_taps(model: nn.Module) -> list[tuple[str, str, str, str, int | Non
     return out
 
 
+# ---------------------------------------------------------------- timm EfficientNet (MBConv blocks)
+def _effnet_block_layout(blk: nn.Module) -> tuple[list[str], str] | None:
+    """(inner norm modules in forward order, the projection's norm module) of one timm EfficientNet block, or
+    None for a block type this family does not know. Norms are BatchNormAct2d: their output is after the act."""
+    # InvertedResidual (MBConv; CondConvResidual too): 1×1 expansion, depthwise, 1×1 projection
+    if _has(blk, "conv_pw", "conv_dw", "conv_pwl", "bn1", "bn2", "bn3"):
+        return ["bn1", "bn2"], "bn3"
+    # EdgeResidual (fused MBConv, EfficientNetV2): full expansion conv, 1×1 projection
+    if _has(blk, "conv_exp", "conv_pwl", "bn1", "bn2"):
+        return ["bn1"], "bn2"
+    # DepthwiseSeparableConv (the first block): depthwise, 1×1 projection
+    if _has(blk, "conv_dw", "conv_pw", "bn1", "bn2"):
+        return ["bn1"], "bn2"
+    # ConvBnAct (EfficientNetV2, MobileNetV3): one conv; anti-aliasing (aa) runs after bn1, before the add
+    if type(blk).__name__ == "ConvBnAct" and _has(blk, "conv", "bn1"):
+        return [], "aa" if not _is_identity(getattr(blk, "aa", None)) else "bn1"
+    return None
+
+
+def _is_efficientnet(model: nn.Module) -> bool:
+    stages = getattr(model, "blocks", None)
+    return (
+        _has(model, "conv_stem", "bn1")
+        and isinstance(stages, nn.Sequential)
+        and len(stages) > 0
+        and all(isinstance(s, nn.Sequential) for s in stages)
+        and all(_effnet_block_layout(b) is not None for s in stages for b in s)
+    )
+
+
+def _efficientnet_taps(model: nn.Module) -> list[tuple[str, str, str, str, int | None]]:
+    """timm EfficientNet / -Lite / -V2, MobileNetV2, MnasNet, MixNet (and MobileNetV3's blocks).
+
+    `stem` (stem conv + norm + act); per block `conv1`, `conv2` (the inner convolutions after their norm and act:
+    MBConv expansion 1×1 then depthwise; depthwise-separable and fused blocks have one), `branch` (projection norm
+    output, before the add) and `out` (block output: the residual sum where the block has a skip). A block without
+    a skip (stride 2 or a channel change) has no `branch`: its projection IS its output, and a duplicate tap would
+    only add a CKA-1 row. There is no `sum` tap: no activation follows the add, so the sum is `out` itself. No
+    `shortcut`: EfficientNet skips are identities (the unit input). Then `head` (1×1 head conv + norm + act).
+    Squeeze-excitation gates are not tapped (the next conv consumes them inside the branch).
+    """
+    out: list[tuple[str, str, str, str, int | None]] = [("stem", "stem", "bn1", "output", None)]
+    k = 0
+    for s, stage in enumerate(model.blocks):
+        for b, blk in enumerate(stage):
+            p = f"blocks.{s}.{b}"
+            inner, proj = _effnet_block_layout(blk)  # type: ignore[misc]  # checked by _is_efficientnet
+            out += [
+                (f"{p}.conv{i + 1}", f"conv{i + 1}", f"{p}.{m}", "output", k)
+                for i, m in enumerate(inner)
+            ]
+            if getattr(blk, "has_skip", False):
+                out.append((f"{p}.branch", "branch", f"{p}.{proj}", "output", k))
+            out.append((f"{p}.out", "out", p, "output", k))
+            k += 1
+    # EfficientNet's head conv runs on the final map (MobileNetV3's runs after pooling, with no `bn2`)
+    head, norm = getattr(model, "conv_head", None), getattr(model, "bn2", None)
+    if not _is_identity(head) and not _is_identity(norm):
+        out.append(("head", "head", "bn2", "output", None))
+    return out
+
+
 # ---------------------------------------------------------------- generic fallback
 _SKIP_LEAVES = (nn.Identity, nn.Dropout, nn.Dropout2d, nn.Flatten)
 
@@ -228,6 +290,7 @@ def input_size(model: nn.Module) -> tuple[int, int, int]:
 register_family("vit", _is_vit, _vit_taps)
 register_family("resnet", _is_resnet, _resnet_taps)
 register_family("resnetv2", _is_resnetv2, _resnetv2_taps)
+register_family("efficientnet", _is_efficientnet, _efficientnet_taps)
 
 
 def tap_family(model: nn.Module) -> str:

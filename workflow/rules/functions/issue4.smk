@@ -48,14 +48,19 @@ def attention_targets(cfg):
 
 
 # ---- receptive_field
+def has_residual_taps(cfg, name):
+    """Whether a model is of a tap family with known residual units (seelike.models.taps), by its arch name:
+    ViT-like, timm ResNet / ResNetV2 or EfficientNet (decided without loading it)."""
+    arch = cfg["models"][name]["arch"].split(".")[0]
+    return is_vit_arch(name) or any(k in arch for k in ("resnet", "efficientnet"))
+
+
 def erf_models(cfg):
-    """Configured models, or every ViT-like or ResNet-family model plus those with explicit taps."""
+    """Configured models, or every ViT-like, ResNet- or EfficientNet-family model plus those with explicit taps."""
     listed = cfg["erf"]["models"]
     if listed is not None:
         return list(listed)
-    return [
-        m for m in MODELS if is_vit_arch(m) or "resnet" in cfg["models"][m]["arch"] or m in cfg["erf"]["taps"]
-    ]
+    return [m for m in MODELS if has_residual_taps(cfg, m) or m in cfg["erf"]["taps"]]
 
 
 def erf_tables(wildcards):
@@ -74,11 +79,12 @@ def erf_targets(cfg):
 
 # ---- skip
 def skip_models(cfg):
-    """Configured models, or every ViT-like or ResNet-family model (others have no known residual units)."""
+    """Configured models, or every ViT-like, ResNet- or EfficientNet-family model (others have no known residual
+    units)."""
     listed = cfg["skip"]["models"]
     if listed is not None:
         return list(listed)
-    return [m for m in MODELS if is_vit_arch(m) or "resnet" in cfg["models"][m]["arch"]]
+    return [m for m in MODELS if has_residual_taps(cfg, m)]
 
 
 def skip_tables(wildcards):
