@@ -29,6 +29,7 @@ include: "workflow/rules/receptive_field.smk"
 include: "workflow/rules/skip.smk"
 include: "workflow/rules/probes.smk"
 include: "workflow/rules/localisation.smk"
+include: "workflow/rules/claims.smk"
 
 
 rule all:

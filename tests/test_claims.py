@@ -1,0 +1,452 @@
+"""The claims summary: each metric on small synthetic tables against a value worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from seelike import claims
+from seelike.claims import ClaimInputs
+
+
+def long_cka(
+    m: np.ndarray, taps_a: list[str], taps_b: list[str] | None = None, constant=()
+) -> pd.DataFrame:
+    """A long CKA table as `seelike.compare.cka_from_caches` writes it, from a matrix; rows shuffled."""
+    taps_b = taps_a if taps_b is None else taps_b
+    ia, ib = np.meshgrid(np.arange(len(taps_a)), np.arange(len(taps_b)), indexing="ij")
+    ia, ib = ia.ravel(), ib.ravel()
+    df = pd.DataFrame(
+        {
+            "tap_a": [taps_a[i] for i in ia],
+            "kind_a": "x",
+            "index_a": ia,
+            "tap_b": [taps_b[j] for j in ib],
+            "kind_b": "x",
+            "index_b": ib,
+            "cka": m.ravel(),
+            "constant": [taps_a[i] in constant or taps_b[j] in constant for i, j in zip(ia, ib)],
+        }
+    )
+    return df.sample(frac=1.0, random_state=0)
+
+
+# ---------------------------------------------------------------- Fig 1
+def test_self_cka_thirds_and_adjacent():
+    taps = [f"t{i}" for i in range(6)]
+    m = np.arange(36, dtype=float).reshape(6, 6) / 100
+    r = claims.self_cka_thirds(long_cka(m, taps))
+    # thirds of 6 taps: {0, 1} vs {4, 5} → cells (0,4) (0,5) (1,4) (1,5) = .04 .05 .10 .11
+    assert r["lowest_vs_highest_third"] == pytest.approx((0.04 + 0.05 + 0.10 + 0.11) / 4)
+    # adjacent: (0,1) (1,2) (2,3) (3,4) (4,5) = .01 .08 .15 .22 .29
+    assert r["adjacent"] == pytest.approx((0.01 + 0.08 + 0.15 + 0.22 + 0.29) / 5)
+    assert r["n_taps"] == 6
+
+
+def test_constant_taps_are_left_out_not_averaged_as_zero():
+    taps = [f"t{i}" for i in range(6)]
+    m = np.full((6, 6), 0.5)
+    m[:, 5] = m[5, :] = 0.0  # a constant tap: CKA stored as 0
+    r = claims.self_cka_thirds(long_cka(m, taps, constant={"t5"}))
+    assert r["lowest_vs_highest_third"] == pytest.approx(0.5)
+    assert r["adjacent"] == pytest.approx(0.5)
+
+
+def test_tap_stage_names():
+    assert claims.tap_stage("layer3.1.conv2") == 3
+    assert claims.tap_stage("stages.2.blocks.0.preact") == 2
+    assert claims.tap_stage("stem") is None
+    assert claims.tap_stage("blocks.3.attn") is None
+    assert claims.tap_stage("blocks.4.2.branch") == 4  # EfficientNet stage 4, block 2
+    assert claims.tap_stage("blocks.11.block") is None and claims.tap_stage("head") is None
+
+
+def test_stage_cka_within_vs_across():
+    taps = ["stem", "layer1.0.out", "layer1.1.out", "layer2.0.out", "layer2.1.out"]
+    m = np.eye(5)
+    m[1, 2] = m[2, 1] = 0.9
+    m[3, 4] = m[4, 3] = 0.7
+    for i in (1, 2):
+        for j in (3, 4):
+            m[i, j] = m[j, i] = 0.1 * i + 0.01 * j
+    m[0, 1:] = m[1:, 0] = 0.99  # the stem has no stage: never counted
+    r = claims.stage_cka(long_cka(m, taps))
+    assert r["within"] == pytest.approx((0.9 + 0.7) / 2)
+    assert r["across"] == pytest.approx((0.13 + 0.14 + 0.23 + 0.24) / 4)
+    vit = ["embed", "blocks.0.attn", "blocks.1.attn"]
+    assert claims.stage_cka(long_cka(np.eye(3), vit)) is None
+
+
+# ---------------------------------------------------------------- Fig 2
+def test_cross_cka_alignment_both_orientations():
+    cnn = [f"c{i}" for i in range(4)]
+    vit = [f"v{j}" for j in range(5)]
+    m = np.full((4, 5), 0.1)
+    # best ViT tap per CNN tap: 0, 1, 2, 2 → depths 0, .25, .5, .5
+    for i, j in enumerate([0, 1, 2, 2]):
+        m[i, j] = 0.8 + 0.01 * i
+    m[0, 4] = 0.3  # the ViT's last third (1 tap of 5: v4) best matches 0.3
+    r = claims.cross_cka_alignment(long_cka(m, cnn, vit), cnn_side="a")
+    assert r["cnn_lower_half_best_vit_depth"] == pytest.approx((0 + 0.25) / 2)
+    assert r["cnn_upper_half_best_vit_depth"] == pytest.approx(0.5)
+    assert r["vit_last_third_best_cnn_cka"] == pytest.approx(0.3)
+    # first two thirds v0..v3: best 0.8, 0.81, 0.83, 0.1
+    assert r["vit_first_two_thirds_best_cnn_cka"] == pytest.approx((0.8 + 0.81 + 0.83 + 0.1) / 4)
+    flipped = claims.cross_cka_alignment(long_cka(m.T.copy(), vit, cnn), cnn_side="b")
+    assert flipped == pytest.approx(r)
+
+
+# ---------------------------------------------------------------- Figs 3-5
+def test_uniform_attention_distance_by_hand_and_against_the_attention_module():
+    # 2×2 grid of 2-px patches: centres (1,1) (1,3) (3,1) (3,3); from each: 0, 2, 2, 2√2
+    assert claims.uniform_attention_distance((2, 2), 2) == pytest.approx((4 + 2 * math.sqrt(2)) / 4)
+    from seelike.attention import patch_distance_matrix
+
+    ref = patch_distance_matrix((3, 5), (4, 2), (3, 2)).mean()
+    assert claims.uniform_attention_distance((3, 5), (4, 2), (3, 2)) == pytest.approx(ref)
+
+
+def _attention_table(dist: list[list[float]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {"block": b, "head": h, "mean_distance_px": d}
+            for b, heads in enumerate(dist)
+            for h, d in enumerate(heads)
+        ]
+    )
+
+
+def test_attention_block_stats_and_early_late():
+    dist = [[1.0, 4.0, 9.0], [2.0, 8.0, 8.0], [6.0, 7.0, 9.0], [6.0, 8.0, 9.5], [7.0, 7.5, 8.0]]
+    df = _attention_table(dist)
+    s = claims.attention_block_stats(df, uniform_px=10.0)  # local: < 5 px
+    assert s["spread_px"].tolist() == pytest.approx([8.0, 6.0, 3.0, 3.5, 1.0])
+    assert s["n_local"].tolist() == [2, 1, 0, 0, 0]
+    r = claims.attention_early_late(df, uniform_px=10.0)
+    assert r["early_spread_px"] == pytest.approx(7.0)
+    assert r["late_spread_px"] == pytest.approx(2.25)
+    assert (r["early_local_heads"], r["early_global_heads"]) == (3, 3)
+    assert (r["late_local_heads"], r["late_heads"]) == (0, 6)
+
+
+def test_spearman():
+    assert claims.spearman([1, 2, 3, 4], [10, 5, 2, 1]) == pytest.approx(-1.0)
+    # ties: ranks x = 1, 2.5, 2.5, 4 and y = 1, 2, 3, 4 → Pearson of the ranks
+    rx, ry = np.array([1, 2.5, 2.5, 4]), np.array([1, 2, 3, 4])
+    expected = np.corrcoef(rx, ry)[0, 1]
+    assert claims.spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(expected)
+    assert math.isnan(claims.spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_head_subset_trend():
+    rows = []
+    for s, (dist, ckas) in enumerate([(30.0, [0.2, 0.4]), (5.0, [0.8, 0.6]), (12.0, [0.5, 0.5])]):
+        for t, c in enumerate(ckas):
+            rows.append(
+                {"subset": s, "subset_mean_distance_px": dist, "cnn_tap": f"u{t}", "cka": c}
+            )
+    r = claims.head_subset_trend(pd.DataFrame(rows))
+    # by distance 5, 12, 30: mean CKA 0.7, 0.5, 0.3 → strictly falling
+    assert r["spearman_distance_vs_cka"] == pytest.approx(-1.0)
+    assert r["most_local_subset_cka"] == pytest.approx(0.7)
+    assert r["most_global_subset_cka"] == pytest.approx(0.3)
+    assert r["n_subsets"] == 3
+
+
+# ---------------------------------------------------------------- Fig 6
+def test_erf_growth():
+    df = pd.DataFrame(
+        {
+            "residual": ["post"] * 4 + ["pre"] * 2,
+            "tap": [
+                "layer2.1.out",
+                "stem",
+                "layer1.1.out",
+                "layer3.1.out",
+                "stem",
+                "layer1.1.branch",
+            ],
+            "kind": ["out", "stem", "out", "out", "stem", "branch"],
+            "order": [2, 0, 1, 3, 0, 1],
+            "r50_px": [4.0, 2.0, 3.0, np.nan, 1.0, 0.5],
+        }
+    )
+    r = claims.erf_growth(df)
+    assert r["post"] == pytest.approx(
+        {
+            "first": 2.0,
+            "last": 4.0,
+            "last_over_first": 2.0,
+            "spearman_depth": 1.0,
+            "first_non_stem": 3.0,
+        }
+    )
+    assert r["pre"]["last_over_first"] == pytest.approx(0.5)
+    assert r["pre"]["spearman_depth"] == pytest.approx(-1.0)
+
+
+# ---------------------------------------------------------------- Fig 7
+def test_skip_ratio_summary_vit_and_cnn():
+    rows = []
+    for b in range(4):
+        for branch, off in (("attn", 0.0), ("mlp", 2.0)):
+            rows.append(
+                {"block": b, "branch": branch, "token_type": "cls", "ratio_mean": 10.0 - b + off}
+            )
+            for tok in range(2):
+                rows.append(
+                    {
+                        "block": b,
+                        "branch": branch,
+                        "token_type": "patch",
+                        "ratio_mean": 1.0 + b + tok + off,
+                    }
+                )
+    rows.append({"block": 3, "branch": "mlp", "token_type": "patch", "ratio_mean": np.inf})
+    r = claims.skip_ratio_summary(pd.DataFrame(rows))
+    # patch per block: mean over (1+b, 2+b, 3+b, 4+b) = 2.5 + b → 2.5, 3.5, 4.5, 5.5
+    assert r["patch_mean"] == pytest.approx(4.0)
+    assert (r["patch_early"], r["patch_late"]) == pytest.approx((3.0, 5.0))
+    # cls per block: mean(10 - b, 12 - b) = 11 - b → 11, 10, 9, 8
+    assert (r["cls_early"], r["cls_late"]) == pytest.approx((10.5, 8.5))
+    assert r["n_inf"] == 1
+    cnn = pd.DataFrame(
+        {
+            "block": [0, 1, 2],
+            "branch": "residual",
+            "token_type": "spatial",
+            "ratio_mean": [1.0, 2.0, 6.0],
+        }
+    )
+    r = claims.skip_ratio_summary(cnn)
+    assert r["spatial_mean"] == pytest.approx(3.0)
+    assert (r["spatial_early"], r["spatial_late"]) == pytest.approx((1.0, 6.0))
+
+
+# ---------------------------------------------------------------- Figs 9, 10
+def _localisation_table(h: int, w: int, cka) -> pd.DataFrame:
+    rows = []
+    for t in range(h * w):
+        for g in range(h * w):
+            rows.append(
+                {"token": t, "token_row": t // w, "token_col": t % w, "patch": g, "patch_row": g // w,
+                 "patch_col": g % w, "cka": cka(t, g), "token_constant": False, "patch_constant": g == 0}
+            )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_localisation_stats_interior_only():
+    # 4×4 grid: interior tokens 5, 6, 9, 10. Own patch 0.9, except token 10 whose best patch is 11 (0.95);
+    # other patches 0.1; patch 0 is constant (stored 0.99 here: must be ignored); border tokens never count.
+    def cka(t, g):
+        if g == 0:
+            return 0.99
+        if t == 10 and g == 11:
+            return 0.95
+        return 0.9 if t == g else 0.1
+
+    r = claims.localisation_stats(_localisation_table(4, 4, cka))
+    assert r["n_interior"] == 4
+    assert r["own"] == pytest.approx(0.9)
+    assert r["own_is_argmax"] == pytest.approx(0.75)
+    # others per token: 14 valid other patches (16 - own - constant patch 0); token 10 has one at 0.95
+    assert r["other"] == pytest.approx((3 * 0.1 + (13 * 0.1 + 0.95) / 14) / 4)
+
+
+def test_localisation_stats_without_interior():
+    r = claims.localisation_stats(_localisation_table(2, 2, lambda t, g: float(t == g)))
+    assert r["n_interior"] == 0 and math.isnan(r["own"])
+
+
+# ---------------------------------------------------------------- Figs 11, 13
+def _probe_table() -> pd.DataFrame:
+    rows = []
+    for depth, cls_acc, mean_acc in [
+        (0.0, 0.2, 0.5),
+        (0.25, 0.3, 0.6),
+        (0.45, 0.4, 0.7),
+        (0.75, 0.6, 0.8),
+        (1.0, 0.9, 0.85),
+    ]:
+        rows += [
+            {"depth": depth, "shots": "10", "aggregation": "cls", "accuracy": cls_acc},
+            {"depth": depth, "shots": "10", "aggregation": "mean_spatial", "accuracy": mean_acc},
+            {"depth": depth, "shots": "all", "aggregation": "cls", "accuracy": 1.0},
+        ]
+    return pd.DataFrame(rows).sample(frac=1.0, random_state=1)
+
+
+def test_probe_depth():
+    df = _probe_table()
+    assert claims.probe_depth(df, "cls") == pytest.approx(
+        {"first": 0.2, "middle": 0.4, "last": 0.9}
+    )
+    assert claims.probe_depth(df, "mean_spatial")["middle"] == pytest.approx(0.7)
+    assert claims.probe_depth(df, "cls", shots="all")["first"] == 1.0
+    assert claims.probe_depth(df, "pool_final") is None
+
+
+# ---------------------------------------------------------------- Fig 8
+def _vit_taps(n_blocks: int) -> list[str]:
+    return (
+        ["embed"]
+        + [f"blocks.{b}.{k}" for b in range(n_blocks) for k in ("attn", "block")]
+        + ["norm"]
+    )
+
+
+def test_no_skip_partition():
+    taps = _vit_taps(3)  # embed 0 | blocks.0: 1, 2 | blocks.1: 3, 4 | blocks.2: 5, 6 | norm 7
+    side = np.array([0, 0, 0, -1, -1, 1, 1, 1])
+    m = np.where(side[:, None] == side[None, :], 0.9, 0.2)
+    m[3:5, :] = m[:, 3:5] = 0.5  # the removed block's own taps: left out
+    np.fill_diagonal(m, 1.0)
+    r = claims.no_skip_partition(long_cka(m, taps), block=1)
+    assert r == pytest.approx({"within": 0.9, "across": 0.2, "partition": 0.7})
+    assert claims.no_skip_partition(long_cka(m, taps), block=-2) == pytest.approx(r)
+    with pytest.raises(ValueError, match="block 5"):
+        claims.no_skip_partition(long_cka(m, taps), block=5)
+
+
+def test_no_skip_specs_pick_a_reference_of_the_same_arch():
+    models = {
+        "vit": {"arch": "vit_tiny", "kwargs": {"depth": 6}},
+        "vit_wide": {"arch": "vit_tiny", "kwargs": {"depth": 6, "embed_dim": 128}},
+        "vit_noskip3": {"arch": "vit_tiny", "kwargs": {"depth": 6}, "remove_skip": {"blocks": [3]}},
+        "other_noskip": {"arch": "vit_small", "kwargs": {}, "remove_skip": {"blocks": [-1]}},
+    }
+    assert claims.no_skip_specs(models) == {"vit_noskip3": (3, "vit"), "other_noskip": (-1, None)}
+
+
+# ---------------------------------------------------------------- Fig 12
+def test_per_block_thirds():
+    df = pd.DataFrame(
+        {
+            "tap": [f"blocks.{i}.block" for i in range(6)],
+            "kind": "block",
+            "block": range(6),
+            "depth": [0.6, 0.0, 1.0, 0.2, 0.4, 0.8],
+            "cka": [0.5, 0.95, 0.1, 0.85, 0.7, 0.3],
+            "std": 0.0,
+        }
+    )
+    r = claims.per_block_thirds(df)
+    assert r["lowest_third"] == pytest.approx((0.95 + 0.85) / 2)
+    assert r["highest_third"] == pytest.approx((0.3 + 0.1) / 2)
+
+
+# ---------------------------------------------------------------- the summary
+def _inputs(with_cnn: bool = True) -> ClaimInputs:
+    vit_taps = _vit_taps(6)
+    n = len(vit_taps)
+    vit_self = long_cka(np.full((n, n), 0.8) + 0.2 * np.eye(n), vit_taps)
+    cnn_taps = ["stem"] + [f"layer{s}.{u}.out" for s in (1, 2) for u in (0, 1)]
+    stage = np.array([-1, 1, 1, 2, 2])
+    cnn_m = np.where(stage[:, None] == stage[None, :], 0.9, 0.2)
+    np.fill_diagonal(cnn_m, 1.0)
+    noskip_m = np.full((n, n), 0.8)
+    blk = np.array([-1] + [b for b in range(6) for _ in range(2)] + [99])
+    noskip_m[np.ix_(blk < 3, blk > 3)] = noskip_m[np.ix_(blk > 3, blk < 3)] = 0.1
+    inp = ClaimInputs(
+        families={"vit": "vit", "vit10": "vit", "noskip": "vit", "cnn": "cnn"},
+        self_cka={"vit": vit_self, "vit10": vit_self, "noskip": long_cka(noskip_m, vit_taps)},
+        attention={"vit": (_attention_table([[1, 9], [2, 9], [9, 9], [9, 9]]), 10.0)},
+        head_subsets={
+            "vit": pd.DataFrame(
+                {
+                    "subset": [0, 1, 2],
+                    "subset_mean_distance_px": [1.0, 5.0, 9.0],
+                    "cka": [0.9, 0.5, 0.2],
+                }
+            )
+        },
+        skip={
+            "vit": pd.DataFrame({"block": [0, 1], "token_type": "patch", "ratio_mean": [2.0, 3.0]})
+        },
+        probes={"vit": _probe_table()},
+        per_block={
+            ("vit", "vit10"): pd.DataFrame({"depth": [0.0, 0.5, 1.0], "cka": [0.9, 0.6, 0.3]})
+        },
+        no_skip={"noskip": (3, "vit")},
+    )
+    if with_cnn:
+        inp.self_cka["cnn"] = long_cka(cnn_m, cnn_taps)
+        inp.cross_cka[("vit", "cnn")] = long_cka(np.full((n, 5), 0.3), vit_taps, cnn_taps)
+        inp.erf["vit"] = pd.DataFrame(
+            {"residual": "post", "tap": ["blocks.0.attn_res", "blocks.5.attn_res"], "kind": "attn_res",
+             "order": [0, 1], "r50_px": [6.0, 8.0], "r90_px": [20.0, 25.0]}
+        )  # fmt: skip
+        inp.erf["cnn"] = pd.DataFrame(
+            {"residual": "post", "tap": ["stem", "layer1.1.out", "layer2.1.out"], "kind": ["stem", "out", "out"],
+             "order": [0, 1, 2], "r50_px": [2.0, 3.0, 5.0], "r90_px": [3.0, 5.0, 9.0]}
+        )  # fmt: skip
+        inp.skip["cnn"] = pd.DataFrame(
+            {"block": [0, 1], "token_type": "spatial", "ratio_mean": [1.0, 1.5]}
+        )
+    return inp
+
+
+def test_summary_structure():
+    df = claims.summarise(_inputs())
+    assert list(df.columns) == claims.COLUMNS
+    assert set(df["figure"]) == {"1", "2", "3-4", "5", "6", "7", "8", "11-13", "12"}
+    assert df["value"].dtype == np.float64
+    assert all(s is None or isinstance(s, bool) for s in df["seen"])
+    assert not df.duplicated(["figure", "model", "metric"]).any()
+    row = df.set_index(["model", "metric"])
+    # ViT uniform (0.8 between thirds) vs CNN stages (stem row 0.2 to the top third)
+    assert row.loc[("vit vs cnn", "cka_lowest_vs_highest_third_vit_minus_cnn"), "seen"] is True
+    assert row.loc[("cnn", "cka_within_minus_across_stage"), "value"] == pytest.approx(0.7)
+    assert row.loc[("vit", "spearman_distance_vs_cka"), "seen"] is True
+    assert row.loc[("vit", "late_local_heads"), "value"] == 0
+    assert row.loc[("vit vs cnn", "ratio_vit_patch_over_cnn"), "value"] == pytest.approx(2.5 / 1.25)
+    assert row.loc[("noskip vs vit", "partition_minus_reference"), "seen"] is True
+    # ERF: ViT block 0 over the CNN's first stage (not its stem), per quantile; CNN growth last / first
+    assert row.loc[
+        ("vit vs cnn", "r50_vit_first_over_cnn_first_stage_post"), "value"
+    ] == pytest.approx(2.0)
+    assert row.loc[
+        ("vit vs cnn", "r90_vit_first_over_cnn_first_stage_post"), "value"
+    ] == pytest.approx(4.0)
+    assert row.loc[("cnn", "r50_last_over_first_post"), "value"] == pytest.approx(2.5)
+    assert row.loc[("cnn", "r50_last_over_first_post"), "seen"] is True
+    assert row.loc[("vit", "r50_last_over_first_post"), "seen"] is None
+    assert row.loc[("vit vs vit10", "cka_highest_third_blocks"), "seen"] is True
+    # ViT-vs-CNN comparisons follow the configured cross pair: neither the no-skip ViT nor vit10 is compared
+    compared = set(df.loc[df["model"].str.endswith(" vs cnn"), "model"])
+    assert compared == {"vit vs cnn"}
+    md = claims.to_markdown(df, title="t")
+    assert md.startswith("# t\n") and md.count("\n| ") == len(df) + 1
+
+
+def test_summary_without_a_cnn_says_so_and_drops_comparisons():
+    df = claims.summarise(_inputs(with_cnn=False))
+    cmp_rows = df[df["metric"] == "cka_lowest_vs_highest_third_vit_minus_cnn"]
+    assert (
+        len(cmp_rows) == 1
+        and cmp_rows["seen"].iloc[0] is None
+        and "needs a ViT and a CNN" in cmp_rows["note"].iloc[0]
+    )
+    assert "2" not in set(df["figure"]) and "ratio_vit_patch_over_cnn" not in set(df["metric"])
+    # no cross pair configured: every standard ViT × CNN is compared (the no-skip ViT is not)
+    inp = _inputs()
+    inp.cross_cka = {}
+    df = claims.summarise(inp)
+    compared = set(df.loc[df["metric"] == "cka_lowest_vs_highest_third_vit_minus_cnn", "model"])
+    assert compared == {"vit vs cnn", "vit10 vs cnn"}
+    assert claims.summarise(ClaimInputs(families={})).empty
+
+
+@pytest.mark.slow
+def test_claims_rule_on_the_tiny_run(workflow_run):
+    from seelike.io import read_table
+
+    df, meta = read_table(workflow_run / "results" / "claims" / "digits.csv")
+    assert list(df.columns) == claims.COLUMNS and meta["analysis"] == "claims"
+    # every analysis of the tiny config contributes (no per-block pairs, no remove_skip model there)
+    assert set(df["figure"].astype(str)) == {"1", "2", "3-4", "5", "6", "7", "9-10", "11-13"}
+    md = (workflow_run / "results" / "claims" / "digits.md").read_text()
+    assert md.count("\n| ") == len(df) + 1
