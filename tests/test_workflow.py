@@ -83,7 +83,21 @@ def test_end_to_end_outputs(workflow_run):
     first_last = df[(df.index_a == 0) & (df.index_b == df.index_b.max())]["cka"].item()
     neighbours = df[(df.index_b == df.index_a + 1) & ~df.constant]["cka"].mean()
     assert neighbours > first_last
-    for fig in ("fig1_self_cka/vit", "fig1_self_cka/resnet", "fig2_cross_cka/vit__resnet"):
+    # Fig 12 from the per-block pair: the diagonal of the cross table at the block outputs
+    pb, _ = read_table(res / "per_block" / "digits" / "vit__vit_variant.parquet")
+    cross, _ = read_table(res / "cka" / "digits" / "vit__vit_variant.parquet")
+    assert pb["tap"].tolist() == ["embed", "blocks.0.block", "blocks.1.block"]
+    for tap, value in zip(pb["tap"], pb["cka"]):
+        assert value == cross[(cross.tap_a == tap) & (cross.tap_b == tap)]["cka"].item()
+    variant = read_json(res / "models" / "vit_variant" / "model.json")
+    assert variant["remove_skip"]["blocks"] == [1] and variant["metrics"]["train_images"] == 128
+    for fig in (
+        "fig1_self_cka/vit",
+        "fig1_self_cka/resnet",
+        "fig1_self_cka/vit_variant",
+        "fig2_cross_cka/vit__resnet",
+        "fig12_per_block_cka",
+    ):
         for ext in ("png", "pdf"):
             assert (res / "figures" / f"{fig}.{ext}").stat().st_size > 5000
 
