@@ -447,6 +447,17 @@ def test_claims_rule_on_the_tiny_run(workflow_run):
     df, meta = read_table(workflow_run / "results" / "claims" / "digits.csv")
     assert list(df.columns) == claims.COLUMNS and meta["analysis"] == "claims"
     # every analysis of the tiny config contributes, the remove_skip model (8) and the per-block pair (12) too
-    assert set(df["figure"].astype(str)) == {"1", "2", "3-4", "5", "6", "7", "8", "9-10", "11-13", "12"}
+    assert set(df["figure"].astype(str)) == {
+        "1",
+        "2",
+        "3-4",
+        "5",
+        "6",
+        "7",
+        "8",
+        "9-10",
+        "11-13",
+        "12",
+    }
     md = (workflow_run / "results" / "claims" / "digits.md").read_text()
     assert md.count("\n| ") == len(df) + 1
