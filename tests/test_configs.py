@@ -7,15 +7,13 @@ The image folders are a few generated JPEGs, the benchmark's checkpoints empty p
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, run_snakemake
+from conftest import REPO, load_file_module, run_snakemake
 from PIL import Image
 
 PAPER_MODELS = {
@@ -90,12 +88,7 @@ def test_paper_config_dry_runs(tmp_path: Path, monkeypatch):
 
 
 def _bench_module():
-    path = REPO / "benchmarks" / "paper_scale.py"
-    spec = importlib.util.spec_from_file_location("seelike_paper_scale", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_file_module("benchmarks/paper_scale.py")
 
 
 @pytest.mark.parametrize("small", [False, True], ids=["paper_scale", "small"])

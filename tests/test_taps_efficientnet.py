@@ -3,14 +3,12 @@ EfficientNet-Lite0 converter's positional mapping."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import timm
 import torch
-from conftest import REPO
+from conftest import load_file_module
 
 from seelike.localisation import default_localisation_tap
 from seelike.models.taps import discover_taps, record_taps, tap_family
@@ -172,12 +170,7 @@ def test_skip_statistics_on_efficientnet(lite0):
 
 # ---------------------------------------------------------------- scripts/convert_efficientnet_lite0.py
 def _converter():
-    path = REPO / "scripts" / "convert_efficientnet_lite0.py"
-    spec = importlib.util.spec_from_file_location("seelike_convert_efficientnet_lite0", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_file_module("scripts/convert_efficientnet_lite0.py")
 
 
 def test_converter_maps_by_position_and_refuses_mismatches():
