@@ -27,7 +27,7 @@ from seelike.cka import gram
 from seelike.data.loader import make_loader, read_samples, select
 from seelike.data.samples import samples_hash
 from seelike.io import atomic_write, read_json, sha256_json, write_json
-from seelike.models.taps import Tap, discover_taps, record_taps
+from seelike.models.taps import Tap, discover_taps, record_taps, tap_record
 
 log = logging.getLogger(__name__)
 
@@ -212,16 +212,7 @@ def build_cache(
         "model_name": model_info["name"],
         "family": model_info.get("family"),
         "num_prefix_tokens": num_prefix,
-        "taps": [
-            {
-                "name": t.name,
-                "kind": t.kind,
-                "index": t.index,
-                "block": t.block,
-                "shape": shapes[t.name],
-            }
-            for t in taps
-        ],
+        "taps": [tap_record(t, shapes[t.name]) for t in taps],
         "batch_sizes": batch_sizes,
         "pooled_modes": sorted({m for m, _ in pooled_dims} | _existing_modes(partial)),
         "gram_bytes": int(sum(len(taps) * n * n * 4 for n in batch_sizes) * repeats),

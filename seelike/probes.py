@@ -482,7 +482,7 @@ def extract_probe_features(
         raise ProbeDataError("no images to extract probe features from") from None
 
     # Shapes of every tap from one image: the final stage's grid must be known before pooling earlier taps.
-    from seelike.models.taps import discover_taps
+    from seelike.models.taps import discover_taps, tap_record
 
     all_taps = discover_taps(model)
     shapes: dict[str, list[int]] = {}
@@ -556,11 +556,7 @@ def extract_probe_features(
             "pool_hw": list(pool_hw) if pool_hw else None,
             "taps": [
                 {
-                    "name": t.name,
-                    "kind": t.kind,
-                    "index": t.index,
-                    "block": t.block,
-                    "shape": shapes[t.name],
+                    **tap_record(t, shapes[t.name]),
                     "aggregations": plan[t.name],
                     "token": t.name in token_taps,
                     "grid_hw": _grid_of(shapes[t.name], num_prefix, vit_grid)

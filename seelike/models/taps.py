@@ -24,6 +24,7 @@ __all__ = [
     "record_taps",
     "register_family",
     "tap_family",
+    "tap_record",
     "taps_table",
 ]
 
@@ -36,6 +37,17 @@ class Tap:
     where: str  # "output" or "input"
     block: int | None  # running block index across the model (None for stem / final norm)
     index: int = 0  # position in forward order
+
+
+def tap_record(tap: Tap, shape) -> dict:
+    """A tap as stored in output metadata (cache, probe features): identity, place and activation shape."""
+    return {
+        "name": tap.name,
+        "kind": tap.kind,
+        "index": tap.index,
+        "block": tap.block,
+        "shape": shape,
+    }
 
 
 # What "a block's representation" means across families: the input embedding / stem, then each ViT block's
