@@ -28,8 +28,14 @@ def _config_with(tmp_path, edit):
         (lambda c: c.update(analysis_dataset="imagenet"), "analysis_dataset 'imagenet'"),
         (lambda c: c["cka"].update(pairs=[["vit", "convnext"]]), "convnext"),
         (lambda c: c["models"].update({"a__b": c["models"]["vit"]}), "a__b"),
-        (lambda c: c["cka"].update(per_block=[["vit", "resnet"]]), "compares different architectures"),
-        (lambda c: c["models"]["vit"].update(remove_skip={"blocks": [0], "branches": ["ffn"]}), "ffn"),
+        (
+            lambda c: c["cka"].update(per_block=[["vit", "resnet"]]),
+            "compares different architectures",
+        ),
+        (
+            lambda c: c["models"]["vit"].update(remove_skip={"blocks": [0], "branches": ["ffn"]}),
+            "ffn",
+        ),
     ],
 )
 def test_bad_config_stops_with_a_message_naming_the_key(tmp_path, edit, message):
