@@ -1,4 +1,4 @@
-"""Rule cache: one streaming forward pass writing per-minibatch Grams and pooled features of every tap."""
+"""Rule cache: one streaming forward pass writing every tap's per-minibatch Gram (packed)."""
 
 from seelike.cache import build_cache
 from seelike.device import pick_device

@@ -542,7 +542,7 @@ def head_subset_cka_from_cache(
     def grams():
         for r in range(plan["repeats"]):
             for b in range(len(meta["batch_sizes"])):
-                yield load_grams(cnn_cache_dir, r, b)[idx]
+                yield load_grams(cnn_cache_dir, r, b, taps=idx)
 
     cka = head_subset_cka(
         model, vit_batches(), grams(), groups, block=block, tokens=tokens, device=device

@@ -1,14 +1,14 @@
 """The activation cache: ONE streaming forward pass per (model, dataset) that keeps, per minibatch, the
-fp32 Gram matrix of every tap, and per image a pooled vector per tap — never a dataset's activations.
+fp32 Gram matrix of every tap — never a dataset's activations, and no activation past its own hook.
 
 Layout of `results/cache/{dataset}/{model}/`:
-    meta.json                 taps (name, kind, shape), plan (images per repeat, batch size, repeats),
+    meta.json                 format, taps (name, kind, shape), plan (images per repeat, batch size, repeats),
                               sample-list hash, model identity
-    grams/r{R}_b{B}.npy       float32 (taps, n, n) for repeat R, minibatch B
-    pooled/{mode}/{i}.npy     float32 (images of repeat 0, C): mode `mean` = mean over spatial positions /
-                              patch tokens, `cls` = first prefix token (ViTs)
-Storage of the Grams is taps × batches × n² × 4 bytes (README). A run writes into `<out>.partial/` and
-renames at the end; an interrupted run resumes from the minibatches already written there.
+    grams/r{R}_b{B}.npy       float32 (taps, n(n+1)/2) for repeat R, minibatch B: each tap's batch-centred
+                              Gram packed as its upper triangle with the diagonal (seelike.cka.pack_upper)
+Storage is taps × repeats × Σ_batches n(n+1)/2 × 4 bytes (README). A run writes into `<out>.partial/` and
+renames at the end; an interrupted run resumes from the minibatches already written there. Caches of an
+older format are refused with a message to rebuild them.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +24,24 @@ import numpy as np
 import pandas as pd
 import torch
 
-from seelike.cka import gram
+from seelike.cka import gram, pack_upper, packed_size, unpack_upper
 from seelike.data.loader import make_loader, read_samples, select
 from seelike.data.samples import samples_hash
-from seelike.io import atomic_write, read_json, sha256_json, write_json
+from seelike.io import atomic_write, read_json, write_json
 from seelike.models.taps import Tap, discover_taps, record_taps, tap_record
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+# 1: full (taps, n, n) Grams and pooled features; 2: packed upper triangles, no pooled features.
+CACHE_FORMAT = 2
 
 
 class CacheMismatchError(ValueError):
     """Two caches (or a cache and a request) come from different sample lists or plans."""
+
+
+class CacheFormatError(ValueError):
+    """A cache was written in another (older) storage format."""
 
 
 def repeat_rows(
@@ -53,24 +59,6 @@ def repeat_rows(
         return rows.iloc[:n_images]
     perm = np.random.default_rng([seed, repeat]).permutation(len(rows))[:n_images]
     return rows.iloc[perm]
-
-
-def token_layout(model: torch.nn.Module) -> int:
-    """Number of prefix tokens (CLS, registers, distillation) before the patch tokens; 0 for CNNs."""
-    return int(getattr(model, "num_prefix_tokens", 0) or 0)
-
-
-def pool(x: torch.Tensor, num_prefix: int) -> dict[str, torch.Tensor]:
-    """Per-image pooled vectors of one activation: CNN (B,C,H,W) → spatial mean; tokens (B,N,C) → mean of
-    the patch tokens and the first prefix token; anything else flattened."""
-    if x.dim() == 4:
-        return {"mean": x.mean(dim=(2, 3))}
-    if x.dim() == 3:
-        out = {"mean": x[:, num_prefix:].mean(1)}
-        if num_prefix:
-            out["cls"] = x[:, 0]
-        return out
-    return {"mean": x.reshape(len(x), -1)}
 
 
 def build_cache(
@@ -105,7 +93,6 @@ def build_cache(
         for k in ("name", "arch", "source", "kwargs", "weights_sha256", "checkpoint_sha256")
     }
     taps = discover_taps(model)
-    num_prefix = token_layout(model)
     partial = out_dir.with_name(out_dir.name + ".partial")
     stamp = {"format": CACHE_FORMAT, "plan": plan, "model": identity}
     if partial.exists():
@@ -120,19 +107,17 @@ def build_cache(
     write_json(partial / "stamp.json", stamp)
 
     shapes: dict[str, list[int]] = {}
-    pooled_dims: dict[tuple[str, str], int] = {}
-    grams_buf: dict[str, torch.Tensor] = {}
-    pooled_buf: dict[tuple[str, str], torch.Tensor] = {}
-    want_pooled = [False]
+    # One (taps, n(n+1)/2) fp32 buffer per minibatch, filled tap by tap inside the hooks: each activation is
+    # reduced to its packed Gram while the forward pass runs and nothing else of it is kept.
+    packed: list[torch.Tensor] = []
+    slot = {t.name: i for i, t in enumerate(taps)}
+    fired: set[str] = set()
 
     def on_tap(tap: Tap, x: torch.Tensor) -> None:
         shapes.setdefault(tap.name, list(x.shape[1:]))
-        grams_buf[tap.name] = gram(x.detach())  # centred, exact fp32 (see seelike.cka.gram)
-        if want_pooled[0]:
-            for mode, v in pool(x.detach().float(), num_prefix).items():
-                pooled_buf[(mode, tap.name)] = v
+        fired.add(tap.name)
+        packed[0][slot[tap.name]] = pack_upper(gram(x.detach()))  # centred, exact fp32 (seelike.cka.gram)
 
-    pooled_files: dict[tuple[str, str], np.ndarray] = {}
     t0, n_seen = time.time(), 0
     for r in range(repeats):
         rows = repeat_rows(samples, split, n_images, r, seed)
@@ -145,51 +130,28 @@ def build_cache(
             num_workers=num_workers,
         )
         n_batches = len(loader)
-        want_pooled[0] = r == 0
-        done = {
-            b for b in range(n_batches) if (partial / "grams" / f"r{r:02d}_b{b:04d}.npy").exists()
-        }
-        if r == 0 and len(done) < n_batches:
-            done = set()  # pooled features are written as the pass goes: redo repeat 0 whole
-        if len(done) == n_batches and (r > 0 or (partial / "pooled_done").exists()):
+        done = {b for b in range(n_batches) if _gram_path(partial, r, b).exists()}
+        if len(done) == n_batches:
             log.info("repeat %d already cached, skipping", r)
             continue
         with record_taps(model, taps, on_tap), torch.inference_mode():
-            offset = 0
             for b, (x, _) in enumerate(loader):
                 if b in done:
-                    offset += len(x)
                     continue
-                grams_buf.clear()
-                pooled_buf.clear()
+                packed[:] = [
+                    torch.empty((len(taps), packed_size(len(x))), dtype=torch.float32, device=device)
+                ]
+                fired.clear()
                 model(x.to(device, non_blocking=True))
-                stack = torch.stack([grams_buf[t.name] for t in taps]).cpu().numpy()
-                with (
-                    atomic_write(partial / "grams" / f"r{r:02d}_b{b:04d}.npy") as tmp,
-                    open(tmp, "wb") as fh,
-                ):
-                    np.save(fh, stack)
-                if want_pooled[0]:
-                    for (mode, name), v in pooled_buf.items():
-                        key = (mode, name)
-                        if key not in pooled_files:
-                            idx = next(t.index for t in taps if t.name == name)
-                            path = partial / "pooled" / mode / f"{idx:03d}.npy"
-                            path.parent.mkdir(parents=True, exist_ok=True)
-                            pooled_dims[key] = v.shape[1]
-                            pooled_files[key] = np.lib.format.open_memmap(
-                                path, mode="w+", dtype=np.float32, shape=(n_images, v.shape[1])
-                            )
-                        pooled_files[key][offset : offset + len(x)] = v.cpu().numpy()
-                offset += len(x)
+                if len(fired) != len(taps):
+                    missing = [t.name for t in taps if t.name not in fired][:5]
+                    raise RuntimeError(f"taps {missing} did not fire in the forward pass")
+                with atomic_write(_gram_path(partial, r, b)) as tmp, open(tmp, "wb") as fh:
+                    np.save(fh, packed[0].cpu().numpy())
+                packed.clear()
                 n_seen += len(x)
                 if progress is not None:
                     progress(r, b, n_batches)
-        if r == 0:
-            for mm in pooled_files.values():
-                mm.flush()
-            pooled_files.clear()
-            (partial / "pooled_done").touch()
     elapsed = time.time() - t0
     if not shapes:  # every batch came from a previous run: one tiny forward for the shapes
         x, _ = next(
@@ -203,23 +165,22 @@ def build_cache(
                 )
             )
         )
-        want_pooled[0] = False
+        packed[:] = [torch.empty((len(taps), packed_size(len(x))), device=device)]
         with record_taps(model, taps, on_tap), torch.inference_mode():
             model(x.to(device))
+        packed.clear()
     batch_sizes = [min(batch_size, n_images - i) for i in range(0, n_images, batch_size)]
     meta = {
         **stamp,
+        "gram_storage": "float32 upper triangle with diagonal, (taps, n(n+1)/2) per minibatch",
         "model_name": model_info["name"],
         "family": model_info.get("family"),
-        "num_prefix_tokens": num_prefix,
         "taps": [tap_record(t, shapes[t.name]) for t in taps],
         "batch_sizes": batch_sizes,
-        "pooled_modes": sorted({m for m, _ in pooled_dims} | _existing_modes(partial)),
-        "gram_bytes": int(sum(len(taps) * n * n * 4 for n in batch_sizes) * repeats),
+        "gram_bytes": gram_bytes(len(taps), batch_sizes, repeats),
         "images_per_second": round(n_seen / elapsed, 2) if n_seen and elapsed > 0 else None,
         "device": str(device),
     }
-    (partial / "pooled_done").unlink(missing_ok=True)
     (partial / "stamp.json").unlink()
     write_json(partial / "meta.json", meta)
     if out_dir.exists():
@@ -228,21 +189,33 @@ def build_cache(
     return meta
 
 
+def gram_bytes(n_taps: int, batch_sizes: Sequence[int], repeats: int) -> int:
+    """Disk of a cache's Grams: taps × repeats × Σ_batches n(n+1)/2 × 4 bytes (float32)."""
+    return int(n_taps * repeats * sum(packed_size(n) for n in batch_sizes) * 4)
+
+
+def _gram_path(cache_dir: Path, repeat: int, batch: int) -> Path:
+    return Path(cache_dir) / "grams" / f"r{repeat:02d}_b{batch:04d}.npy"
+
+
 MIN_SHAPE_BATCH = 2
 
 
-def _existing_modes(partial: Path) -> set[str]:
-    d = partial / "pooled"
-    return {p.name for p in d.iterdir()} if d.is_dir() else set()
-
-
 def read_cache_meta(cache_dir: str | Path) -> dict[str, Any]:
+    """A finished cache's metadata; refuses unfinished caches and caches of another storage format."""
     path = Path(cache_dir) / "meta.json"
     if not path.exists():
         raise FileNotFoundError(
             f"{cache_dir} is not a finished activation cache (no meta.json); rerun its rule"
         )
-    return read_json(path)
+    meta = read_json(path)
+    if meta.get("format") != CACHE_FORMAT:
+        raise CacheFormatError(
+            f"{cache_dir} was written in cache format {meta.get('format')} (full Grams), this version reads "
+            f"format {CACHE_FORMAT} (packed upper triangles): rebuild it, e.g. `snakemake --forcerun cache` "
+            f"or delete {cache_dir}"
+        )
+    return meta
 
 
 def check_compatible(meta_a: dict[str, Any], meta_b: dict[str, Any]) -> None:
@@ -262,9 +235,15 @@ def check_compatible(meta_a: dict[str, Any], meta_b: dict[str, Any]) -> None:
         )
 
 
-def load_grams(cache_dir: str | Path, repeat: int, batch: int) -> np.ndarray:
-    return np.load(Path(cache_dir) / "grams" / f"r{repeat:02d}_b{batch:04d}.npy")
+def load_packed_grams(cache_dir: str | Path, repeat: int, batch: int) -> np.ndarray:
+    """One minibatch's packed Grams (taps, n(n+1)/2), memory-mapped: slicing reads only what is used."""
+    return np.load(_gram_path(Path(cache_dir), repeat, batch), mmap_mode="r")
 
 
-def plan_hash(meta: dict[str, Any]) -> str:
-    return sha256_json(meta["plan"])[:16]
+def load_grams(
+    cache_dir: str | Path, repeat: int, batch: int, taps: Sequence[int]
+) -> torch.Tensor:
+    """Full (len(taps), n, n) float32 Grams of the chosen taps (by index) of one minibatch — for a few
+    taps; whole stacks go to CkaAccumulator packed."""
+    rows = load_packed_grams(cache_dir, repeat, batch)[list(taps)]
+    return unpack_upper(torch.from_numpy(np.ascontiguousarray(rows)))

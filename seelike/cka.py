@@ -33,7 +33,12 @@ __all__ = [
     "gram",
     "hsic1",
     "minibatch_cka",
+    "n_from_packed",
+    "pack_upper",
+    "packed_size",
     "u_centre",
+    "u_centre_packed",
+    "unpack_upper",
 ]
 
 MIN_BATCH = 4  # HSIC₁ divides by n(n−3) and (n−1)(n−2)
@@ -81,6 +86,72 @@ def u_centre(k: torch.Tensor) -> torch.Tensor:
     return k
 
 
+# ---- Packed Grams: the upper triangle WITH the diagonal, row-major (torch.triu_indices(n, n) order).
+# A Gram is symmetric, so n(n+1)/2 values hold all of it; the diagonal is kept for measures that need it
+# (distances for RBF kernels or RDMs), although linear HSIC₁ ignores it.
+
+
+def packed_size(n: int) -> int:
+    """Number of values of one packed n×n Gram: n(n+1)/2."""
+    return n * (n + 1) // 2
+
+
+def n_from_packed(m: int) -> int:
+    """The n of a packed Gram of m = n(n+1)/2 values."""
+    n = int(round(((8 * m + 1) ** 0.5 - 1) / 2))
+    if packed_size(n) != m:
+        raise ValueError(f"{m} values are not the upper triangle (with diagonal) of a square matrix")
+    return n
+
+
+_TRIU: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _triu(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column indices of the upper triangle with diagonal, cached per (n, device)."""
+    key = (n, str(device))
+    if key not in _TRIU:
+        iu = torch.triu_indices(n, n, device=device)
+        _TRIU[key] = (iu[0], iu[1])
+    return _TRIU[key]
+
+
+def pack_upper(k: torch.Tensor) -> torch.Tensor:
+    """(..., n, n) symmetric matrices → (..., n(n+1)/2) upper triangles with the diagonal."""
+    i, j = _triu(k.shape[-1], k.device)
+    return k[..., i, j]
+
+
+def unpack_upper(packed, n: int | None = None) -> torch.Tensor:
+    """(..., n(n+1)/2) packed Grams → (..., n, n) symmetric matrices (same dtype and device)."""
+    t = torch.as_tensor(np.asarray(packed) if not isinstance(packed, torch.Tensor) else packed)
+    n = n or n_from_packed(t.shape[-1])
+    i, j = _triu(n, t.device)
+    out = t.new_zeros((*t.shape[:-1], n, n))
+    out[..., i, j] = t
+    out[..., j, i] = t
+    return out
+
+
+def u_centre_packed(packed: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Strict upper triangles of the U-centred Grams of a stack of packed Grams (..., n(n+1)/2), in float64,
+    computed on the triangle alone (no n×n matrix): U[i,j] = K[i,j] − (r_i + r_j)/(n−2) + Σr/((n−1)(n−2))
+    for i < j, with r the row sums of K without its diagonal. Also returns the off-diagonal values of K
+    (for the energy test of constant taps)."""
+    if n < MIN_BATCH:
+        raise ValueError(f"HSIC₁ needs a batch of at least {MIN_BATCH} examples, got {n}")
+    i, j = _triu(n, packed.device)
+    off = i != j
+    i, j = i[off], j[off]
+    v = packed[..., off].double()
+    rows = v.new_zeros((*v.shape[:-1], n))
+    rows.index_add_(-1, i, v)
+    rows.index_add_(-1, j, v)
+    total = rows.sum(-1, keepdim=True)
+    u = v - (rows[..., i] + rows[..., j]) / (n - 2) + total / ((n - 1) * (n - 2))
+    return u, v
+
+
 def hsic1(K, L) -> float:
     """Unbiased HSIC of two n×n Gram matrices (float64)."""
     k, ell = _as_tensor(K).double(), _as_tensor(L).double()
@@ -119,39 +190,41 @@ class CkaAccumulator:
         self.cross, self.self_a, self.self_b = z(self.n_a, self.n_b), z(self.n_a), z(self.n_b)
         self.energy_a, self.energy_b = z(self.n_a), z(self.n_b)
 
-    def _upper(self, grams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scaled strict-upper-triangle vectors of U-centred Grams, and each Gram's off-diagonal energy."""
-        n = grams.shape[-1]
-        iu = torch.triu_indices(n, n, offset=1, device=self.device)
+    def _upper(self, grams) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scaled strict-upper-triangle vectors of the U-centred Grams, and each Gram's off-diagonal energy.
+
+        `grams` is a stack of full Grams (T, n, n) or of packed ones (T, n(n+1)/2), e.g. a memory-mapped
+        cache file; either way only `chunk` Grams at a time are converted to float64."""
+        full = grams.ndim == 3
+        n = grams.shape[-1] if full else n_from_packed(grams.shape[-1])
         out, energy = [], []
         for start in range(0, grams.shape[0], self.chunk):
-            g = grams[start : start + self.chunk].to(self.device)
-            u = u_centre(g)
-            out.append(u[:, iu[0], iu[1]])
-            g64 = g.double()
-            energy.append(2 * (g64[:, iu[0], iu[1]] ** 2).sum(-1))
-            del u, g64
+            g = grams[start : start + self.chunk]
+            g = (g if isinstance(g, torch.Tensor) else torch.from_numpy(np.array(g))).to(self.device)
+            u, off = u_centre_packed(pack_upper(g) if full else g, n)
+            out.append(u)
+            energy.append(2 * (off**2).sum(-1))
+            del u, off, g
         # 2/(n(n−3)) turns the upper-triangle product into HSIC₁; split as a square root on each side.
         scale = (2.0 / (n * (n - 3))) ** 0.5
         return torch.cat(out) * scale, torch.cat(energy)
 
-    def add(
-        self, grams_a: torch.Tensor, grams_b: torch.Tensor | None = None, batch_id: int = -1
-    ) -> bool:
-        """Add one minibatch; returns False (and records it) when n < 4 makes HSIC₁ undefined."""
-        n = grams_a.shape[-1]
+    def add(self, grams_a, grams_b=None, batch_id: int = -1) -> bool:
+        """Add one minibatch of stacked Grams, full (T, n, n) or packed (T, n(n+1)/2) — the same stack twice
+        (or None) for self-similarity; returns False (and records it) when n < 4 makes HSIC₁ undefined."""
+        n = _batch_n(grams_a)
         if n < MIN_BATCH:
             self.dropped.append(batch_id if batch_id >= 0 else self.batches + len(self.dropped))
             return False
-        va, ea = self._upper(torch.as_tensor(grams_a))
+        va, ea = self._upper(grams_a)
         if grams_b is None:
             vb, eb = va, ea
         else:
-            if grams_b.shape[-1] != n:
+            if _batch_n(grams_b) != n:
                 raise ValueError(
-                    f"minibatch sizes differ between models: {n} vs {grams_b.shape[-1]}"
+                    f"minibatch sizes differ between models: {n} vs {_batch_n(grams_b)}"
                 )
-            vb, eb = self._upper(torch.as_tensor(grams_b))
+            vb, eb = self._upper(grams_b)
         self.cross += va @ vb.T
         self.self_a += (va * va).sum(-1)
         self.self_b += (vb * vb).sum(-1)
@@ -177,6 +250,11 @@ class CkaAccumulator:
         out[deg_a, :] = 0.0
         out[:, deg_b] = 0.0
         return out
+
+
+def _batch_n(grams) -> int:
+    """Images in one minibatch of stacked Grams, full (T, n, n) or packed (T, n(n+1)/2)."""
+    return grams.shape[-1] if grams.ndim == 3 else n_from_packed(grams.shape[-1])
 
 
 def _stack_grams(batches_by_tap: Sequence[Sequence], i: int, device: torch.device) -> torch.Tensor:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from seelike.cache import check_compatible, load_grams, read_cache_meta
+from seelike.cache import check_compatible, load_packed_grams, read_cache_meta
 from seelike.cka import MIN_BATCH, CkaAccumulator
 from seelike.models.taps import BLOCK_OUTPUT_KINDS
 
@@ -40,8 +40,9 @@ def cka_from_caches(
             if n < MIN_BATCH:
                 acc.dropped.append(b)
                 continue
-            ga = torch.from_numpy(load_grams(cache_a, r, b))
-            gb = None if same else torch.from_numpy(load_grams(cache_b, r, b))
+            # memory-mapped packed Grams: the accumulator reads them a chunk of taps at a time
+            ga = load_packed_grams(cache_a, r, b)
+            gb = None if same else load_packed_grams(cache_b, r, b)
             acc.add(ga, gb, batch_id=b)
         if acc.dropped:
             log.warning(

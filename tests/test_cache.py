@@ -3,18 +3,28 @@ mismatched caches, CKA from caches equal to CKA from activations, short last bat
 
 from __future__ import annotations
 
+import gc
 import logging
+import warnings
 
 import numpy as np
 import pytest
 import timm
 import torch
 
-from seelike.cache import CacheMismatchError, build_cache, read_cache_meta, repeat_rows
+from seelike.cache import (
+    CacheFormatError,
+    CacheMismatchError,
+    build_cache,
+    load_grams,
+    read_cache_meta,
+    repeat_rows,
+)
 from seelike.cka import cka_matrix
 from seelike.compare import cka_from_caches, to_matrix
 from seelike.data.loader import make_loader, read_samples
 from seelike.data.samples import build_samples, write_samples
+from seelike.io import read_json, write_json
 from seelike.models.load import disable_fused_attention
 from seelike.models.taps import discover_taps, record_taps
 
@@ -75,7 +85,7 @@ def activations(model, samples, n, batch):
     return out
 
 
-def test_grams_and_pooled_match_activations(tmp_path, samples):
+def test_packed_grams_match_activations(tmp_path, samples):
     model = tiny_vit()
     meta = build_cache(
         model, info("vit", model), samples, DS, tmp_path / "c", n_images=40, batch_size=16
@@ -83,18 +93,67 @@ def test_grams_and_pooled_match_activations(tmp_path, samples):
     acts = activations(model, samples, 40, 16)
     assert meta["batch_sizes"] == [16, 16, 8]
     assert [t["name"] for t in meta["taps"]] == list(acts)
-    g = np.load(tmp_path / "c" / "grams" / "r00_b0001.npy")
+    packed = np.load(tmp_path / "c" / "grams" / "r00_b0001.npy")
+    n_taps = len(acts)
+    assert packed.shape == (n_taps, 16 * 17 // 2) and packed.dtype == np.float32
+    iu = np.triu_indices(16)  # row-major upper triangle with the diagonal
     for i, name in enumerate(acts):
         x = acts[name][1].reshape(16, -1).numpy()
         x = x - x.mean(0)  # the cache stores batch-centred Grams (seelike.cka.gram)
-        np.testing.assert_allclose(g[i], x @ x.T, rtol=1e-4, atol=1e-5 * np.abs(x @ x.T).max())
-    pooled = np.load(tmp_path / "c" / "pooled" / "mean" / "008.npy")  # blocks.1.block? index 8
-    name = meta["taps"][8]["name"]
-    ref = torch.cat(acts[name])[:, 1:].mean(1).numpy()
-    np.testing.assert_allclose(pooled, ref, rtol=1e-5, atol=1e-5)
-    cls = np.load(tmp_path / "c" / "pooled" / "cls" / "008.npy")
-    np.testing.assert_allclose(cls, torch.cat(acts[name])[:, 0].numpy(), rtol=1e-5, atol=1e-5)
-    assert meta["num_prefix_tokens"] == 1 and meta["plan"]["samples_hash"]
+        k = x @ x.T
+        np.testing.assert_allclose(packed[i], k[iu], rtol=1e-4, atol=1e-5 * np.abs(k).max())
+        full = load_grams(tmp_path / "c", 0, 1, taps=[i])[0].numpy()
+        np.testing.assert_allclose(full, k, rtol=1e-4, atol=1e-5 * np.abs(k).max())
+    # the storage formula of the README: taps × repeats × Σ n(n+1)/2 × 4 bytes, and that is what is on disk
+    assert meta["gram_bytes"] == n_taps * (2 * 136 + 36) * 4
+    on_disk = sum(np.load(f).nbytes for f in (tmp_path / "c" / "grams").iterdir())
+    assert on_disk == meta["gram_bytes"]
+    assert not (tmp_path / "c" / "pooled").exists() and "pooled_modes" not in meta
+
+
+def test_no_activation_outlives_its_hook(tmp_path, samples):
+    """The cache reduces each tap to its Gram inside the hook; no activation — nor a view of one, which keeps
+    the whole activation's storage alive — survives to the end of the forward pass."""
+    model = tiny_vit()
+    produced: set[int] = set()  # storages of every module output (addresses, so nothing is kept alive here)
+
+    def watch(module, args, out):
+        if isinstance(out, torch.Tensor):
+            produced.add(out.untyped_storage().data_ptr())
+
+    handles = [m.register_forward_hook(watch) for m in model.modules() if m is not model]
+    kept_per_batch = []
+    orig_forward = model.forward
+
+    def forward(x):
+        produced.clear()
+        y = orig_forward(x)
+        gc.collect()
+        with warnings.catch_warnings():  # isinstance on torch's deprecated module aliases warns
+            warnings.simplefilter("ignore")
+            live = {
+                o.untyped_storage().data_ptr()
+                for o in gc.get_objects()
+                if isinstance(o, torch.Tensor) and o.device.type == "cpu"
+            }
+        kept_per_batch.append(len((produced & live) - {y.untyped_storage().data_ptr()}))
+        return y
+
+    model.forward = forward
+    build_cache(model, info("vit", model), samples, DS, tmp_path / "c", n_images=32, batch_size=16)
+    for h in handles:
+        h.remove()
+    assert kept_per_batch == [0, 0], kept_per_batch
+
+
+def test_old_format_cache_is_refused(tmp_path, samples):
+    model = tiny_vit()
+    build_cache(model, info("vit", model), samples, DS, tmp_path / "a", n_images=32, batch_size=16)
+    meta = read_json(tmp_path / "a" / "meta.json")
+    meta["format"] = 1
+    write_json(tmp_path / "a" / "meta.json", meta)
+    with pytest.raises(CacheFormatError, match="rebuild it"):
+        cka_from_caches(tmp_path / "a", tmp_path / "a")
 
 
 def test_cka_from_caches_equals_cka_from_activations(tmp_path, samples):

@@ -13,6 +13,11 @@ from seelike.cka import (
     gram,
     hsic1,
     minibatch_cka,
+    n_from_packed,
+    pack_upper,
+    packed_size,
+    u_centre_packed,
+    unpack_upper,
 )
 
 
@@ -259,3 +264,42 @@ def test_notebook_compare_matches_reference_on_real_models():
         assert df.loc[name, "blocks.0.attn"] == pytest.approx(
             ref_minibatch_cka(acts[name], acts["blocks.0.attn"]), abs=1e-6
         )
+
+
+# ----------------------------------------------------------------------------- packed (cache) storage
+def test_pack_unpack_round_trip_keeps_the_diagonal():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3, 7, 5))
+    k = torch.from_numpy(x @ x.transpose(0, 2, 1))
+    p = pack_upper(k)
+    assert p.shape == (3, packed_size(7)) == (3, 28) and n_from_packed(28) == 7
+    iu = np.triu_indices(7)
+    np.testing.assert_array_equal(p.numpy(), k.numpy()[:, iu[0], iu[1]])
+    np.testing.assert_array_equal(unpack_upper(p).numpy(), k.numpy())
+    with pytest.raises(ValueError, match="upper triangle"):
+        n_from_packed(27)
+
+
+@pytest.mark.parametrize("n", [4, 9, 33])
+def test_u_centring_on_the_triangle_matches_hsic1_reference(n):
+    rng = np.random.default_rng(n)
+    x, y = rng.normal(size=(n, 6)) + 3.0, rng.normal(size=(n, 4))
+    K, L = x @ x.T, y @ y.T
+    uk, _ = u_centre_packed(pack_upper(torch.from_numpy(K)), n)
+    ul, _ = u_centre_packed(pack_upper(torch.from_numpy(L)), n)
+    # ⟨U_K, U_L⟩ over the full matrices = 2 Σ_{i<j}: the strict upper triangles carry HSIC₁
+    value = float(2 * (uk * ul).sum() / (n * (n - 3)))
+    assert value == pytest.approx(ref_hsic1(K, L), rel=1e-10, abs=1e-12)
+
+
+def test_accumulator_takes_packed_stacks_equal_to_full_ones():
+    rng = np.random.default_rng(5)
+    xs = [rng.normal(size=(16, 10)) for _ in range(3)]
+    ys = [rng.normal(size=(16, 8)) + xs[i][:, :8] for i in range(3)]
+    full, packed = CkaAccumulator(1, 1), CkaAccumulator(1, 1)
+    for x, y in zip(xs, ys):
+        gx, gy = gram(torch.from_numpy(x))[None], gram(torch.from_numpy(y))[None]
+        full.add(gx, gy)
+        packed.add(pack_upper(gx).numpy(), pack_upper(gy).numpy())  # numpy, as memory-mapped from disk
+    np.testing.assert_allclose(packed.result(), full.result(), rtol=1e-12)
+    assert packed.result()[0, 0] == pytest.approx(ref_minibatch_cka(xs, ys), abs=1e-10)
