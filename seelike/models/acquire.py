@@ -11,7 +11,12 @@ import timm
 import torch
 
 from seelike.io import atomic_write, sha256_file, write_json
-from seelike.models.load import create_model, resolve_data_config
+from seelike.models.load import (
+    ModelConfigError,
+    create_model,
+    fixed_input_size,
+    resolve_data_config,
+)
 from seelike.models.taps import discover_taps, tap_family, taps_table
 
 log = logging.getLogger(__name__)
@@ -37,6 +42,7 @@ def acquire_model(
         )  # before construction: the initial weights are random
     model = create_model(spec)
     data_config = resolve_data_config(model)
+    check_input_size(name, spec, model, data_config)
     info: dict[str, Any] = {
         "name": name,
         "source": spec["source"],
@@ -86,3 +92,48 @@ def acquire_model(
         table.to_csv(tmp, index=False)
     write_json(out_json, info)  # last: its presence means the model is complete
     return info
+
+
+def check_input_size(
+    name: str, spec: dict[str, Any], model: torch.nn.Module, data_config: dict[str, Any]
+) -> None:
+    """Refuse a model that does not run at its data config's input size, before anything is written.
+
+    A real forward pass (one zero image, eval mode, no grad, on the CPU where the model was built), not a
+    comparison of sizes: timm's own code decides, for every architecture (a ViT's strict patch embedding,
+    patch-size divisibility with `dynamic_img_size`, Swin windows, fixed-size heads), where a size
+    comparison would only cover the attributes it knows. It costs one batch-1 forward per model at fetch
+    time, and consumes no random numbers (a `train` model's initial weights stay as seeded)."""
+    size = [int(v) for v in data_config["input_size"]]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *size))
+    except Exception as e:  # whatever the architecture raises: say which setting to change
+        given = (spec.get("data_config") or {}).get("input_size")
+        accepted = fixed_input_size(model)
+        kwargs = spec.get("kwargs") or {}
+        why = f"{type(e).__name__}: {e}"
+        if given is not None:
+            fix = (
+                f"models.{name}.data_config.input_size is {list(given)} but the model, built with "
+                f"kwargs {kwargs}, "
+                + (f"accepts only {list(accepted)}" if accepted else "does not run at that size")
+                + f". Fix: set models.{name}.data_config.input_size to "
+                + (f"{list(accepted)}" if accepted else "a size the model accepts")
+                + f", or build the model for {size[1]}×{size[2]} with models.{name}.kwargs.img_size: "
+                f"{size[1]} (a checkpoint's position embeddings are resampled to it), or drop "
+                f"data_config.input_size (it follows kwargs.img_size)."
+            )
+        else:
+            fix = (
+                f"the input size {size} comes from the architecture's pretrained config; set "
+                f"models.{name}.data_config.input_size (or models.{name}.kwargs.img_size) so that "
+                "the two agree."
+            )
+        raise ModelConfigError(
+            f"model {name!r} does not run at its data config's input size {size} ({why}): {fix}"
+        ) from e
+    finally:
+        model.train(was_training)

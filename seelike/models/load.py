@@ -2,12 +2,15 @@
 
 Three sources:
 - `timm`: pretrained weights from the hub by name through timm's normal cache (HF_HOME);
-- `checkpoint`: a local file (.pth/.pt/.bin/.safetensors) loaded into a timm architecture by timm's loader;
+- `checkpoint`: a local file (.pth/.pt/.bin/.safetensors) loaded into a timm architecture by timm's loader,
+  through the architecture's own checkpoint filter as timm's pretrained path does (a ViT checkpoint loads at
+  another `kwargs.img_size`: its position embeddings are resampled);
 - `train`: a timm architecture trained here (`seelike.models.train`), weights saved as safetensors.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,11 +70,17 @@ def create_model(spec: dict[str, Any], weights: str | Path | None = None) -> nn.
                 f"checkpoint file {str(path)!r} does not exist; fix models.<name>.path"
             )
         model = timm.create_model(arch, pretrained=False, **kwargs)
-        try:
-            timm.models.load_checkpoint(model, str(path), strict=bool(spec.get("strict", True)))
-        except RuntimeError as e:
+        try:  # as timm's pretrained path: the architecture's filter adapts e.g. pos_embed to img_size
+            timm.models.load_checkpoint(
+                model,
+                str(path),
+                strict=bool(spec.get("strict", True)),
+                filter_fn=checkpoint_filter(arch, model),
+            )
+        except Exception as e:  # a strict-load RuntimeError, or a filter that cannot read the dict
             raise ModelConfigError(
-                f"checkpoint {str(path)!r} does not fit architecture {arch!r} with kwargs {kwargs}: {e}"
+                f"checkpoint {str(path)!r} does not fit architecture {arch!r} with kwargs {kwargs}: "
+                f"{type(e).__name__}: {e}"
             ) from e
     else:
         model = timm.create_model(arch, pretrained=False, **kwargs)
@@ -83,14 +92,73 @@ def create_model(spec: dict[str, Any], weights: str | Path | None = None) -> nn.
         apply_surgery(model, spec)
     except ValueError as e:
         raise ModelConfigError(f"model {spec.get('name', arch)!r}: {e}") from e
+    built = built_input_size(model)
+    cfg = model.pretrained_cfg or {}
+    if built is not None and tuple(cfg.get("input_size", ())) != built:
+        # built for another size (kwargs.img_size): preprocess at that size, the rest of the
+        # pretrained config (crop_pct, mean, std, interpolation) stays
+        _update_cfg(model, {"input_size": built})
     overlay = spec.get("data_config")
     if overlay:
-        model.pretrained_cfg = {**(model.pretrained_cfg or {}), **_as_tuples(overlay)}
+        _update_cfg(model, _as_tuples(overlay))
     return disable_fused_attention(model)
 
 
 def _as_tuples(d: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+
+def _update_cfg(model: nn.Module, update: dict[str, Any]) -> None:
+    """Update the config timm's `resolve_data_config` reads (`pretrained_cfg`; `default_cfg` is its
+    alias in timm and is kept pointing at the same dict)."""
+    model.pretrained_cfg = {**(getattr(model, "pretrained_cfg", None) or {}), **update}
+    model.default_cfg = model.pretrained_cfg
+
+
+def checkpoint_filter(arch: str, model: nn.Module) -> Callable | None:
+    """The architecture's own checkpoint filter, the one timm's pretrained loading applies: the
+    `checkpoint_filter_fn` of the module that registers `arch` (e.g. timm.models.vision_transformer's,
+    which resamples pos_embed to the model's grid), else of the module defining the model's class;
+    None (load as is) where neither has one (ResNet, EfficientNet)."""
+    import importlib
+
+    import timm
+
+    base = arch.split(".")[0]
+    names = [timm.models.model_entrypoint(base).__module__] if timm.is_model(base) else []
+    names.append(type(model).__module__)
+    for name in names:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        fn = getattr(module, "checkpoint_filter_fn", None)
+        if callable(fn):
+            return fn
+    return None
+
+
+def built_input_size(model: nn.Module) -> tuple[int, int, int] | None:
+    """(C, H, W) the model was built for, where it has one (a patch embedding with `img_size`, i.e. a
+    ViT-like model; `kwargs.img_size` sets it); None for models without (CNNs)."""
+    pe = getattr(model, "patch_embed", None)
+    size = getattr(pe, "img_size", None)
+    if not (isinstance(size, (tuple, list)) and len(size) == 2):
+        return None
+    chans = getattr(getattr(pe, "proj", None), "in_channels", None)
+    if chans is None:
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        chans = cfg.get("input_size", (3, 0, 0))[0]
+    return (int(chans), int(size[0]), int(size[1]))
+
+
+def fixed_input_size(model: nn.Module) -> tuple[int, int, int] | None:
+    """The only input size the model accepts, for a ViT-like model that refuses others (timm's patch
+    embedding with `strict_img_size` and no `dynamic_img_size`); None when it is not fixed that way."""
+    pe = getattr(model, "patch_embed", None)
+    if getattr(model, "dynamic_img_size", False) or not getattr(pe, "strict_img_size", False):
+        return None
+    return built_input_size(model)
 
 
 def resolve_data_config(model: nn.Module) -> dict[str, Any]:
