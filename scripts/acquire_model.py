@@ -13,7 +13,7 @@ info = acquire_model(
     snakemake.output.taps,
     samples_csv=snakemake.input.get("samples") or None,
     dataset_cfg=snakemake.params.get("dataset_cfg"),
-    device=pick_device(snakemake.params.get("device", "cpu")),
+    device=pick_device(snakemake.params.run.device),
 )
 log.info(
     "model %s: %s taps, %s parameters, metrics %s",

@@ -10,7 +10,7 @@ from seelike.rules import analysis_loader, setup_rule
 log = setup_rule(snakemake)
 p, inp = snakemake.params, snakemake.input
 cfg = p.attention
-device = pick_device(p.device)
+device = pick_device(p.run.device)
 model, info = load_model(inp.model, device)
 loader = analysis_loader(snakemake, info["data_config"], cfg)
 with exact_fp32():

@@ -7,7 +7,7 @@ from seelike.rules import Progress, setup_rule
 
 log = setup_rule(snakemake)
 p = snakemake.params
-device = pick_device(p.device)
+device = pick_device(p.run.device)
 model, info = load_model(snakemake.input.model, device)
 meta = build_cache(
     model,
@@ -21,7 +21,7 @@ meta = build_cache(
     seed=p.seed,
     split=p.cka["split"],
     device=device,
-    num_workers=p.num_workers,
+    num_workers=p.run.num_workers,
     progress=Progress(log, f"cache {info['name']}"),
 )
 log.info(

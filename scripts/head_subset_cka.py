@@ -10,7 +10,7 @@ from seelike.rules import setup_rule
 log = setup_rule(snakemake)
 p, inp, wc = snakemake.params, snakemake.input, snakemake.wildcards
 hs = p.head_subsets
-device = pick_device(p.device)
+device = pick_device(p.run.device)
 model, info = load_model(inp.model, device)
 att, _ = read_table(inp.attention)
 with exact_fp32():
@@ -26,7 +26,7 @@ with exact_fp32():
         block=hs["block"],
         tokens=hs["tokens"],
         device=device,
-        num_workers=p.num_workers,
+        num_workers=p.run.num_workers,
     )
 df.insert(0, "model", info["name"])
 meta.update(

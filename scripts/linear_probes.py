@@ -9,7 +9,7 @@ from seelike.rules import setup_rule
 log = setup_rule(snakemake)
 p, inp = snakemake.params, snakemake.input
 cfg = p.probes
-device = pick_device(p.device)
+device = pick_device(p.run.device)
 feats = read_features_meta(inp.features)
 if feats["samples_hash"] != samples_hash(inp.samples):
     raise ValueError(

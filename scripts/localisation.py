@@ -9,12 +9,12 @@ from seelike.rules import setup_rule
 log = setup_rule(snakemake)
 p, inp = snakemake.params, snakemake.input
 model_key = snakemake.wildcards.model
-device = pick_device(p.device)
+device = pick_device(p.run.device)
 model, info = load_model(inp.model, device)
 with exact_fp32():
     df, meta = build_localisation(
         model, info, inp.samples, p.dataset_cfg, p.localisation, model_key, device=device,
-        num_workers=p.num_workers,
+        num_workers=p.run.num_workers,
     )  # fmt: skip
 write_table(df, snakemake.output[0], meta)
 own = df[df.token == df.patch]["cka"]

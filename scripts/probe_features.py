@@ -8,11 +8,11 @@ from seelike.rules import Progress, setup_rule
 log = setup_rule(snakemake)
 p, inp = snakemake.params, snakemake.input
 model_key = snakemake.wildcards.model
-device = pick_device(p.device)
+device = pick_device(p.run.device)
 model, info = load_model(inp.model, device)
 meta = build_probe_features(
     model, info, inp.samples, p.dataset_cfg, snakemake.output[0], p.probes, model_key,
-    seed=p.seed, device=device, num_workers=p.num_workers, progress=Progress(log, f"probe features {model_key}"),
+    seed=p.seed, device=device, num_workers=p.run.num_workers, progress=Progress(log, f"probe features {model_key}"),
 )  # fmt: skip
 log.info(
     "%s: %d images, %d taps (%d with per-token features) in %.1f s",

@@ -14,7 +14,7 @@ from seelike.rules import analysis_loader, setup_rule
 log = setup_rule(snakemake)
 p, inp, out = snakemake.params, snakemake.input, snakemake.output
 cfg = p.erf
-device = pick_device(p.device)
+device = pick_device(p.run.device)
 model, info = load_model(inp.model, device)
 all_taps, family = discover_taps(model), tap_family(model)
 explicit = cfg["taps"].get(info["name"])

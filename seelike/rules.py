@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import dataclass
 from typing import Any
+
+
+@dataclass(frozen=True)
+class Execution:
+    """Where and how fast a job runs — never what it computes. Rules receive it as one `params.run` object:
+    Snakemake compares only builtin-typed params when deciding reruns, so moving a finished run to a GPU or
+    raising `num_workers` reruns nothing, while every setting that changes a result (plain dicts and values,
+    in canonical key order) does."""
+
+    device: str = "cpu"
+    num_workers: int = 0
 
 
 def setup_rule(snakemake: Any) -> logging.Logger:
@@ -59,5 +71,5 @@ def analysis_loader(snakemake: Any, data_config: dict[str, Any], section: dict[s
         split=section["split"],
         n_images=section["n_images"],
         batch_size=section["batch_size"],
-        num_workers=snakemake.params.num_workers,
+        num_workers=snakemake.params.run.num_workers,
     )

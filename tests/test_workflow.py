@@ -134,3 +134,126 @@ def test_configfile_on_the_command_line_replaces_the_default(tmp_path):
     proc = run_snakemake(REPO, "-n", "--cores", "1", "--configfile", str(path))
     assert "model=onlyone" in proc.stdout
     assert "model=vit" not in proc.stdout and "model=resnet" not in proc.stdout
+
+
+# ----------------------------------------------------------------------------- reruns: only what changed
+# Rules that run a model (GPU jobs on a real run): an edit that does not touch their computation must
+# never schedule one of them.
+MODEL_RULES = {
+    "fetch_model",
+    "train_model",
+    "cache",
+    "attention_distance",
+    "head_subset_cka",
+    "receptive_field",
+    "skip_stats",
+    "probe_features",
+    "localisation",
+}
+
+
+def _scheduled(workdir, cfg: dict, tmp_path) -> list[tuple[str, str]]:
+    """(rule, wildcards) of every job a dry run with `cfg` would run in the finished run `workdir`."""
+    path = tmp_path / "edited.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = run_snakemake(workdir, "-n", "--cores", "1", "--configfile", str(path))
+    jobs, rule = [], None
+    for line in proc.stdout.splitlines():
+        s = line.strip()
+        if s.startswith(("rule ", "localrule ")) and s.endswith(":"):
+            rule = s.split()[1].rstrip(":")
+            jobs.append((rule, ""))
+        elif s.startswith("wildcards:") and rule is not None:
+            jobs[-1] = (rule, s.removeprefix("wildcards:").strip())
+    return [j for j in jobs if j[0] != "all"]
+
+
+def _tiny():
+    return yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
+
+
+def _reverse_keys(obj):
+    if isinstance(obj, dict):
+        return {k: _reverse_keys(obj[k]) for k in reversed(list(obj))}
+    if isinstance(obj, list):
+        return [_reverse_keys(v) for v in obj]
+    return obj
+
+
+def _edit(fn):
+    cfg = _tiny()
+    fn(cfg)
+    return cfg
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name,edit,expected_rules",
+    [
+        ("cka.pairs", lambda c: c["cka"]["pairs"].append(["vit_variant", "resnet"]),
+         {"cka", "plot_cross_cka", "claims"}),
+        ("probes.lambdas", lambda c: c["probes"].update(lambdas={"num": 9}),
+         {"linear_probes", "plot_probes", "claims"}),
+        ("probes.holdout", lambda c: c["probes"].update(holdout=0.3),
+         {"linear_probes", "plot_probes", "claims"}),
+        ("localisation.plot_tokens", lambda c: c["localisation"].update(plot_tokens=[[0, 0], [3, 3]]),
+         {"plot_localisation"}),
+        ("attention.blocks (figure only)", lambda c: c["attention"].update(blocks=[0]),
+         {"plot_attention_distance"}),
+        ("device and num_workers (where, not what)", lambda c: c.update(device="cpu", num_workers=1), set()),
+    ],
+)  # fmt: skip
+def test_edits_that_do_not_touch_a_model_rerun_no_model_job(
+    workflow_run, tmp_path, name, edit, expected_rules
+):
+    jobs = _scheduled(workflow_run, _edit(edit), tmp_path)
+    rules = {r for r, _ in jobs}
+    assert not rules & MODEL_RULES, f"{name} reran model jobs: {jobs}"
+    assert rules == expected_rules, f"{name}: {jobs}"
+
+
+@pytest.mark.slow
+def test_reordered_keys_rerun_no_model_job(workflow_run, tmp_path):
+    """A YAML round trip that writes keys in another order changes no result."""
+    jobs = _scheduled(workflow_run, _reverse_keys(_tiny()), tmp_path)
+    assert not {r for r, _ in jobs} & MODEL_RULES, jobs
+
+
+@pytest.mark.slow
+def test_adding_a_model_schedules_only_its_own_jobs(workflow_run, tmp_path):
+    def add(c):
+        c["models"]["vit2"] = {
+            **c["models"]["vit"],
+            "train": {**c["models"]["vit"]["train"], "seed": 1},
+        }
+        c["cka"]["pairs"].append(["vit2", "resnet"])
+        for section in ("erf", "skip", "probes", "localisation"):
+            c[section]["models"].append("vit2")
+
+    jobs = _scheduled(workflow_run, _edit(add), tmp_path)
+    model_jobs = [(r, w) for r, w in jobs if r in MODEL_RULES]
+    assert model_jobs and all("vit2" in w for _, w in model_jobs), model_jobs
+    assert {r for r, _ in model_jobs} == {
+        "train_model", "cache", "receptive_field", "skip_stats", "probe_features", "localisation",
+    }  # fmt: skip
+    # comparisons: its self-CKA and the new pair, nothing of the models already there
+    assert sorted(w for r, w in jobs if r == "cka") == [
+        "dataset=digits, a=vit2, b=resnet",
+        "dataset=digits, a=vit2, b=vit2",
+    ]
+    others = {r for r, w in jobs if r not in MODEL_RULES and r != "cka"}
+    assert others <= {
+        "linear_probes", "plot_self_cka", "plot_cross_cka", "plot_erf", "plot_skip", "plot_probes",
+        "plot_localisation", "plot_localisation_summary", "claims",
+    }, jobs  # fmt: skip
+    assert all(
+        "vit2" in w for r, w in jobs if r in ("linear_probes", "plot_self_cka", "plot_localisation")
+    )
+
+
+@pytest.mark.slow
+def test_changing_the_cka_batch_reruns_the_caches(workflow_run, tmp_path):
+    jobs = _scheduled(workflow_run, _edit(lambda c: c["cka"].update(batch_size=48)), tmp_path)
+    rules = [r for r, _ in jobs]
+    assert rules.count("cache") == 3 and rules.count("cka") == 5
+    assert not {"train_model", "attention_distance", "probe_features", "localisation"} & set(rules)

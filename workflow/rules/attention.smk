@@ -15,10 +15,9 @@ rule attention_distance:
     output:
         "results/attention/{dataset}/{model}.parquet",
     params:
-        dataset_cfg=dataset_cfg,
-        attention=config["attention"],
-        device=config["device"],
-        num_workers=config["num_workers"],
+        dataset_cfg=loader_cfg,
+        attention=settings("attention", ("n_images", "batch_size", "split", "cls")),
+        run=execution,
     threads: 2
     resources:
         gpu=1,
@@ -45,10 +44,9 @@ rule head_subset_cka:
     wildcard_constraints:
         cnn=_alternation(MODELS),
     params:
-        dataset_cfg=dataset_cfg,
-        head_subsets=config["attention"]["head_subsets"],
-        device=config["device"],
-        num_workers=config["num_workers"],
+        dataset_cfg=loader_cfg,
+        head_subsets=head_subset_settings,
+        run=execution,
     threads: 2
     resources:
         gpu=1,

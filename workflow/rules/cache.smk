@@ -5,11 +5,10 @@ rule cache:
     output:
         directory("results/cache/{dataset}/{model}"),
     params:
-        dataset_cfg=dataset_cfg,
-        cka=config["cka"],
+        dataset_cfg=loader_cfg,
+        cka=settings("cka", ("n_images", "batch_size", "repeats", "split")),
         seed=config["seed"],
-        device=config["device"],
-        num_workers=config["num_workers"],
+        run=execution,
     threads: 2
     resources:
         gpu=1,

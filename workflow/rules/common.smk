@@ -3,6 +3,8 @@ import re
 
 from snakemake.utils import validate
 
+from seelike.rules import Execution
+
 
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 
@@ -72,7 +74,7 @@ def get_final_output(wildcards):
 
 
 def model_spec(wildcards):
-    return config["models"][wildcards.model]
+    return canonical(config["models"][wildcards.model])
 
 
 def train_samples(wildcards):
@@ -83,18 +85,72 @@ def train_samples(wildcards):
     return f"results/samples/{spec['train']['dataset']}.csv"
 
 
-def train_dataset_cfg(wildcards):
-    spec = config["models"][wildcards.model]
-    return config["datasets"][spec["train"]["dataset"]] if spec["source"] == "train" else {}
-
-
 def checkpoint_file(wildcards):
     spec = config["models"][wildcards.model]
     return [spec["path"]] if spec["source"] == "checkpoint" else []
 
 
 def dataset_cfg(wildcards):
-    return config["datasets"][wildcards.dataset]
+    return canonical(config["datasets"][wildcards.dataset])
+
+
+# ---- Params: each rule gets exactly the settings it reads, in canonical (sorted-key) order, because
+# Snakemake reruns a job whose params compare unequal and dicts compare by repr, i.e. by key order.
+# Settings that only say where or how fast a job runs travel as one Execution object (`params.run`),
+# which Snakemake leaves out of the comparison. A rule's settings never include other models' entries.
+# What reading an image needs; the sample list itself (test_fraction, max_*) arrives as the samples file.
+LOADER_KEYS = ("source", "root", "name", "image_size", "split_dirs")
+
+
+def canonical(obj):
+    """A copy of a config value with every dict's keys sorted (lists keep their order)."""
+    if isinstance(obj, dict):
+        return {k: canonical(obj[k]) for k in sorted(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [canonical(v) for v in obj]
+    return obj
+
+
+def execution(wildcards=None):
+    return Execution(device=str(config["device"]), num_workers=int(config["num_workers"]))
+
+
+def loader_cfg(wildcards):
+    """The analysed dataset's image-reading settings."""
+    ds = config["datasets"][wildcards.dataset]
+    return canonical({k: ds[k] for k in LOADER_KEYS if k in ds})
+
+
+def train_loader_cfg(wildcards):
+    spec = config["models"][wildcards.model]
+    if spec["source"] != "train":
+        return {}
+    ds = config["datasets"][spec["train"]["dataset"]]
+    return canonical({k: ds[k] for k in LOADER_KEYS if k in ds})
+
+
+def settings(section, keys, per_model=(), extra=None):
+    """A params function: `keys` of config[section]; the `per_model` keys (model → value maps) narrowed to
+    the job's own model, so adding or editing another model's entry reruns nothing of this one."""
+
+    def params(wildcards):
+        cfg = config[section] if section else config
+        out = {k: cfg[k] for k in keys}
+        for k in per_model:
+            value = cfg[k]
+            if isinstance(value, dict):
+                value = {wildcards.model: value[wildcards.model]} if wildcards.model in value else {}
+            out[k] = value
+        if extra:
+            out.update(extra(cfg, wildcards))
+        return canonical(out)
+
+    return params
+
+
+def head_subset_settings(wildcards):
+    hs = config["attention"]["head_subsets"]
+    return canonical({k: hs[k] for k in ("cnn_taps", "subset_size", "block", "tokens")})
 
 
 def is_vit_arch(name):

@@ -14,10 +14,11 @@ rule localisation:
     output:
         "results/localisation/{dataset}/{model}.parquet",
     params:
-        dataset_cfg=dataset_cfg,
-        localisation=config["localisation"],
-        device=config["device"],
-        num_workers=config["num_workers"],
+        dataset_cfg=loader_cfg,
+        localisation=settings(
+            "localisation", ("n_images", "batch_size", "split", "tokens"), per_model=("taps",)
+        ),
+        run=execution,
     threads: 2
     resources:
         gpu=1,

@@ -12,6 +12,7 @@ rule fetch_model:
         model=_alternation(models_with_source("timm", "checkpoint")),
     params:
         spec=model_spec,
+        run=execution,
     log:
         "logs/models/{model}.log",
     benchmark:
@@ -33,8 +34,8 @@ rule train_model:
         model=_alternation(models_with_source("train")),
     params:
         spec=model_spec,
-        dataset_cfg=train_dataset_cfg,
-        device=config["device"],
+        dataset_cfg=train_loader_cfg,
+        run=execution,
     threads: 2
     resources:
         gpu=1,

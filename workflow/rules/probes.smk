@@ -15,11 +15,14 @@ rule probe_features:
     output:
         directory("results/probes/{dataset}/{model}_features"),
     params:
-        dataset_cfg=dataset_cfg,
-        probes=config["probes"],
+        dataset_cfg=loader_cfg,
+        probes=settings(
+            "probes",
+            ("shots", "n_test", "tap_kinds", "aggregations", "batch_size"),
+            per_model=("taps", "token_taps"),
+        ),
         seed=config["seed"],
-        device=config["device"],
-        num_workers=config["num_workers"],
+        run=execution,
     threads: 2
     resources:
         gpu=1,
@@ -42,9 +45,9 @@ rule linear_probes:
     output:
         "results/probes/{dataset}/{model}.parquet",
     params:
-        probes=config["probes"],
+        probes=settings("probes", ("lambdas", "holdout")),
         seed=config["seed"],
-        device=config["device"],
+        run=execution,
     threads: 2
     resources:
         gpu=1,

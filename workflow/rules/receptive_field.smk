@@ -15,10 +15,13 @@ rule receptive_field:
         table="results/erf/{dataset}/{model}.parquet",
         maps="results/erf/{dataset}/{model}.npz",
     params:
-        dataset_cfg=dataset_cfg,
-        erf=config["erf"],
-        device=config["device"],
-        num_workers=config["num_workers"],
+        dataset_cfg=loader_cfg,
+        erf=settings(
+            "erf",
+            ("n_images", "batch_size", "split", "channel_reduce", "residual", "quantiles"),
+            per_model=("taps",),
+        ),
+        run=execution,
     threads: 2
     resources:
         gpu=1,

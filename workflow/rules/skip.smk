@@ -14,10 +14,9 @@ rule skip_stats:
     output:
         "results/skip/{dataset}/{model}.parquet",
     params:
-        dataset_cfg=dataset_cfg,
-        skip=config["skip"],
-        device=config["device"],
-        num_workers=config["num_workers"],
+        dataset_cfg=loader_cfg,
+        skip=settings("skip", ("n_images", "batch_size", "split")),
+        run=execution,
     threads: 2
     resources:
         gpu=1,

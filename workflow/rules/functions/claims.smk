@@ -42,7 +42,7 @@ def claims_labels(cfg):
 
 def claims_models(cfg):
     """What the summary needs to know of each model: its family and the Fig 8 settings."""
-    return {
+    return canonical({
         m: {
             "family": "vit" if is_vit_arch(m) else "cnn",
             "arch": spec["arch"],
@@ -50,7 +50,7 @@ def claims_models(cfg):
             "remove_skip": spec.get("remove_skip"),
         }
         for m, spec in cfg["models"].items()
-    }
+    })
 
 
 def claims_targets(cfg):
