@@ -98,9 +98,11 @@ def packed_size(n: int) -> int:
 
 def n_from_packed(m: int) -> int:
     """The n of a packed Gram of m = n(n+1)/2 values."""
-    n = int(round(((8 * m + 1) ** 0.5 - 1) / 2))
+    n = round(((8 * m + 1) ** 0.5 - 1) / 2)
     if packed_size(n) != m:
-        raise ValueError(f"{m} values are not the upper triangle (with diagonal) of a square matrix")
+        raise ValueError(
+            f"{m} values are not the upper triangle (with diagonal) of a square matrix"
+        )
     return n
 
 
@@ -200,7 +202,9 @@ class CkaAccumulator:
         out, energy = [], []
         for start in range(0, grams.shape[0], self.chunk):
             g = grams[start : start + self.chunk]
-            g = (g if isinstance(g, torch.Tensor) else torch.from_numpy(np.array(g))).to(self.device)
+            g = (g if isinstance(g, torch.Tensor) else torch.from_numpy(np.array(g))).to(
+                self.device
+            )
             u, off = u_centre_packed(pack_upper(g) if full else g, n)
             out.append(u)
             energy.append(2 * (off**2).sum(-1))
