@@ -116,7 +116,8 @@ def build_cache(
     def on_tap(tap: Tap, x: torch.Tensor) -> None:
         shapes.setdefault(tap.name, list(x.shape[1:]))
         fired.add(tap.name)
-        packed[0][slot[tap.name]] = pack_upper(gram(x.detach()))  # centred, exact fp32 (seelike.cka.gram)
+        # centred, exact fp32 (seelike.cka.gram)
+        packed[0][slot[tap.name]] = pack_upper(gram(x.detach()))
 
     t0, n_seen = time.time(), 0
     for r in range(repeats):
@@ -139,7 +140,9 @@ def build_cache(
                 if b in done:
                     continue
                 packed[:] = [
-                    torch.empty((len(taps), packed_size(len(x))), dtype=torch.float32, device=device)
+                    torch.empty(
+                        (len(taps), packed_size(len(x))), dtype=torch.float32, device=device
+                    )
                 ]
                 fired.clear()
                 model(x.to(device, non_blocking=True))
@@ -240,9 +243,7 @@ def load_packed_grams(cache_dir: str | Path, repeat: int, batch: int) -> np.ndar
     return np.load(_gram_path(Path(cache_dir), repeat, batch), mmap_mode="r")
 
 
-def load_grams(
-    cache_dir: str | Path, repeat: int, batch: int, taps: Sequence[int]
-) -> torch.Tensor:
+def load_grams(cache_dir: str | Path, repeat: int, batch: int, taps: Sequence[int]) -> torch.Tensor:
     """Full (len(taps), n, n) float32 Grams of the chosen taps (by index) of one minibatch — for a few
     taps; whole stacks go to CkaAccumulator packed."""
     rows = load_packed_grams(cache_dir, repeat, batch)[list(taps)]
