@@ -88,7 +88,7 @@ rule plot_attention_distance:
     conda:
         "../../envs/plot.yaml"
     script:
-        "../../scripts/plot_attention.py"
+        "../../scripts/plot_attention_distance.py"
 
 
 rule plot_head_subsets:

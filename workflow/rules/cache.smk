@@ -21,4 +21,4 @@ rule cache:
     conda:
         "../../envs/torch.yaml"
     script:
-        "../../scripts/build_cache.py"
+        "../../scripts/cache.py"

@@ -18,7 +18,7 @@ rule cka:
     conda:
         "../../envs/torch.yaml"
     script:
-        "../../scripts/compute_cka.py"
+        "../../scripts/cka.py"
 
 
 rule per_block_cka:

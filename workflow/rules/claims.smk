@@ -28,7 +28,7 @@ rule claims:
     conda:
         "../../envs/plot.yaml"
     script:
-        "../../scripts/summarise_claims.py"
+        "../../scripts/claims.py"
 
 
 rule claims_all:

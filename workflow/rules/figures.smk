@@ -17,7 +17,7 @@ rule plot_self_cka:
     conda:
         "../../envs/plot.yaml"
     script:
-        "../../scripts/plot_cka.py"
+        "../../scripts/plot_self_cka.py"
 
 
 rule plot_cross_cka:
@@ -36,7 +36,7 @@ rule plot_cross_cka:
     conda:
         "../../envs/plot.yaml"
     script:
-        "../../scripts/plot_cka.py"
+        "../../scripts/plot_cross_cka.py"
 
 
 rule plot_per_block:

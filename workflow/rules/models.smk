@@ -20,7 +20,7 @@ rule fetch_model:
     conda:
         "../../envs/torch.yaml"
     script:
-        "../../scripts/acquire_model.py"
+        "../../scripts/fetch_model.py"
 
 
 rule train_model:
@@ -48,7 +48,7 @@ rule train_model:
     conda:
         "../../envs/torch.yaml"
     script:
-        "../../scripts/acquire_model.py"
+        "../../scripts/train_model.py"
 
 
 localrules:

@@ -11,4 +11,4 @@ rule samples:
     conda:
         "../../envs/torch.yaml"
     script:
-        "../../scripts/make_samples.py"
+        "../../scripts/samples.py"
