@@ -13,7 +13,8 @@ For every residual unit, z is the identity path and f(z) the branch added to it:
 Per token (ViT) or spatial position (CNN) and image: ratio = ‖z‖ / ‖f(z)‖ (L2 over channels), and the cosine between
 the sum (the sublayer's output) and f. ViT statistics are kept per token position, CLS and registers separately
 from patches; CNN statistics are pooled over positions (the spatial size changes between stages). Everything is
-reduced inside the forward hooks in float64; no activation outlives its block.
+reduced inside the forward hooks in float64, over slices of the batch; no activation is copied or outlives its
+block.
 
 A zero branch (‖f‖ = 0) gives ratio = inf, counted in `n_inf`; 0/0 is undefined, counted in `n_undefined` and
 left out of the mean; a zero vector has no cosine (counted in `cosine_n_undefined`). `ratio_mean` is inf when
@@ -39,6 +40,12 @@ def ratio_and_cosine(z: torch.Tensor, f: torch.Tensor, s: torch.Tensor, dim: int
     Returns (ratio, cosine); ratio is +inf where f = 0 < ‖z‖ and NaN where both are 0; cosine is NaN where s or f
     is the zero vector.
     """
+    ratio, cos, _, _ = _ratio_cosine_norms(z, f, s, dim)
+    return ratio, cos
+
+
+def _ratio_cosine_norms(z: torch.Tensor, f: torch.Tensor, s: torch.Tensor, dim: int = -1):
+    """`ratio_and_cosine` and the norms ‖z‖, ‖f‖ it computes on the way (all float64)."""
     z, f, s = z.double(), f.double(), s.double()
     nz, nf, ns = z.norm(dim=dim), f.norm(dim=dim), s.norm(dim=dim)
     ratio = nz / nf  # IEEE: x/0 = inf, 0/0 = nan
@@ -46,7 +53,31 @@ def ratio_and_cosine(z: torch.Tensor, f: torch.Tensor, s: torch.Tensor, dim: int
     cos = torch.where(
         denom > 0, (s * f).sum(dim) / denom.clamp_min(1e-300), torch.full_like(denom, float("nan"))
     )
-    return ratio, cos
+    return ratio, cos, nz, nf
+
+
+# Float64 working copies are made for at most this many activation values at a time (≈ 16 MB each): the
+# statistics of a unit are computed over slices of its images, so their memory does not grow with the batch.
+CHUNK_VALUES = 1 << 21
+
+
+def _unit_statistics(z: torch.Tensor, f: torch.Tensor, s: torch.Tensor | None, pooled: bool):
+    """(ratio, cosine, ‖z‖, ‖f‖), each (B, P) float64, of one residual unit, computed over slices of images.
+
+    Tokens (B, N, C) keep positions apart (P = N); maps (B, C, H, W) give positions as rows, (B·H·W, 1).
+    `s` None means s = z + f. Each image's numbers are those of one unsliced call (reductions run per position).
+    """
+    per_image = max(1, z[:1].numel())
+    step = max(1, CHUNK_VALUES // per_image)
+    parts = []
+    for i in range(0, z.shape[0], step):
+        zc, fc = z[i : i + step], f[i : i + step]
+        sc = zc + fc if s is None else s[i : i + step]
+        if pooled:  # (b, C, H, W) → positions as rows, pooled into one column
+            zc, fc, sc = (t.movedim(1, -1).reshape(-1, 1, t.shape[1]) for t in (zc, fc, sc))
+        parts.append(_ratio_cosine_norms(zc, fc, sc))
+        del zc, fc, sc
+    return tuple(torch.cat(p) for p in zip(*parts))
 
 
 @dataclass
@@ -169,53 +200,76 @@ def skip_statistics(
     if family == "vit":
         wanted = {"attn", "attn_res", "mlp", "block"}
     else:
-        wanted = {"branch", "shortcut", "out"}
+        wanted = {"branch", "shortcut"}
     taps = [t for t in all_taps if t.kind in wanted]
     if family != "vit":
         # a CNN unit is residual when it has a branch tap (EfficientNet: not every block has a skip)
         residual = {_unit_of(t) for t in taps if t.kind == "branch"}
         taps = [t for t in taps if _unit_of(t) in residual]
     units = {_unit_of(t): t.block for t in taps}
+    with_shortcut = {_unit_of(t) for t in taps if t.kind == "shortcut"}
     mods = dict(model.named_modules())
     stats = SkipStats(family)
-    held: dict[str, dict[str, torch.Tensor]] = {u: {} for u in units}
+    held: dict[str, dict[str, tuple[torch.Tensor, int | None]]] = {u: {} for u in units}
     state = {"take": 0}
 
     def acc(block: int, unit: str, branch: str, z, f, s, pooled: bool) -> None:
-        if pooled:  # (B, C, H, W) → positions as rows, pooled into one column
-            z, f, s = (t.movedim(1, -1).reshape(-1, 1, t.shape[1]) for t in (z, f, s))
-        ratio, cos = ratio_and_cosine(z, f, s)
+        ratio, cos, nz, nf = _unit_statistics(z, f, s, pooled)
         key = (block, unit, branch)
         if key not in stats.accs:
             stats.accs[key] = _Acc.zeros(ratio.shape[1])
-        stats.accs[key].add(ratio, cos, z.double().norm(dim=-1), f.double().norm(dim=-1))
+        stats.accs[key].add(ratio, cos, nz, nf)
+
+    def hold(t: torch.Tensor) -> tuple[torch.Tensor, int | None]:
+        """A reference to an activation and its version: statistics are computed as soon as a unit's z and
+        f(z) have both fired, before the in-place add that follows in timm ResNets, so nothing is copied.
+        Inference tensors have no version counter: those are copied."""
+        t = t[: state["take"]]
+        try:
+            return t, t._version
+        except RuntimeError:
+            return t.clone(), None
+
+    def get(unit: str, kind: str) -> torch.Tensor:
+        t, version = held[unit][kind]
+        if version is not None and t._version != version:
+            raise RuntimeError(
+                f"{unit}: the {kind} activation was modified in place before its skip statistics were "
+                "computed; this model family needs its own tap order"
+            )
+        return t
 
     def on_unit_input(unit: str):
         def pre(_m, args):
-            held[unit] = {"input": args[0][: state["take"]].clone()}
+            held[unit] = {"input": hold(args[0])}
 
         return pre
 
     def cb(tap, t: torch.Tensor) -> None:
-        unit, h = _unit_of(tap), held[_unit_of(tap)]
-        h[tap.kind] = t[: state["take"]].clone()  # clone: in-place adds follow in timm ResNets
+        unit = _unit_of(tap)
+        held[unit][tap.kind] = hold(t)
         b = int(tap.block)
         if family == "vit":
             if not stats.token_types:
                 stats.token_types = _token_types(model, t.shape[1])
             if tap.kind == "attn_res":
-                acc(b, unit, "attn", h["input"], h["attn"], h["attn_res"], pooled=False)
+                z, f, s = (get(unit, k) for k in ("input", "attn", "attn_res"))
+                acc(b, unit, "attn", z, f, s, pooled=False)
+                del held[unit]["input"], held[unit]["attn"]
             elif tap.kind == "block":
-                acc(b, unit, "mlp", h["attn_res"], h["mlp"], h["block"], pooled=False)
+                z, f, s = (get(unit, k) for k in ("attn_res", "mlp", "block"))
+                acc(b, unit, "mlp", z, f, s, pooled=False)
                 held[unit] = {}
-        elif tap.kind == "out":
-            z = h.get("shortcut", h["input"])
-            f = h["branch"]
+            return
+        # CNN: z (the shortcut projection, or the unit input) and f (the branch) fire before the add
+        z_kind = "shortcut" if unit in with_shortcut else "input"
+        if tap.kind in ("branch", "shortcut") and {"branch", z_kind} <= held[unit].keys():
+            z, f = get(unit, z_kind), get(unit, "branch")
             if z.shape != f.shape:
                 raise RuntimeError(
                     f"{unit}: shortcut {tuple(z.shape)} and branch {tuple(f.shape)} differ"
                 )
-            acc(b, unit, "residual", z, f, z + f, pooled=True)
+            acc(b, unit, "residual", z, f, None, pooled=True)
             held[unit] = {}
 
     handles = [mods[u].register_forward_pre_hook(on_unit_input(u)) for u in units]
