@@ -13,14 +13,16 @@ The centre is (H//2, W//2) of a CNN feature map, or the patch token at (H//2, W/
 - ``"mean_of_abs"``: mean_c |∂ y_c(centre) / ∂ x|, one backward per channel (batched in chunks): no
   cancellation between channels of opposite sign, C times the cost.
 
-Taps are read by `seelike.models.taps.record_taps` (module output or input); the captured activation is
-cloned inside the hook so that in-place operations after it (timm ResNet's `x += shortcut`, in-place ReLU)
-cannot change what is differentiated.
+Taps are read by `seelike.models.taps.record_taps` (module output or input); only the centre activation is
+cut and cloned inside the hook, so in-place operations after it (timm ResNet's `x += shortcut`, in-place ReLU)
+cannot change what is differentiated and no tap's whole activation is kept. Parameters are frozen during the
+pass (only input gradients are wanted), so autograd keeps no tensor that only weight gradients need.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,15 +77,21 @@ class ErfResult:
     img_hw: tuple[int, int]
 
 
-def _capture(model: nn.Module, taps: Sequence, x: torch.Tensor) -> dict[str, torch.Tensor]:
+def _capture(
+    model: nn.Module, taps: Sequence, x: torch.Tensor, grid: TokenGrid | None = None
+) -> dict[str, torch.Tensor]:
+    """(B, C) centre activation of every tap, in the autograd graph of `x`.
+
+    The centre is cut and copied inside the hook: in-place ops that follow (x += shortcut, ReLU(inplace))
+    cannot reach the copy, and no tap's whole activation (nor a view, which would keep all of it) outlives the
+    hook.
+    """
     from seelike.models.taps import record_taps
 
     got: dict[str, torch.Tensor] = {}
 
     def cb(tap, t: torch.Tensor) -> None:
-        got[tap.name] = (
-            t.clone()
-        )  # later in-place ops (x += shortcut, ReLU(inplace)) must not reach it
+        got[tap.name] = centre_activation(t, grid).clone()
 
     with record_taps(model, list(taps), cb):
         model(x)
@@ -122,6 +130,20 @@ def _input_grads(
                 )
                 acc += g.abs().sum(1)
     return acc / c
+
+
+@contextlib.contextmanager
+def _frozen(model: nn.Module) -> Iterator[None]:
+    """Parameters do not require gradients inside: only ∂/∂ input is wanted, and autograd then does not save
+    the activations that only weight gradients need (e.g. every linear layer's input)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def effective_receptive_fields(
@@ -165,14 +187,20 @@ def effective_receptive_fields(
             img_hw = (int(x.shape[-2]), int(x.shape[-1]))
             if getattr(model, "patch_embed", None) is not None:
                 grid = token_grid(model, img_hw)
-        with torch.enable_grad():
-            acts = _capture(model, taps, x)
+        with torch.enable_grad(), _frozen(model):
+            centres = _capture(model, taps, x, grid)
             for k, tap in enumerate(taps):
-                centre = centre_activation(acts[tap.name], grid)
-                g = _input_grads(centre, x, channel_reduce, channel_chunk, retain=k < len(taps) - 1)
+                g = _input_grads(
+                    centres.pop(tap.name),
+                    x,
+                    channel_reduce,
+                    channel_chunk,
+                    retain=k < len(taps) - 1,
+                )
                 s = g.detach().double().sum(0)
+                del g
                 sums[tap.name] = sums[tap.name] + s if tap.name in sums else s
-        del acts
+        del centres
         seen += take
     if img_hw is None:
         raise ValueError("no images were given: the batch iterable was empty")
