@@ -514,12 +514,15 @@ def extract_probe_features(
         buf: dict[tuple[str, str], torch.Tensor] = {}
 
         def on_tap(tap, act: torch.Tensor) -> None:
+            # Copies, never views: a view (the CLS token, a flattened or per-token activation) would keep the
+            # whole activation alive until the batch is written, and in-place ops that follow (timm ResNet's
+            # `x += shortcut`) would change it.
             a = act.detach().float()
             for name, v in aggregate(a, num_prefix, pool_hw).items():
                 if name in plan[tap.name]:
-                    buf[(tap.name, name)] = v.cpu()
+                    buf[(tap.name, name)] = v.to("cpu", copy=True)
             if tap.name in token_taps:
-                buf[(tap.name, "token")] = token_positions(a, num_prefix).cpu()
+                buf[(tap.name, "token")] = token_positions(a, num_prefix).to("cpu", copy=True)
 
         t0 = time.time()
         with record_taps(model, taps, on_tap), torch.inference_mode():
