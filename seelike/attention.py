@@ -27,6 +27,8 @@ import torch
 from torch import nn
 
 CLS_MODES = ("drop_renorm", "keep")
+# `mean_attention_distance` works on at most this many attention values at a time (≈ 16 MB in fp32)
+ATTN_CHUNK_VALUES = 1 << 22
 
 __all__ = [
     "CLS_MODES",
@@ -125,7 +127,12 @@ def mean_attention_distance(
         distances = torch.as_tensor(
             patch_distance_matrix((gh, gw), patch_px, stride_px), dtype=work, device=attn.device
         )
-    per_query = torch.einsum("bhqk,qk->bhq", a, distances.to(work)).double()
+    # the contraction copies its (non-contiguous) operand: slices of images bound that copy
+    dist = distances.to(work)
+    step = max(1, ATTN_CHUNK_VALUES // max(1, a[:1].numel()))
+    per_query = torch.cat(
+        [torch.einsum("bhqk,qk->bhq", a[i : i + step], dist) for i in range(0, a.shape[0], step)]
+    ).double()
     if cls == "keep":
         return per_query.mean(-1)
     mass = a.sum(-1).double()  # patch-key mass of each query
