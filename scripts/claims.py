@@ -1,12 +1,7 @@
 """Rule claims: one number per testable finding of the paper from the pipeline's own tables (CSV + markdown)."""
 
-from seelike.claims import (
-    ClaimInputs,
-    no_skip_specs,
-    summarise,
-    to_markdown,
-    uniform_attention_distance,
-)
+from seelike.claims import ClaimInputs, no_skip_specs, summarise, to_markdown
+from seelike.claims.metrics import uniform_attention_distance
 from seelike.io import atomic_write, read_table, write_table
 from seelike.rules import setup_rule
 

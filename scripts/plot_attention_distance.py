@@ -1,6 +1,6 @@
 """Rule plot_attention_distance: Figs 3 (chosen blocks) and 4 (all blocks) from the attention tables."""
 
-from seelike.figures_attention import plot_attention_all_blocks, plot_attention_distance
+from seelike.figures.attention import plot_attention_all_blocks, plot_attention_distance
 from seelike.io import read_table
 from seelike.rules import setup_rule
 

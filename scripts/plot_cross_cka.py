@@ -1,6 +1,6 @@
 """Rules plot_self_cka / plot_cross_cka: CKA heatmap (Fig 1 / Fig 2) from a CKA table."""
 
-from seelike.figures import plot_cka_heatmap
+from seelike.figures.cka import plot_cka_heatmap
 from seelike.io import read_table
 from seelike.rules import setup_rule
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from seelike.figures_attention import erf_size_summary, plot_erf_grid
+from seelike.figures.receptive_field import erf_size_summary, plot_erf_grid
 from seelike.io import atomic_write, read_table
 from seelike.rules import setup_rule
 

@@ -1,6 +1,6 @@
 """Rule plot_head_subsets: Fig 5 from the head-subset CKA tables."""
 
-from seelike.figures_attention import plot_head_subsets
+from seelike.figures.attention import plot_head_subsets
 from seelike.io import read_table
 from seelike.rules import setup_rule
 

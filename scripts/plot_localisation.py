@@ -1,6 +1,6 @@
 """Rule plot_localisation: Fig 9 / 10 heatmaps of one model's localisation table."""
 
-from seelike.figures_probes import plot_localisation
+from seelike.figures.localisation import plot_localisation
 from seelike.io import read_table
 from seelike.localisation import PositionGrid, token_indices
 from seelike.rules import setup_rule

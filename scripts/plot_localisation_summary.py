@@ -1,6 +1,6 @@
 """Rule plot_localisation_summary: Fig 10-style comparison of own-patch CKA across models."""
 
-from seelike.figures_probes import plot_localisation_summary
+from seelike.figures.localisation import plot_localisation_summary
 from seelike.io import read_table
 from seelike.rules import setup_rule
 

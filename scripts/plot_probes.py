@@ -1,6 +1,6 @@
 """Rule plot_probes: Figs 11 (aggregations and single tokens per model) and 13 (models overlaid)."""
 
-from seelike.figures_probes import plot_probe_aggregations, plot_probe_models
+from seelike.figures.probes import plot_probe_aggregations, plot_probe_models
 from seelike.io import read_table
 from seelike.rules import setup_rule
 

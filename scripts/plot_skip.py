@@ -1,6 +1,6 @@
 """Rule plot_skip: Fig 7 (norm ratios) and App. E.2 (cosines) from the skip tables."""
 
-from seelike.figures_attention import plot_skip_cosine, plot_skip_ratio
+from seelike.figures.skip import plot_skip_cosine, plot_skip_ratio
 from seelike.io import read_table
 from seelike.rules import setup_rule
 

@@ -95,16 +95,6 @@ def cka_from_caches(
     return df, meta
 
 
-def to_matrix(df: pd.DataFrame, value: str = "cka") -> pd.DataFrame:
-    """The long table back to a tap×tap matrix in forward order."""
-    m = df.pivot_table(
-        index=["index_a", "tap_a"], columns=["index_b", "tap_b"], values=value, sort=True
-    )
-    m.index = m.index.get_level_values(1)
-    m.columns = m.columns.get_level_values(1)
-    return m
-
-
 class TapMismatchError(ValueError):
     """Two models compared block by block expose different taps (not two checkpoints of one architecture)."""
 

@@ -21,12 +21,13 @@ from seelike.cache import (
     repeat_rows,
 )
 from seelike.cka import cka_matrix
-from seelike.compare import cka_from_caches, to_matrix
+from seelike.compare import cka_from_caches
 from seelike.data.loader import make_loader, read_samples
 from seelike.data.samples import build_samples, write_samples
 from seelike.io import read_json, write_json
 from seelike.models.load import disable_fused_attention
 from seelike.models.taps import discover_taps, record_taps
+from seelike.tables import cka_frame
 
 DS = {"source": "digits", "image_size": 16, "test_fraction": 0.25, "max_train": 8, "max_test": 60}
 DC = {
@@ -115,7 +116,9 @@ def test_no_activation_outlives_its_hook(tmp_path, samples):
     """The cache reduces each tap to its Gram inside the hook; no activation — nor a view of one, which keeps
     the whole activation's storage alive — survives to the end of the forward pass."""
     model = tiny_vit()
-    produced: set[int] = set()  # storages of every module output (addresses, so nothing is kept alive here)
+    produced: set[int] = (
+        set()
+    )  # storages of every module output (addresses, so nothing is kept alive here)
 
     def watch(module, args, out):
         if isinstance(out, torch.Tensor):
@@ -162,9 +165,9 @@ def test_cka_from_caches_equals_cka_from_activations(tmp_path, samples):
     build_cache(res, info("res", res), samples, DS, tmp_path / "b", n_images=48, batch_size=16)
     df, meta = cka_from_caches(tmp_path / "a", tmp_path / "b")
     ref = cka_matrix(activations(vit, samples, 48, 16), activations(res, samples, 48, 16))
-    np.testing.assert_allclose(to_matrix(df).to_numpy(), ref.to_numpy(), atol=1e-5)
+    np.testing.assert_allclose(cka_frame(df).to_numpy(), ref.to_numpy(), atol=1e-5)
     self_df, _ = cka_from_caches(tmp_path / "a", tmp_path / "a")
-    m = to_matrix(self_df).to_numpy()
+    m = cka_frame(self_df).to_numpy()
     np.testing.assert_allclose(np.diag(m), 1.0, atol=1e-6)
     np.testing.assert_allclose(m, m.T, atol=1e-9)
     assert meta["samples_hash"] == read_cache_meta(tmp_path / "a")["plan"]["samples_hash"]

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from seelike import claims
-from seelike.claims import ClaimInputs
+from seelike.claims import ClaimInputs, metrics
 
 
 def long_cka(
@@ -38,7 +38,7 @@ def long_cka(
 def test_self_cka_thirds_and_adjacent():
     taps = [f"t{i}" for i in range(6)]
     m = np.arange(36, dtype=float).reshape(6, 6) / 100
-    r = claims.self_cka_thirds(long_cka(m, taps))
+    r = metrics.self_cka_thirds(long_cka(m, taps))
     # thirds of 6 taps: {0, 1} vs {4, 5} → cells (0,4) (0,5) (1,4) (1,5) = .04 .05 .10 .11
     assert r["lowest_vs_highest_third"] == pytest.approx((0.04 + 0.05 + 0.10 + 0.11) / 4)
     # adjacent: (0,1) (1,2) (2,3) (3,4) (4,5) = .01 .08 .15 .22 .29
@@ -50,18 +50,18 @@ def test_constant_taps_are_left_out_not_averaged_as_zero():
     taps = [f"t{i}" for i in range(6)]
     m = np.full((6, 6), 0.5)
     m[:, 5] = m[5, :] = 0.0  # a constant tap: CKA stored as 0
-    r = claims.self_cka_thirds(long_cka(m, taps, constant={"t5"}))
+    r = metrics.self_cka_thirds(long_cka(m, taps, constant={"t5"}))
     assert r["lowest_vs_highest_third"] == pytest.approx(0.5)
     assert r["adjacent"] == pytest.approx(0.5)
 
 
 def test_tap_stage_names():
-    assert claims.tap_stage("layer3.1.conv2") == 3
-    assert claims.tap_stage("stages.2.blocks.0.preact") == 2
-    assert claims.tap_stage("stem") is None
-    assert claims.tap_stage("blocks.3.attn") is None
-    assert claims.tap_stage("blocks.4.2.branch") == 4  # EfficientNet stage 4, block 2
-    assert claims.tap_stage("blocks.11.block") is None and claims.tap_stage("head") is None
+    assert metrics.tap_stage("layer3.1.conv2") == 3
+    assert metrics.tap_stage("stages.2.blocks.0.preact") == 2
+    assert metrics.tap_stage("stem") is None
+    assert metrics.tap_stage("blocks.3.attn") is None
+    assert metrics.tap_stage("blocks.4.2.branch") == 4  # EfficientNet stage 4, block 2
+    assert metrics.tap_stage("blocks.11.block") is None and metrics.tap_stage("head") is None
 
 
 def test_stage_cka_within_vs_across():
@@ -73,11 +73,11 @@ def test_stage_cka_within_vs_across():
         for j in (3, 4):
             m[i, j] = m[j, i] = 0.1 * i + 0.01 * j
     m[0, 1:] = m[1:, 0] = 0.99  # the stem has no stage: never counted
-    r = claims.stage_cka(long_cka(m, taps))
+    r = metrics.stage_cka(long_cka(m, taps))
     assert r["within"] == pytest.approx((0.9 + 0.7) / 2)
     assert r["across"] == pytest.approx((0.13 + 0.14 + 0.23 + 0.24) / 4)
     vit = ["embed", "blocks.0.attn", "blocks.1.attn"]
-    assert claims.stage_cka(long_cka(np.eye(3), vit)) is None
+    assert metrics.stage_cka(long_cka(np.eye(3), vit)) is None
 
 
 # ---------------------------------------------------------------- Fig 2
@@ -89,24 +89,26 @@ def test_cross_cka_alignment_both_orientations():
     for i, j in enumerate([0, 1, 2, 2]):
         m[i, j] = 0.8 + 0.01 * i
     m[0, 4] = 0.3  # the ViT's last third (1 tap of 5: v4) best matches 0.3
-    r = claims.cross_cka_alignment(long_cka(m, cnn, vit), cnn_side="a")
+    r = metrics.cross_cka_alignment(long_cka(m, cnn, vit), cnn_side="a")
     assert r["cnn_lower_half_best_vit_depth"] == pytest.approx((0 + 0.25) / 2)
     assert r["cnn_upper_half_best_vit_depth"] == pytest.approx(0.5)
     assert r["vit_last_third_best_cnn_cka"] == pytest.approx(0.3)
     # first two thirds v0..v3: best 0.8, 0.81, 0.83, 0.1
     assert r["vit_first_two_thirds_best_cnn_cka"] == pytest.approx((0.8 + 0.81 + 0.83 + 0.1) / 4)
-    flipped = claims.cross_cka_alignment(long_cka(m.T.copy(), vit, cnn), cnn_side="b")
+    flipped = metrics.cross_cka_alignment(long_cka(m.T.copy(), vit, cnn), cnn_side="b")
     assert flipped == pytest.approx(r)
 
 
 # ---------------------------------------------------------------- Figs 3-5
 def test_uniform_attention_distance_by_hand_and_against_the_attention_module():
     # 2×2 grid of 2-px patches: centres (1,1) (1,3) (3,1) (3,3); from each: 0, 2, 2, 2√2
-    assert claims.uniform_attention_distance((2, 2), 2) == pytest.approx((4 + 2 * math.sqrt(2)) / 4)
+    assert metrics.uniform_attention_distance((2, 2), 2) == pytest.approx(
+        (4 + 2 * math.sqrt(2)) / 4
+    )
     from seelike.attention import patch_distance_matrix
 
     ref = patch_distance_matrix((3, 5), (4, 2), (3, 2)).mean()
-    assert claims.uniform_attention_distance((3, 5), (4, 2), (3, 2)) == pytest.approx(ref)
+    assert metrics.uniform_attention_distance((3, 5), (4, 2), (3, 2)) == pytest.approx(ref)
 
 
 def _attention_table(dist: list[list[float]]) -> pd.DataFrame:
@@ -122,10 +124,10 @@ def _attention_table(dist: list[list[float]]) -> pd.DataFrame:
 def test_attention_block_stats_and_early_late():
     dist = [[1.0, 4.0, 9.0], [2.0, 8.0, 8.0], [6.0, 7.0, 9.0], [6.0, 8.0, 9.5], [7.0, 7.5, 8.0]]
     df = _attention_table(dist)
-    s = claims.attention_block_stats(df, uniform_px=10.0)  # local: < 5 px
+    s = metrics.attention_block_stats(df, uniform_px=10.0)  # local: < 5 px
     assert s["spread_px"].tolist() == pytest.approx([8.0, 6.0, 3.0, 3.5, 1.0])
     assert s["n_local"].tolist() == [2, 1, 0, 0, 0]
-    r = claims.attention_early_late(df, uniform_px=10.0)
+    r = metrics.attention_early_late(df, uniform_px=10.0)
     assert r["early_spread_px"] == pytest.approx(7.0)
     assert r["late_spread_px"] == pytest.approx(2.25)
     assert (r["early_local_heads"], r["early_global_heads"]) == (3, 3)
@@ -133,12 +135,12 @@ def test_attention_block_stats_and_early_late():
 
 
 def test_spearman():
-    assert claims.spearman([1, 2, 3, 4], [10, 5, 2, 1]) == pytest.approx(-1.0)
+    assert metrics.spearman([1, 2, 3, 4], [10, 5, 2, 1]) == pytest.approx(-1.0)
     # ties: ranks x = 1, 2.5, 2.5, 4 and y = 1, 2, 3, 4 → Pearson of the ranks
     rx, ry = np.array([1, 2.5, 2.5, 4]), np.array([1, 2, 3, 4])
     expected = np.corrcoef(rx, ry)[0, 1]
-    assert claims.spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(expected)
-    assert math.isnan(claims.spearman([1, 1, 1], [1, 2, 3]))
+    assert metrics.spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(expected)
+    assert math.isnan(metrics.spearman([1, 1, 1], [1, 2, 3]))
 
 
 def test_head_subset_trend():
@@ -148,7 +150,7 @@ def test_head_subset_trend():
             rows.append(
                 {"subset": s, "subset_mean_distance_px": dist, "cnn_tap": f"u{t}", "cka": c}
             )
-    r = claims.head_subset_trend(pd.DataFrame(rows))
+    r = metrics.head_subset_trend(pd.DataFrame(rows))
     # by distance 5, 12, 30: mean CKA 0.7, 0.5, 0.3 → strictly falling
     assert r["spearman_distance_vs_cka"] == pytest.approx(-1.0)
     assert r["most_local_subset_cka"] == pytest.approx(0.7)
@@ -174,7 +176,7 @@ def test_erf_growth():
             "r50_px": [4.0, 2.0, 3.0, np.nan, 1.0, 0.5],
         }
     )
-    r = claims.erf_growth(df)
+    r = metrics.erf_growth(df)
     assert r["post"] == pytest.approx(
         {
             "first": 2.0,
@@ -206,7 +208,7 @@ def test_skip_ratio_summary_vit_and_cnn():
                     }
                 )
     rows.append({"block": 3, "branch": "mlp", "token_type": "patch", "ratio_mean": np.inf})
-    r = claims.skip_ratio_summary(pd.DataFrame(rows))
+    r = metrics.skip_ratio_summary(pd.DataFrame(rows))
     # patch per block: mean over (1+b, 2+b, 3+b, 4+b) = 2.5 + b → 2.5, 3.5, 4.5, 5.5
     assert r["patch_mean"] == pytest.approx(4.0)
     assert (r["patch_early"], r["patch_late"]) == pytest.approx((3.0, 5.0))
@@ -221,7 +223,7 @@ def test_skip_ratio_summary_vit_and_cnn():
             "ratio_mean": [1.0, 2.0, 6.0],
         }
     )
-    r = claims.skip_ratio_summary(cnn)
+    r = metrics.skip_ratio_summary(cnn)
     assert r["spatial_mean"] == pytest.approx(3.0)
     assert (r["spatial_early"], r["spatial_late"]) == pytest.approx((1.0, 6.0))
 
@@ -248,7 +250,7 @@ def test_localisation_stats_interior_only():
             return 0.95
         return 0.9 if t == g else 0.1
 
-    r = claims.localisation_stats(_localisation_table(4, 4, cka))
+    r = metrics.localisation_stats(_localisation_table(4, 4, cka))
     assert r["n_interior"] == 4
     assert r["own"] == pytest.approx(0.9)
     assert r["own_is_argmax"] == pytest.approx(0.75)
@@ -257,7 +259,7 @@ def test_localisation_stats_interior_only():
 
 
 def test_localisation_stats_without_interior():
-    r = claims.localisation_stats(_localisation_table(2, 2, lambda t, g: float(t == g)))
+    r = metrics.localisation_stats(_localisation_table(2, 2, lambda t, g: float(t == g)))
     assert r["n_interior"] == 0 and math.isnan(r["own"])
 
 
@@ -281,12 +283,12 @@ def _probe_table() -> pd.DataFrame:
 
 def test_probe_depth():
     df = _probe_table()
-    assert claims.probe_depth(df, "cls") == pytest.approx(
+    assert metrics.probe_depth(df, "cls") == pytest.approx(
         {"first": 0.2, "middle": 0.4, "last": 0.9}
     )
-    assert claims.probe_depth(df, "mean_spatial")["middle"] == pytest.approx(0.7)
-    assert claims.probe_depth(df, "cls", shots="all")["first"] == 1.0
-    assert claims.probe_depth(df, "pool_final") is None
+    assert metrics.probe_depth(df, "mean_spatial")["middle"] == pytest.approx(0.7)
+    assert metrics.probe_depth(df, "cls", shots="all")["first"] == 1.0
+    assert metrics.probe_depth(df, "pool_final") is None
 
 
 # ---------------------------------------------------------------- Fig 8
@@ -304,11 +306,11 @@ def test_no_skip_partition():
     m = np.where(side[:, None] == side[None, :], 0.9, 0.2)
     m[3:5, :] = m[:, 3:5] = 0.5  # the removed block's own taps: left out
     np.fill_diagonal(m, 1.0)
-    r = claims.no_skip_partition(long_cka(m, taps), block=1)
+    r = metrics.no_skip_partition(long_cka(m, taps), block=1)
     assert r == pytest.approx({"within": 0.9, "across": 0.2, "partition": 0.7})
-    assert claims.no_skip_partition(long_cka(m, taps), block=-2) == pytest.approx(r)
+    assert metrics.no_skip_partition(long_cka(m, taps), block=-2) == pytest.approx(r)
     with pytest.raises(ValueError, match="block 5"):
-        claims.no_skip_partition(long_cka(m, taps), block=5)
+        metrics.no_skip_partition(long_cka(m, taps), block=5)
 
 
 def test_no_skip_specs_pick_a_reference_of_the_same_arch():
@@ -333,7 +335,7 @@ def test_per_block_thirds():
             "std": 0.0,
         }
     )
-    r = claims.per_block_thirds(df)
+    r = metrics.per_block_thirds(df)
     assert r["lowest_third"] == pytest.approx((0.95 + 0.85) / 2)
     assert r["highest_third"] == pytest.approx((0.3 + 0.1) / 2)
 

@@ -6,16 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from seelike.figures_attention import (
+from seelike.figures.attention import (
     plot_attention_all_blocks,
     plot_attention_distance,
-    plot_erf_grid,
     plot_head_subsets,
-    plot_skip_cosine,
-    plot_skip_ratio,
     resolve_blocks,
-    sublayer_frame,
 )
+from seelike.figures.receptive_field import plot_erf_grid
+from seelike.figures.skip import plot_skip_cosine, plot_skip_ratio, sublayer_frame
 from seelike.io import read_table
 
 

@@ -6,16 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from seelike.figures_probes import (
+from seelike.figures.localisation import (
     localisation_summary,
     plot_localisation,
     plot_localisation_summary,
-    plot_probe_aggregations,
-    plot_probe_models,
-    primary_aggregation,
-    token_map,
 )
+from seelike.figures.probes import plot_probe_aggregations, plot_probe_models, token_map
 from seelike.io import read_table
+from seelike.tables import primary_aggregation
 
 
 def _probe_table(model, aggs, n_taps=4, grid=(2, 3)):

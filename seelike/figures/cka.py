@@ -1,53 +1,24 @@
-"""CKA heatmaps (Figs 1 and 2), drawn from the tidy CKA tables only."""
+"""CKA figures from the tidy CKA tables: heatmaps (Figs 1, 2) and per-block CKA of checkpoints (Fig 12)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from seelike.io import atomic_write
-
-
-def save_figure(fig, png: str | Path, pdf: str | Path | None = None) -> None:
-    """Write PNG (and PDF) atomically, then close the figure."""
-    for path, fmt in ((png, "png"), (pdf, "pdf")):
-        if path is None:
-            continue
-        with atomic_write(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
-    plt.close(fig)
-
-
-def short_tap_label(name: str) -> str:
-    """'blocks.3.attn' → '3 attn', 'layer2.0.conv1' → 'layer2.0 conv1', 'stages.1.blocks.0.out' → 's1.b0 out'."""
-    if "." not in name:
-        return name
-    prefix, kind = name.rsplit(".", 1)
-    prefix = prefix.replace("stages.", "s").replace("blocks.", "b" if "stages" in name else "")
-    return f"{prefix} {kind}"
-
-
-def _tick_labels(names: list[str], max_ticks: int = 48) -> tuple[list[int], list[str]]:
-    """Label taps by block and kind; thin the ticks on large models."""
-    step = max(1, -(-len(names) // max_ticks))
-    idx = list(range(0, len(names), step))
-    return idx, [short_tap_label(names[i]) for i in idx]
+from seelike.figures.common import save_figure, tick_labels
+from seelike.tables import cka_frame
 
 
 def plot_cka_heatmap(
     df: pd.DataFrame, meta: dict[str, Any], png: str | Path, pdf: str | Path | None = None
 ):
     """Heatmap of a long CKA table: rows = model a's taps (bottom = first), columns = model b's taps."""
-    from seelike.compare import to_matrix
 
-    mat = to_matrix(df)
+    mat = cka_frame(df)
     n_a, n_b = mat.shape
     size = min(12, max(5, 0.08 * max(n_a, n_b) + 3))
     fig, ax = plt.subplots(figsize=(size * 1.1, size))
@@ -61,8 +32,8 @@ def plot_cka_heatmap(
         cbar_kws={"label": "minibatch CKA"},
     )
     ax.invert_yaxis()  # lowest layers at the origin, as in the paper
-    ya, la = _tick_labels(list(mat.index))
-    yb, lb = _tick_labels(list(mat.columns))
+    ya, la = tick_labels(list(mat.index))
+    yb, lb = tick_labels(list(mat.columns))
     ax.set_yticks([i + 0.5 for i in ya], la, fontsize=6, rotation=0)
     ax.set_xticks([i + 0.5 for i in yb], lb, fontsize=6, rotation=90)
     a, b = meta.get("model_a", "a"), meta.get("model_b", "b")

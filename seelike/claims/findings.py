@@ -1,0 +1,434 @@
+"""The claims table: one row per testable finding of Raghu et al. 2021 (figure, claim, model, metric, value, seen,
+note), assembled from `seelike.claims.metrics`. `seen` is True / False where one number (or a comparison of two
+models) decides the finding, None for descriptive numbers and where the decision needs something this run lacks
+(no ViT, no CNN, no reference model, too few head subsets, an undefined value)."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from seelike.claims.metrics import (
+    LOCAL_FRACTION,
+    LOWEST_QUARTER,
+    NEXT_THIRD_END,
+    attention_early_late,
+    cross_cka_alignment,
+    erf_growth,
+    head_subset_trend,
+    localisation_stats,
+    no_skip_partition,
+    per_block_thirds,
+    probe_depth,
+    self_cka_thirds,
+    skip_ratio_summary,
+    stage_cka,
+    third_size,
+)
+from seelike.tables import primary_aggregation, probe_shots
+
+COLUMNS = ["figure", "claim", "model", "metric", "value", "seen", "note"]
+
+
+# ---------------------------------------------------------------- the summary
+@dataclass
+class ClaimInputs:
+    """The tables of one analysis dataset, keyed by model (or (a, b) pair), plus what is known of each model.
+
+    `families`: model → "vit" or "cnn"; `attention`: model → (distance table, uniform-attention distance px);
+    `no_skip`: model → (removed block, reference model or None) as from `no_skip_specs`.
+    """
+
+    families: Mapping[str, str]
+    self_cka: Mapping[str, pd.DataFrame] = field(default_factory=dict)
+    cross_cka: Mapping[tuple[str, str], pd.DataFrame] = field(default_factory=dict)
+    attention: Mapping[str, tuple[pd.DataFrame, float]] = field(default_factory=dict)
+    head_subsets: Mapping[str, pd.DataFrame] = field(default_factory=dict)
+    erf: Mapping[str, pd.DataFrame] = field(default_factory=dict)
+    skip: Mapping[str, pd.DataFrame] = field(default_factory=dict)
+    localisation: Mapping[str, pd.DataFrame] = field(default_factory=dict)
+    probes: Mapping[str, pd.DataFrame] = field(default_factory=dict)
+    per_block: Mapping[tuple[str, str], pd.DataFrame] = field(default_factory=dict)
+    no_skip: Mapping[str, tuple[int, str | None]] = field(default_factory=dict)
+
+
+class _Rows:
+    """Collects summary rows; NaN values give seen = None (nothing to decide on)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def add(
+        self,
+        figure: str,
+        claim: str,
+        model: str,
+        metric: str,
+        value: float,
+        seen: bool | None = None,
+        note: str = "",
+    ) -> None:
+        value = float(value)
+        if seen is not None and not math.isfinite(value):
+            seen = None
+        self.rows.append(
+            {
+                "figure": figure,
+                "claim": claim,
+                "model": model,
+                "metric": metric,
+                "value": value,
+                "seen": None if seen is None else bool(seen),
+                "note": note,
+            }
+        )
+
+
+def _vit_cnn_pairs(inp: ClaimInputs, models: Sequence[str]) -> list[tuple[str, str]]:
+    """(ViT, CNN) pairs among `models` for the ViT-vs-CNN comparisons: the configured cross pairs (`cross_cka`
+    keys) with one ViT and one CNN, else every standard ViT × CNN (models with `remove_skip` left out)."""
+    fam = inp.families
+    pairs = [
+        (a, b) if fam.get(a) == "vit" else (b, a)
+        for a, b in inp.cross_cka
+        if {fam.get(a), fam.get(b)} == {"vit", "cnn"}
+    ]
+    if not pairs:
+        std = [m for m in models if m not in inp.no_skip]
+        pairs = [(v, c) for v in std if fam.get(v) == "vit" for c in std if fam.get(c) == "cnn"]
+    return [(v, c) for v, c in pairs if v in models and c in models]
+
+
+def _fig1(inp: ClaimInputs, out: _Rows) -> None:
+    claim = "ViT layers are more uniform (lowest and highest third alike) than ResNet layers"
+    thirds = {m: self_cka_thirds(df) for m, df in inp.self_cka.items()}
+    for m, t in thirds.items():
+        note = f"{int(t['n_taps'])} taps; thirds = first/last {third_size(int(t['n_taps']))} taps"
+        out.add(
+            "1", claim, m, "cka_lowest_vs_highest_third", t["lowest_vs_highest_third"], note=note
+        )
+        out.add("1", claim, m, "cka_adjacent_taps", t["adjacent"], note="mean CKA of taps i, i+1")
+    for m, df in inp.self_cka.items():
+        if inp.families.get(m) != "cnn" or (s := stage_cka(df)) is None:
+            continue
+        c = "ResNets have distinct stages: taps alike within a stage, less across stages"
+        out.add("1", c, m, "cka_within_stage", s["within"], note="tap pairs i<j in one stage")
+        out.add("1", c, m, "cka_across_stage", s["across"], note="tap pairs in different stages")
+        out.add(
+            "1", c, m, "cka_within_minus_across_stage", s["within"] - s["across"],
+            seen=s["within"] > s["across"], note="seen: > 0",
+        )  # fmt: skip
+    pairs = _vit_cnn_pairs(inp, list(thirds))
+    for v, c in pairs:
+        diff = thirds[v]["lowest_vs_highest_third"] - thirds[c]["lowest_vs_highest_third"]
+        out.add(
+            "1", claim, f"{v} vs {c}", "cka_lowest_vs_highest_third_vit_minus_cnn", diff,
+            seen=diff > 0, note="seen: > 0",
+        )  # fmt: skip
+    if not pairs and thirds:
+        out.add(
+            "1", claim, "-", "cka_lowest_vs_highest_third_vit_minus_cnn", math.nan,
+            note="needs a ViT and a CNN in the config",
+        )  # fmt: skip
+
+
+def _fig2(inp: ClaimInputs, out: _Rows) -> None:
+    for (a, b), df in inp.cross_cka.items():
+        fa, fb = inp.families.get(a), inp.families.get(b)
+        if {fa, fb} != {"vit", "cnn"}:
+            continue
+        r = cross_cka_alignment(df, cnn_side="a" if fa == "cnn" else "b")
+        v, c = (b, a) if fa == "cnn" else (a, b)
+        pair = f"{v} vs {c}"
+        lo, up = r["cnn_lower_half_best_vit_depth"], r["cnn_upper_half_best_vit_depth"]
+        out.add(
+            "2", "lower half of the ResNet matches the lowest quarter of the ViT", pair,
+            "cnn_lower_half_best_vit_depth", lo, seen=lo <= LOWEST_QUARTER,
+            note="mean relative depth (0..1) of the best-matching ViT tap; seen: <= 0.25",
+        )  # fmt: skip
+        out.add(
+            "2", "top half of the ResNet matches the next third of the ViT", pair,
+            "cnn_upper_half_best_vit_depth", up, seen=LOWEST_QUARTER < up <= NEXT_THIRD_END,
+            note=f"seen: in (0.25, {NEXT_THIRD_END:.2f}]",
+        )  # fmt: skip
+        last, first = r["vit_last_third_best_cnn_cka"], r["vit_first_two_thirds_best_cnn_cka"]
+        claim = "last third of the ViT is unlike any ResNet layer"
+        out.add(
+            "2", claim, pair, "vit_first_two_thirds_best_cnn_cka", first,
+            note="per ViT tap: max CKA over ResNet taps, averaged",
+        )  # fmt: skip
+        out.add(
+            "2", claim, pair, "vit_last_third_best_cnn_cka", last, seen=last < first,
+            note="seen: below the first two thirds' value",
+        )  # fmt: skip
+
+
+def _fig3_5(inp: ClaimInputs, out: _Rows) -> None:
+    for m, (df, uniform) in inp.attention.items():
+        r = attention_early_late(df, uniform)
+        thr = f"local = mean distance < {LOCAL_FRACTION:g} × uniform ({LOCAL_FRACTION * uniform:.1f} px)"
+        c1 = "lower layers mix local and global heads"
+        out.add(
+            "3-4", c1, m, "uniform_attention_px", uniform, note="uniform attention over the grid"
+        )
+        out.add(
+            "3-4",
+            c1,
+            m,
+            "early_global_heads",
+            r["early_global_heads"],
+            note="blocks 0, 1; not local",
+        )
+        out.add(
+            "3-4", c1, m, "early_local_heads", r["early_local_heads"],
+            seen=r["early_local_heads"] > 0 and r["early_global_heads"] > 0,
+            note=f"blocks 0, 1; {thr}; seen: local and global heads both present",
+        )  # fmt: skip
+        out.add(
+            "3-4", "higher layers: all heads global", m, "late_local_heads", r["late_local_heads"],
+            seen=r["late_local_heads"] == 0,
+            note=f"last two blocks, {int(r['late_heads'])} heads; seen: 0",
+        )  # fmt: skip
+        c3 = "head distances spread more in lower than in higher layers"
+        out.add(
+            "3-4", c3, m, "early_spread_px", r["early_spread_px"], note="max - min, blocks 0, 1"
+        )
+        out.add(
+            "3-4", c3, m, "late_spread_px", r["late_spread_px"],
+            seen=r["late_spread_px"] < r["early_spread_px"], note="last two blocks; seen: < early",
+        )  # fmt: skip
+    for m, df in inp.head_subsets.items():
+        r = head_subset_trend(df)
+        claim = "CKA with lower ResNet units falls as head subsets get more global"
+        n = int(r["n_subsets"])
+        out.add("5", claim, m, "most_local_subset_cka", r["most_local_subset_cka"])
+        out.add("5", claim, m, "most_global_subset_cka", r["most_global_subset_cka"])
+        out.add(
+            "5", claim, m, "spearman_distance_vs_cka", r["spearman_distance_vs_cka"],
+            seen=(r["spearman_distance_vs_cka"] < 0) if n >= 3 else None,
+            note=f"{n} subsets; CKA averaged over CNN taps; seen: < 0 (needs >= 3 subsets)",
+        )  # fmt: skip
+
+
+def _erf_sizes(df: pd.DataFrame) -> list[str]:
+    """The ERF size columns of a table (`r50_px`, `r90_px`, … from `erf.quantiles`), by quantile."""
+    return sorted(
+        (c for c in df.columns if re.fullmatch(r"r\d+_px", c)), key=lambda c: int(c[1:-3])
+    )
+
+
+def _fig6(inp: ClaimInputs, out: _Rows) -> None:
+    sizes = {m: _erf_sizes(df) for m, df in inp.erf.items()}
+    # per model: the first quantile (r50 by default, the one Fig 6 prints); across models: every quantile, as a
+    # ViT's post-residual map puts much of its mass on the centre patch (the skip) and the rest far away
+    growth = {m: erf_growth(df, sizes[m][0]) for m, df in inp.erf.items() if sizes[m]}
+    for m, by_res in growth.items():
+        q = sizes[m][0][:-3]
+        for res, g in by_res.items():
+            grows = inp.families.get(m) == "cnn"
+            claim = "CNN ERFs grow with depth" if grows else f"ERF size ({q}) by depth"
+            out.add("6", claim, m, f"{q}_px_first_{res}", g["first"], note="first tap")
+            out.add("6", claim, m, f"{q}_px_last_{res}", g["last"], note="last tap")
+            out.add(
+                "6", claim, m, f"{q}_last_over_first_{res}", g["last_over_first"],
+                seen=(g["last_over_first"] > 1) if grows else None,
+                note=f"Spearman(depth, {q}) = {g['spearman_depth']:.2f}" + ("; seen: > 1" if grows else ""),
+            )  # fmt: skip
+    for v, c in _vit_cnn_pairs(inp, list(growth)):
+        for size in (s for s in sizes[v] if s in sizes[c]):
+            gv = erf_growth(inp.erf[v], size).get("post")
+            gc = erf_growth(inp.erf[c], size).get("post")
+            if gv is None or gc is None:
+                continue
+            ratio = gv["first"] / gc["first_non_stem"] if gc["first_non_stem"] > 0 else math.nan
+            out.add(
+                "6", "ViT ERFs are larger than CNN ERFs in early layers", f"{v} vs {c}",
+                f"{size[:-3]}_vit_first_over_cnn_first_stage_post", ratio, seen=ratio > 1,
+                note="ViT block 0 post-attention residual over the CNN's first stage output; seen: > 1",
+            )  # fmt: skip
+
+
+def _fig7(inp: ClaimInputs, out: _Rows) -> None:
+    summ = {m: skip_ratio_summary(df) for m, df in inp.skip.items()}
+    for m, s in summ.items():
+        inf = f"{int(s['n_inf'])} infinite ratios left out" if s["n_inf"] else ""
+        if "patch_mean" in s:
+            out.add(
+                "7", "‖z‖/‖f(z)‖ by token type", m, "ratio_patch_mean", s["patch_mean"], note=inf
+            )
+            out.add(
+                "7", "ViT skip ratio rises in later blocks (patch tokens)", m, "ratio_patch_late_over_early",
+                s["patch_late"] / s["patch_early"], seen=s["patch_late"] > s["patch_early"],
+                note=f"early {s['patch_early']:.3g}, late {s['patch_late']:.3g} (first/last half of blocks)"
+                + "; seen: > 1",
+            )  # fmt: skip
+        if "cls_mean" in s and "patch_mean" in s:
+            seen = s["cls_early"] > s["patch_early"] and s["cls_late"] < s["cls_early"]
+            out.add(
+                "7", "CLS token differs: high ratio in lower blocks, falling later", m,
+                "ratio_cls_over_patch_early", s["cls_early"] / s["patch_early"], seen=seen,
+                note=f"CLS early {s['cls_early']:.3g}, late {s['cls_late']:.3g}; seen: > 1 and CLS late < early",
+            )  # fmt: skip
+        if "spatial_mean" in s:
+            out.add(
+                "7",
+                "‖z‖/‖f(z)‖ by token type",
+                m,
+                "ratio_spatial_mean",
+                s["spatial_mean"],
+                note=inf,
+            )
+    for v, c in _vit_cnn_pairs(inp, list(summ)):
+        if "patch_mean" not in summ[v] or "spatial_mean" not in summ[c]:
+            continue
+        ratio = summ[v]["patch_mean"] / summ[c]["spatial_mean"]
+        out.add(
+            "7", "skip ratio is higher in ViT than in ResNet", f"{v} vs {c}",
+            "ratio_vit_patch_over_cnn", ratio, seen=ratio > 1,
+            note="mean over blocks; seen: > 1",
+        )  # fmt: skip
+
+
+def _fig8(inp: ClaimInputs, out: _Rows) -> None:
+    claim = "no skip in block i: representations split at block i"
+    for m, (block, ref) in inp.no_skip.items():
+        if m not in inp.self_cka:
+            continue
+        p = no_skip_partition(inp.self_cka[m], block)
+        note = "within-side minus across-boundary mean CKA"
+        out.add("8", claim, m, f"partition_at_block_{block}", p["partition"], note=note)
+        if ref is None or ref not in inp.self_cka:
+            out.add(
+                "8", claim, m, "partition_minus_reference", math.nan,
+                note="no reference model of the same arch without remove_skip",
+            )  # fmt: skip
+            continue
+        pr = no_skip_partition(inp.self_cka[ref], block)
+        diff = p["partition"] - pr["partition"]
+        out.add(
+            "8", claim, f"{m} vs {ref}", "partition_minus_reference", diff, seen=diff > 0,
+            note=f"reference {ref} partition {pr['partition']:.3g} at the same block; seen: > 0",
+        )  # fmt: skip
+
+
+_LESS_LOCAL = "ResNet positions localise much less than ViT tokens"
+
+
+def _fig9_10(inp: ClaimInputs, out: _Rows) -> None:
+    stats = {m: localisation_stats(df) for m, df in inp.localisation.items()}
+    for m, s in stats.items():
+        vit = inp.families.get(m) == "vit"
+        claim = "ViT interior tokens match their own input patch" if vit else _LESS_LOCAL
+        n = f"{int(s['n_interior'])} interior positions"
+        out.add("9-10", claim, m, "own_patch_cka", s["own"], note=n)
+        out.add("9-10", claim, m, "other_patch_cka", s["other"], note="mean over the other patches")
+        out.add(
+            "9-10", claim, m, "own_is_argmax_rate", s["own_is_argmax"],
+            seen=(s["own_is_argmax"] > 0.5) if vit else None,
+            note="fraction whose best patch is their own" + ("; seen: > 0.5" if vit else ""),
+        )  # fmt: skip
+    for v, c in _vit_cnn_pairs(inp, list(stats)):
+        claim = _LESS_LOCAL
+        d = stats[v]["own_is_argmax"] - stats[c]["own_is_argmax"]
+        out.add(
+            "9-10", claim, f"{v} vs {c}", "own_is_argmax_vit_minus_cnn", d, seen=d > 0,
+            note="seen: > 0",
+        )  # fmt: skip
+        mv = stats[v]["own"] - stats[v]["other"]
+        mc = stats[c]["own"] - stats[c]["other"]
+        out.add(
+            "9-10", claim, f"{v} vs {c}", "own_minus_other_vit_minus_cnn", mv - mc, seen=mv > mc,
+            note="(own - other patch CKA) of the ViT minus the CNN's; seen: > 0",
+        )  # fmt: skip
+
+
+def _fig11_13(inp: ClaimInputs, out: _Rows) -> None:
+    for m, df in inp.probes.items():
+        fam = inp.families.get(m, "cnn")
+        present = set(df["aggregation"])
+        agg = primary_aggregation(df)
+        if agg is None:
+            continue
+        shots = probe_shots(df)
+        r = probe_depth(df, agg, shots)
+        if r is None:
+            continue
+        claim = "probe accuracy rises with depth"
+        note = f"{shots}-shot, {agg}"
+        out.add("11-13", claim, m, "accuracy_first_tap", r["first"], note=note)
+        out.add("11-13", claim, m, "accuracy_middle_tap", r["middle"], note=note)
+        out.add(
+            "11-13", claim, m, "accuracy_last_tap", r["last"], seen=r["last"] > r["first"],
+            note=note + "; seen: last > first",
+        )  # fmt: skip
+        if fam != "vit" or "cls" not in present:
+            continue
+        mean_agg = "mean_spatial" if "mean_spatial" in present else "mean_all"
+        rm = probe_depth(df, mean_agg, shots)
+        rc = probe_depth(df, "cls", shots)
+        if rm is None or rc is None:
+            continue
+        claim = "ViT CLS token lags the token mean until the last layers"
+        mid, last = rc["middle"] - rm["middle"], rc["last"] - rm["last"]
+        out.add(
+            "11-13", claim, m, "cls_minus_mean_middle_tap", mid, seen=mid < 0,
+            note=f"{shots}-shot, CLS - {mean_agg}; seen: < 0",
+        )  # fmt: skip
+        out.add(
+            "11-13", claim, m, "cls_minus_mean_last_tap", last, seen=last > mid,
+            note="seen: gap closes (last > middle)",
+        )  # fmt: skip
+
+
+def _fig12(inp: ClaimInputs, out: _Rows) -> None:
+    claim = "lower layers alike across checkpoints, higher layers diverge"
+    for (a, b), df in inp.per_block.items():
+        r = per_block_thirds(df)
+        pair = f"{a} vs {b}"
+        out.add("12", claim, pair, "cka_lowest_third_blocks", r["lowest_third"], note="by depth")
+        out.add(
+            "12", claim, pair, "cka_highest_third_blocks", r["highest_third"],
+            seen=r["highest_third"] < r["lowest_third"], note="seen: below the lowest third",
+        )  # fmt: skip
+
+
+def summarise(inp: ClaimInputs) -> pd.DataFrame:
+    """The claims table: one row per (figure, model or pair, metric), columns `COLUMNS`. Analyses with no table in
+    `inp` contribute no rows."""
+    out = _Rows()
+    for part in (_fig1, _fig2, _fig3_5, _fig6, _fig7, _fig8, _fig9_10, _fig11_13, _fig12):
+        part(inp, out)
+    df = pd.DataFrame(out.rows, columns=COLUMNS)
+    df["seen"] = df["seen"].astype(object)
+    return df
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "n/a"
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+    return str(v)
+
+
+def to_markdown(df: pd.DataFrame, title: str | None = None) -> str:
+    """The claims table as a GitHub markdown table (no tabulate dependency); seen as yes / no / n/a."""
+    lines = [f"# {title}", ""] if title else []
+    lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in df[COLUMNS].itertuples(index=False):
+        cells = []
+        for col, v in zip(COLUMNS, row):
+            if col == "seen":
+                v = (
+                    "n/a"
+                    if v is None or (isinstance(v, float) and math.isnan(v))
+                    else ("yes" if v else "no")
+                )
+            cells.append(_fmt(v).replace("|", "\\|"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,69 @@
+"""Reading the pipeline's tidy tables: one home for the helpers figures and claims share.
+
+- CKA long tables (`seelike.compare.cka_from_caches`: one row per tap pair) as arrays or labelled matrices;
+- probe tables (`linear_probes`): which shot count and which aggregation a figure or a claim reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+# The aggregation a model is read by (the paper's Fig 13): CLS for ViTs with a CLS token, final-grid pooling for
+# CNNs, then the means. ViT and CNN tables never share cls / pool_final, so one order serves both families.
+PRIMARY_AGGREGATIONS: tuple[str, ...] = ("cls", "pool_final", "mean_spatial", "mean_all", "flat")
+# The shot count read when a table has several and none is asked for: the paper's 10-shot probes.
+DEFAULT_SHOTS = "10"
+
+
+def cka_array(df: pd.DataFrame, value: str = "cka") -> tuple[np.ndarray, list[str], list[str]]:
+    """A long CKA table as an (n_a, n_b) float64 array in forward tap order, with the tap names of each axis.
+
+    Cells flagged `constant` (a tap constant over the images: CKA undefined, stored as 0) become NaN, so that no
+    metric averages a made-up 0 and no heatmap shows one.
+    """
+    d = df.sort_values(["index_a", "index_b"])
+    ia = np.sort(d["index_a"].unique())
+    ib = np.sort(d["index_b"].unique())
+    m = np.full((len(ia), len(ib)), np.nan)
+    ra = np.searchsorted(ia, d["index_a"].to_numpy())
+    rb = np.searchsorted(ib, d["index_b"].to_numpy())
+    vals = d[value].to_numpy(dtype=np.float64).copy()
+    if "constant" in d:
+        vals[d["constant"].to_numpy(bool)] = np.nan
+    m[ra, rb] = vals
+    names_a = d.drop_duplicates("index_a").sort_values("index_a")["tap_a"].astype(str).tolist()
+    names_b = d.drop_duplicates("index_b").sort_values("index_b")["tap_b"].astype(str).tolist()
+    return m, names_a, names_b
+
+
+def cka_frame(df: pd.DataFrame, value: str = "cka") -> pd.DataFrame:
+    """A long CKA table as a tap × tap DataFrame in forward order (rows: model a, columns: model b); the
+    stored values as they are (constant taps keep their 0)."""
+    m = df.pivot_table(
+        index=["index_a", "tap_a"], columns=["index_b", "tap_b"], values=value, sort=True
+    )
+    m.index = m.index.get_level_values(1)
+    m.columns = m.columns.get_level_values(1)
+    return m
+
+
+def probe_shots(df: pd.DataFrame, shots: str | int | None = None) -> str:
+    """The shot count to read from a probe table: `shots` when given (an error if the table lacks it), else
+    10 when present, else the table's first."""
+    levels = list(dict.fromkeys(df["shots"].astype(str)))
+    if shots is not None:
+        if str(shots) not in levels:
+            raise ValueError(f"no probes with shots={shots!r} in the table (it has {levels})")
+        return str(shots)
+    return DEFAULT_SHOTS if DEFAULT_SHOTS in levels else levels[0]
+
+
+def primary_aggregation(
+    df: pd.DataFrame, order: Sequence[str] = PRIMARY_AGGREGATIONS
+) -> str | None:
+    """The first aggregation of `order` present in a probe table (None when none is)."""
+    present = set(df["aggregation"])
+    return next((a for a in order if a in present), None)
