@@ -14,25 +14,19 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
-
 report: "workflow/report/workflow.rst"
 
 
-include: "workflow/rules/common.smk"
-include: "workflow/rules/samples.smk"
-include: "workflow/rules/models.smk"
-include: "workflow/rules/cache.smk"
-include: "workflow/rules/cka.smk"
-include: "workflow/rules/figures.smk"
-include: "workflow/rules/attention.smk"
-include: "workflow/rules/receptive_field.smk"
-include: "workflow/rules/skip.smk"
-include: "workflow/rules/probes.smk"
-include: "workflow/rules/localisation.smk"
-include: "workflow/rules/claims.smk"
+include: "workflow/rules/common.smk"  # config checks, model lists, every input / target / params function
+include: "workflow/rules/data.smk"  # samples: the sample list of each dataset
+include: "workflow/rules/models.smk"  # fetch_model, train_model
+include: "workflow/rules/model_passes.smk"  # every rule that runs a model (gpu=1)
+include: "workflow/rules/comparisons.smk"  # cka, per_block_cka, linear_probes
+include: "workflow/rules/figures.smk"  # plot_* rules and the fig1 ... fig13 targets
+include: "workflow/rules/claims.smk"  # claims summary (target claims_all)
 
 
 rule all:
+    default_target: True
     input:
         get_final_output,
-    default_target: True

@@ -1,62 +1,287 @@
-# Config validation, wildcard constraints and every input function. Rules hold no Python logic.
+# The map of the workflow: config validation and every check a dry run makes, the model lists each analysis
+# runs on, every input / target / params function, and get_final_output() (what `rule all` builds). The rule
+# files (data, models, model_passes, comparisons, figures, claims) hold no Python logic.
+#
+#   1. validation: schema, then cross-key checks        (_check_config: every bad config fails `snakemake -n`)
+#   2. model families and the model list of each analysis (attention_models, erf_models, ...)
+#   3. final targets, section by section                 (get_final_output and one function per figure)
+#   4. input functions                                    (tables a figure or the claims summary reads)
+#   5. params functions                                   (settings, loader_cfg, execution, canonical)
+import difflib
 import re
+from pathlib import Path
 
+import timm
 from snakemake.utils import validate
 
+from seelike.data.sources import DatasetConfigError, open_source
+from seelike.models.families import family_traits, model_family
 from seelike.rules import Execution
-
 
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 
+DATASETS = list(config["datasets"])
+MODELS = list(config["models"])
+ANALYSIS = config["analysis_dataset"]
+# Analyses with a `models:` list (null = the default list below) and, with `n_images`, the images they read.
+LISTED_SECTIONS = ("attention", "erf", "skip", "probes", "localisation")
+N_IMAGES_SECTIONS = ("cka", "attention", "erf", "skip", "localisation")
+DIGITS_IMAGES = 1797  # scikit-learn's digits
 
-def _check_references(cfg):
-    """Cross-key checks a JSON schema cannot express; each names the key and the fix."""
+
+class ConfigError(ValueError):
+    """A config that validates against the schema but cannot run; the message names the key and the fix."""
+
+
+# ============================================================================ 1. cross-key checks
+def _check_models(cfg):
     datasets, models = cfg["datasets"], cfg["models"]
-    if cfg["analysis_dataset"] not in datasets:
-        raise ValueError(
-            f"config: analysis_dataset {cfg['analysis_dataset']!r} is not a key of datasets {sorted(datasets)}"
-        )
     for name, spec in models.items():
+        arch = spec["arch"].split(".")[0]
+        if not timm.is_model(arch):
+            close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.6)
+            raise ConfigError(
+                f"config: models.{name}.arch {spec['arch']!r} is not a timm architecture"
+                + (f" (close names: {', '.join(close)})" if close else "")
+                + f"; list the names timm knows with: python -c \"import timm; print(timm.list_models('*{arch.split('_')[0]}*'))\""
+            )
         if spec["source"] == "train":
             if "train" not in spec:
-                raise ValueError(f"config: models.{name} has source: train but no train: section")
-            if spec["train"]["dataset"] not in datasets:
-                raise ValueError(
-                    f"config: models.{name}.train.dataset {spec['train']['dataset']!r} is not a key of datasets"
+                raise ConfigError(
+                    f"config: models.{name} has source: train but no train: section; add train: {{dataset: <a key of datasets>}}"
                 )
-        if spec["source"] == "checkpoint" and "path" not in spec:
-            raise ValueError(f"config: models.{name} has source: checkpoint but no path:")
+            if spec["train"]["dataset"] not in datasets:
+                raise ConfigError(
+                    f"config: models.{name}.train.dataset {spec['train']['dataset']!r} is not a key of "
+                    f"datasets {sorted(datasets)}"
+                )
+        if spec["source"] == "checkpoint":
+            if "path" not in spec:
+                raise ConfigError(
+                    f"config: models.{name} has source: checkpoint but no path:; set models.{name}.path to the weights file"
+                )
+            if not Path(spec["path"]).expanduser().is_file():
+                raise ConfigError(
+                    f"config: models.{name}.path {spec['path']!r} is not a file (source: checkpoint reads its "
+                    f"weights from it; relative paths start at the working directory {str(Path.cwd())!r}); "
+                    f"fix models.{name}.path, or use source: timm to download the weights"
+                )
+        try:
+            model_family(spec)
+        except Exception as e:
+            raise ConfigError(
+                f"config: models.{name}: timm cannot build {spec['arch']!r} with kwargs "
+                f"{spec.get('kwargs') or {}} ({type(e).__name__}: {e}); fix models.{name}.arch or .kwargs"
+            ) from e
+
+
+def _check_pairs(cfg):
+    models = cfg["models"]
     for key in ("pairs", "per_block"):
         for pair in cfg["cka"][key]:
             for m in pair:
                 if m not in models:
-                    raise ValueError(
+                    raise ConfigError(
                         f"config: cka.{key} entry {pair} names {m!r}, not a key of models {sorted(models)}"
                     )
     for a, b in cfg["cka"]["per_block"]:
-        if (models[a]["arch"], models[a].get("kwargs") or {}) != (models[b]["arch"], models[b].get("kwargs") or {}):
-            raise ValueError(
+        if (models[a]["arch"], models[a].get("kwargs") or {}) != (
+            models[b]["arch"],
+            models[b].get("kwargs") or {},
+        ):
+            raise ConfigError(
                 f"config: cka.per_block entry {[a, b]} compares different architectures "
                 f"({models[a]['arch']} vs {models[b]['arch']} or different kwargs); per-block CKA needs two "
                 "checkpoints of one architecture: use cka.pairs for a cross-model matrix"
             )
 
 
-_check_references(config)
+def _check_model_lists(cfg):
+    models = cfg["models"]
+    for section in LISTED_SECTIONS:
+        listed = cfg[section]["models"]
+        unknown = [m for m in listed or [] if m not in models]
+        if unknown:
+            raise ConfigError(
+                f"config: {section}.models names {unknown}, not keys of models {sorted(models)}; list configured "
+                f"model names, or set {section}.models: null for the default list"
+            )
+    for m in cfg["attention"]["models"] or []:
+        if not traits(m)["has_attention"]:
+            raise ConfigError(
+                f"config: attention.models names {m!r}, a {family(m)!r}-family model without ViT attention "
+                "blocks; list only ViT-family models in attention.models (or null for all of them)"
+            )
+    cnn = cfg["attention"]["head_subsets"]["cnn"]
+    if cnn is not None and cnn not in models:
+        raise ConfigError(
+            f"config: attention.head_subsets.cnn {cnn!r} is not a key of models {sorted(models)}; name a "
+            "configured CNN, or null for the first CNN"
+        )
 
-DATASETS = list(config["datasets"])
-MODELS = list(config["models"])
-ANALYSIS = config["analysis_dataset"]
-# Every rule file appends a function (config) -> list of its final targets; `rule all` collects them.
-FINAL_OUTPUT_FUNCS = []
+
+def split_sizes(name):
+    """Images per split of dataset `name`'s sample list, computed as seelike.data.samples.build_samples
+    does but without reading an image (image folders are listed); None for torchvision sources.
+    """
+    ds = config["datasets"][name]
+    if ds["source"] == "digits":
+        splits = [None] * DIGITS_IMAGES
+    elif ds["source"] == "torchvision":
+        return None
+    else:
+        if ds["source"] == "imagefolder" and "root" not in ds:
+            raise ConfigError(
+                f"config: datasets.{name} has source: imagefolder but no root:; set datasets.{name}.root to "
+                "a folder laid out as <root>/<class>/<image> (or <root>/<split>/<class>/<image>)"
+            )
+        try:
+            splits = [split for _, _, split in open_source(ds).rows()]
+        except DatasetConfigError as e:
+            raise ConfigError(
+                f"config: datasets.{name}.root {ds.get('root')!r}: {e}".replace(
+                    "datasets.<name>", f"datasets.{name}"
+                )
+            ) from e
+    sizes = {}
+    for split in splits:
+        sizes[split] = sizes.get(split, 0) + 1
+    unsplit = sizes.pop(None, 0)
+    n_test = round(unsplit * float(ds.get("test_fraction", 0.25)))
+    sizes["test"] = sizes.get("test", 0) + n_test
+    sizes["train"] = sizes.get("train", 0) + unsplit - n_test
+    for split, key in (("train", "max_train"), ("test", "max_test")):
+        if ds.get(key) is not None:
+            sizes[split] = min(sizes[split], int(ds[key]))
+    return sizes
 
 
-def _alternation(names):
-    return "|".join(re.escape(n) for n in names) if names else "(?!)"
+def _check_datasets(cfg):
+    """Every dataset a run reads exists; the analyses ask for no more images than their split holds."""
+    used = [ANALYSIS] + [
+        s["train"]["dataset"] for s in cfg["models"].values() if s["source"] == "train"
+    ]
+    sizes = {name: split_sizes(name) for name in dict.fromkeys(used)}
+    held = sizes[ANALYSIS]
+    if held is None:  # torchvision: counted when the sample list is made
+        return
+    where = f"dataset {ANALYSIS!r} (analysis_dataset)"
+    hint = "after test_fraction / max_train / max_test"
+    wanted = [("cka", "n_images", cfg["cka"]["split"])]
+    wanted += [
+        (s, "n_images", cfg[s]["split"])
+        for s in N_IMAGES_SECTIONS[1:]
+        if analysis_models(s)
+    ]
+    if probe_models() and cfg["probes"]["n_test"] is not None:
+        wanted.append(("probes", "n_test", "test"))
+    for section, key, split in wanted:
+        if split not in held:
+            raise ConfigError(
+                f"config: {section}.split {split!r} is not a split of {where}, which has {sorted(held)}; "
+                f"set {section}.split to one of them"
+            )
+        n = cfg[section][key]
+        if n > held[split]:
+            raise ConfigError(
+                f"config: {section}.{key} is {n} but the {split!r} split of {where} holds {held[split]} images "
+                f"({hint}); lower {section}.{key} to at most {held[split]}, or give the split more images"
+            )
+
+
+if ANALYSIS not in config["datasets"]:
+    raise ConfigError(
+        f"config: analysis_dataset {ANALYSIS!r} is not a key of datasets {sorted(config['datasets'])}"
+    )
+
+
+# ============================================================================ 2. families and model lists
+def family(name):
+    """The tap family of a configured model, decided by its structure (seelike.models.families)."""
+    return model_family(config["models"][name])
+
+
+def traits(name):
+    return family_traits(family(name))
+
+
+def _default_models(section):
+    """Null `models:` of each analysis: ViT-family models for attention, families with known residual units
+    (plus models with explicit taps) for ERF, those units for skip statistics, every model otherwise.
+    """
+    if section == "attention":
+        return [m for m in MODELS if traits(m)["has_attention"]]
+    if section == "erf":
+        return [
+            m
+            for m in MODELS
+            if traits(m)["has_residual_units"] or m in config["erf"]["taps"]
+        ]
+    if section == "skip":
+        return [m for m in MODELS if traits(m)["has_residual_units"]]
+    return list(MODELS)
+
+
+def analysis_models(section):
+    """The models `section` (attention, erf, skip, probes, localisation) runs on: listed, or the default."""
+    listed = config[section]["models"]
+    return list(listed) if listed is not None else _default_models(section)
+
+
+def attention_models():
+    return analysis_models("attention")
+
+
+def erf_models():
+    return analysis_models("erf")
+
+
+def skip_models():
+    return analysis_models("skip")
+
+
+def probe_models():
+    return analysis_models("probes")
+
+
+def localisation_models():
+    return analysis_models("localisation")
+
+
+def head_subset_cnn():
+    """The CNN of Fig 5: configured, or the first CNN-family model; None when there is none or Fig 5 is off."""
+    hs = config["attention"]["head_subsets"]
+    if not hs["enabled"]:
+        return None
+    if hs["cnn"] is not None:
+        return hs["cnn"]
+    return next((m for m in MODELS if traits(m)["is_cnn"]), None)
 
 
 def models_with_source(*sources):
     return [m for m in MODELS if config["models"][m]["source"] in sources]
+
+
+def cka_pairs():
+    """Self pairs for every model, then the configured cross pairs."""
+    pairs = [(m, m) for m in MODELS] + [
+        tuple(p) for p in config["cka"]["pairs"] + config["cka"]["per_block"]
+    ]
+    return list(dict.fromkeys(pairs))
+
+
+def _check_config(cfg):
+    _check_models(cfg)
+    _check_pairs(cfg)
+    _check_model_lists(cfg)
+    _check_datasets(cfg)
+
+
+_check_config(config)
+
+
+def _alternation(names):
+    return "|".join(re.escape(n) for n in names) if names else "(?!)"
 
 
 wildcard_constraints:
@@ -66,17 +291,105 @@ wildcard_constraints:
     b=_alternation(MODELS),
 
 
-def get_final_output(wildcards):
-    targets = []
-    for func in FINAL_OUTPUT_FUNCS:
-        targets.extend(func(config))
-    return targets
+# ============================================================================ 3. final targets
+# Every figure is under results/figures/{dataset}/ (the analysis dataset), so runs of two configs on different
+# datasets in one folder never overwrite each other's figures.
+EXTS = ("png", "pdf")
 
 
-def model_spec(wildcards):
-    return canonical(config["models"][wildcards.model])
+def figure(name, dataset=None):
+    """A figure's PNG and PDF: results/figures/{dataset}/{name}.{png,pdf}."""
+    return [f"results/figures/{dataset or ANALYSIS}/{name}.{ext}" for ext in EXTS]
 
 
+def fig1_targets():
+    """Fig 1 (and Fig 8, the no-skip model's): every model's self-similarity."""
+    return [p for m in MODELS for p in figure(f"fig1_self_cka/{m}")]
+
+
+def fig2_targets():
+    return [
+        p for a, b in config["cka"]["pairs"] for p in figure(f"fig2_cross_cka/{a}__{b}")
+    ]
+
+
+def fig3_targets():
+    return figure("fig3_attention_distance") if attention_models() else []
+
+
+def fig4_targets():
+    return figure("fig4_attention_distance_all") if attention_models() else []
+
+
+def fig5_targets():
+    return (
+        figure("fig5_head_subset_cka")
+        if attention_models() and head_subset_cnn()
+        else []
+    )
+
+
+def fig6_targets():
+    if not erf_models():
+        return []
+    return figure("fig6_erf") + [f"results/figures/{ANALYSIS}/fig6_erf_sizes.csv"]
+
+
+def fig7_targets():
+    return (
+        figure("fig7_skip_ratio") + figure("fig7_skip_cosine") if skip_models() else []
+    )
+
+
+def fig9_targets():
+    return [p for m in localisation_models() for p in figure(f"fig9_localisation_{m}")]
+
+
+def fig10_targets():
+    return figure("fig10_localisation_summary") if localisation_models() else []
+
+
+def fig11_targets():
+    return figure("fig11_probes") if probe_models() else []
+
+
+def fig12_targets():
+    return figure("fig12_per_block_cka") if config["cka"]["per_block"] else []
+
+
+def fig13_targets():
+    return figure("fig13_probes_models") if probe_models() else []
+
+
+def claims_targets():
+    return [f"results/claims/{ANALYSIS}.csv", f"results/claims/{ANALYSIS}.md"]
+
+
+def get_final_output(wildcards=None):
+    """What `rule all` builds, section by section (each is empty when the config does not ask for it)."""
+    return (
+        # CKA inside and across models (Figs 1, 2, 8) and per block between checkpoints (Fig 12)
+        fig1_targets()
+        + fig2_targets()
+        + fig12_targets()
+        # attention distance (Figs 3, 4) and head-subset CKA with a CNN (Fig 5)
+        + fig3_targets()
+        + fig4_targets()
+        + fig5_targets()
+        # effective receptive fields (Fig 6) and skip connections (Fig 7)
+        + fig6_targets()
+        + fig7_targets()
+        # localisation (Figs 9, 10) and linear probes (Figs 11, 13)
+        + fig9_targets()
+        + fig10_targets()
+        + fig11_targets()
+        + fig13_targets()
+        # one number per finding of the paper
+        + claims_targets()
+    )
+
+
+# ============================================================================ 4. input functions
 def train_samples(wildcards):
     """The sample list a trained model learns from (empty for hub / checkpoint models)."""
     spec = config["models"][wildcards.model]
@@ -90,14 +403,90 @@ def checkpoint_file(wildcards):
     return [spec["path"]] if spec["source"] == "checkpoint" else []
 
 
-def dataset_cfg(wildcards):
-    return canonical(config["datasets"][wildcards.dataset])
+def _tables(pattern, models):
+    def tables(wildcards):
+        return [pattern.format(dataset=wildcards.dataset, model=m) for m in models]
+
+    return tables
 
 
-# ---- Params: each rule gets exactly the settings it reads, in canonical (sorted-key) order, because
-# Snakemake reruns a job whose params compare unequal and dicts compare by repr, i.e. by key order.
-# Settings that only say where or how fast a job runs travel as one Execution object (`params.run`),
-# which Snakemake leaves out of the comparison. A rule's settings never include other models' entries.
+attention_tables = _tables(
+    "results/attention/{dataset}/{model}.parquet", attention_models()
+)
+erf_tables = _tables("results/erf/{dataset}/{model}.parquet", erf_models())
+erf_maps = _tables("results/erf/{dataset}/{model}.npz", erf_models())
+skip_tables = _tables("results/skip/{dataset}/{model}.parquet", skip_models())
+probe_tables = _tables("results/probes/{dataset}/{model}.parquet", probe_models())
+localisation_tables = _tables(
+    "results/localisation/{dataset}/{model}.parquet", localisation_models()
+)
+
+
+def head_subset_tables(wildcards):
+    cnn = head_subset_cnn()
+    if cnn is None:
+        raise ConfigError(
+            "Fig 5 needs a CNN: set attention.head_subsets.cnn to a CNN model (and enabled: true)"
+        )
+    return [
+        f"results/attention/{wildcards.dataset}/head_subsets/{m}__{cnn}.parquet"
+        for m in attention_models()
+    ]
+
+
+def per_block_tables(wildcards):
+    return [
+        f"results/per_block/{wildcards.dataset}/{a}__{b}.parquet"
+        for a, b in config["cka"]["per_block"]
+    ]
+
+
+def claims_layout():
+    """Which table each input of the claims rule is, section → list of [label, path pattern with {dataset}].
+
+    A label is a model name or an [a, b] pair. Sections the config does not produce are empty lists, so their
+    metrics are simply left out of the summary.
+    """
+    d = "{dataset}"
+    hs_cnn = head_subset_cnn()
+    att = attention_models()
+    return {
+        "self_cka": [[m, f"results/cka/{d}/{m}__{m}.parquet"] for m in MODELS],
+        "cross_cka": [
+            [[a, b], f"results/cka/{d}/{a}__{b}.parquet"]
+            for a, b in config["cka"]["pairs"]
+        ],
+        "attention": [[m, f"results/attention/{d}/{m}.parquet"] for m in att],
+        "head_subsets": [
+            [m, f"results/attention/{d}/head_subsets/{m}__{hs_cnn}.parquet"]
+            for m in (att if hs_cnn else [])
+        ],
+        "erf": [[m, f"results/erf/{d}/{m}.parquet"] for m in erf_models()],
+        "skip": [[m, f"results/skip/{d}/{m}.parquet"] for m in skip_models()],
+        "localisation": [
+            [m, f"results/localisation/{d}/{m}.parquet"] for m in localisation_models()
+        ],
+        "probes": [[m, f"results/probes/{d}/{m}.parquet"] for m in probe_models()],
+        "per_block": [
+            [[a, b], f"results/per_block/{d}/{a}__{b}.parquet"]
+            for a, b in config["cka"]["per_block"]
+        ],
+    }
+
+
+def claims_inputs(wildcards):
+    """Named inputs of the claims rule, one list of table paths per section of `claims_layout`."""
+    return {
+        section: [path.format(dataset=wildcards.dataset) for _, path in entries]
+        for section, entries in claims_layout().items()
+    }
+
+
+# ============================================================================ 5. params functions
+# Each rule gets exactly the settings it reads, in canonical (sorted-key) order, because Snakemake reruns a
+# job whose params compare unequal and dicts compare by repr, i.e. by key order. Settings that only say where
+# or how fast a job runs travel as one Execution object (`params.run`), which Snakemake leaves out of the
+# comparison. A rule's settings never include other models' entries.
 # What reading an image needs; the sample list itself (test_fraction, max_*) arrives as the samples file.
 LOADER_KEYS = ("source", "root", "name", "image_size", "split_dirs")
 
@@ -112,7 +501,17 @@ def canonical(obj):
 
 
 def execution(wildcards=None):
-    return Execution(device=str(config["device"]), num_workers=int(config["num_workers"]))
+    return Execution(
+        device=str(config["device"]), num_workers=int(config["num_workers"])
+    )
+
+
+def model_spec(wildcards):
+    return canonical(config["models"][wildcards.model])
+
+
+def dataset_cfg(wildcards):
+    return canonical(config["datasets"][wildcards.dataset])
 
 
 def loader_cfg(wildcards):
@@ -131,7 +530,8 @@ def train_loader_cfg(wildcards):
 
 def settings(section, keys, per_model=(), extra=None):
     """A params function: `keys` of config[section]; the `per_model` keys (model → value maps) narrowed to
-    the job's own model, so adding or editing another model's entry reruns nothing of this one."""
+    the job's own model, so adding or editing another model's entry reruns nothing of this one.
+    """
 
     def params(wildcards):
         cfg = config[section] if section else config
@@ -139,7 +539,11 @@ def settings(section, keys, per_model=(), extra=None):
         for k in per_model:
             value = cfg[k]
             if isinstance(value, dict):
-                value = {wildcards.model: value[wildcards.model]} if wildcards.model in value else {}
+                value = (
+                    {wildcards.model: value[wildcards.model]}
+                    if wildcards.model in value
+                    else {}
+                )
             out[k] = value
         if extra:
             out.update(extra(cfg, wildcards))
@@ -153,39 +557,24 @@ def head_subset_settings(wildcards):
     return canonical({k: hs[k] for k in ("cnn_taps", "subset_size", "block", "tokens")})
 
 
-def is_vit_arch(name):
-    """Whether a configured model is ViT-like by its timm architecture name (decided without loading it)."""
-    arch = config["models"][name]["arch"].split(".")[0]
-    return any(k in arch for k in ("vit", "deit", "beit", "eva", "cait")) and "convit" not in arch
+def claims_labels():
+    """The labels of `claims_layout`, in input order (a params value: no paths)."""
+    return {
+        section: [label for label, _ in entries]
+        for section, entries in claims_layout().items()
+    }
 
 
-def cka_pairs():
-    """Self pairs for every model, then the configured cross pairs."""
-    pairs = [(m, m) for m in MODELS] + [tuple(p) for p in config["cka"]["pairs"] + config["cka"]["per_block"]]
-    return list(dict.fromkeys(pairs))
-
-
-# ---- Figs 1, 2 (figures.smk)
-def fig1_targets(cfg):
-    return expand("results/figures/fig1_self_cka/{model}.{ext}", model=MODELS, ext=["png", "pdf"])
-
-
-def fig2_targets(cfg):
-    return [
-        f"results/figures/fig2_cross_cka/{a}__{b}.{ext}"
-        for a, b in (tuple(p) for p in cfg["cka"]["pairs"])
-        for ext in ("png", "pdf")
-    ]
-
-
-def per_block_tables(wildcards=None):
-    return [f"results/per_block/{ANALYSIS}/{a}__{b}.parquet" for a, b in config["cka"]["per_block"]]
-
-
-def fig12_targets(cfg):
-    if not cfg["cka"]["per_block"]:
-        return []
-    return [f"results/figures/fig12_per_block_cka.{ext}" for ext in ("png", "pdf")]
-
-
-FINAL_OUTPUT_FUNCS.extend([fig1_targets, fig2_targets, fig12_targets])
+def claims_models():
+    """What the summary needs to know of each model: its family (vit or cnn) and the Fig 8 settings."""
+    return canonical(
+        {
+            m: {
+                "family": "vit" if traits(m)["has_attention"] else "cnn",
+                "arch": spec["arch"],
+                "kwargs": spec.get("kwargs") or {},
+                "remove_skip": spec.get("remove_skip"),
+            }
+            for m, spec in config["models"].items()
+        }
+    )

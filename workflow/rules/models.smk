@@ -1,5 +1,6 @@
-# Hub and local-checkpoint models only fetch or verify weights (local rules on a cluster: compute nodes
-# may have no network); trained models need a GPU.
+# Models: hub and local-checkpoint models only fetch or verify weights (a local rule: on a cluster, compute
+# nodes may have no network); trained models need a GPU. Each writes model.json (arch, family, data config,
+# metrics) and taps.csv.
 
 
 rule fetch_model:
@@ -8,17 +9,17 @@ rule fetch_model:
     output:
         json="results/models/{model}/model.json",
         taps="results/models/{model}/taps.csv",
-    wildcard_constraints:
-        model=_alternation(models_with_source("timm", "checkpoint")),
-    params:
-        spec=model_spec,
-        run=execution,
     log:
         "logs/models/{model}.log",
     benchmark:
-        "benchmarks/models/{model}.tsv"
+        "results/benchmarks/models/{model}.tsv"
+    wildcard_constraints:
+        model=_alternation(models_with_source("timm", "checkpoint")),
     conda:
         "../../envs/torch.yaml"
+    params:
+        spec=model_spec,
+        run=execution,
     script:
         "../../scripts/fetch_model.py"
 
@@ -30,23 +31,23 @@ rule train_model:
         json="results/models/{model}/model.json",
         taps="results/models/{model}/taps.csv",
         weights="results/models/{model}/weights.safetensors",
+    log:
+        "logs/models/{model}.log",
+    benchmark:
+        "results/benchmarks/models/{model}.tsv"
     wildcard_constraints:
         model=_alternation(models_with_source("train")),
-    params:
-        spec=model_spec,
-        dataset_cfg=train_loader_cfg,
-        run=execution,
+    conda:
+        "../../envs/torch.yaml"
     threads: 2
     resources:
         gpu=1,
         mem_mb=8000,
         runtime=120,
-    log:
-        "logs/models/{model}.log",
-    benchmark:
-        "benchmarks/models/{model}.tsv"
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        spec=model_spec,
+        dataset_cfg=train_loader_cfg,
+        run=execution,
     script:
         "../../scripts/train_model.py"
 
