@@ -11,7 +11,15 @@ import pytest
 from PIL import Image
 
 from seelike.data.loader import make_loader, select
-from seelike.data.samples import build_samples, read_samples, samples_hash, write_samples
+from seelike.data.samples import (
+    SORTED_WARNING,
+    build_samples,
+    meta_path,
+    read_samples,
+    sample_list_meta,
+    samples_hash,
+    write_samples,
+)
 from seelike.data.sources import DatasetConfigError, open_source
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -72,6 +80,63 @@ def test_imagefolder_flat_and_split_layouts(tmp_path):
     )
     assert df.split.value_counts().to_dict() == {"train": 6, "test": 6}
     assert all(i.startswith(s + "/") for i, s in zip(df.id, df.split))
+
+
+def test_sorted_order_keeps_the_source_order_and_warns(tmp_path, caplog):
+    _write_folder(tmp_path / "flat", classes=("c", "a", "b"), per=4)
+    cfg = {"source": "imagefolder", "root": str(tmp_path / "flat"), "test_fraction": 1.0}
+    source_ids = [r[0] for r in open_source(cfg).rows()]
+    with caplog.at_level("WARNING", logger="seelike.data.samples"):
+        shuffled = build_samples(cfg, 0)
+    assert not caplog.records  # the default (shuffled) is silent
+    assert shuffled.equals(
+        build_samples({**cfg, "order": "shuffled"}, 0)
+    )  # the default is today's behaviour
+    assert shuffled["id"].tolist() != source_ids and sorted(shuffled["id"]) == sorted(source_ids)
+    with caplog.at_level("WARNING", logger="seelike.data.samples"):
+        srt = build_samples({**cfg, "order": "sorted"}, 0)
+    assert srt["id"].tolist() == source_ids == sorted(source_ids)  # a/0..3, b/0..3, c/0..3
+    assert srt["label"].tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    assert srt.equals(
+        build_samples({**cfg, "order": "sorted"}, 1)
+    )  # the seed plays no part in the order
+    assert [r.message for r in caplog.records] == [SORTED_WARNING] * 2  # once per sorted list
+    assert "biased" in SORTED_WARNING and "consecutive" in SORTED_WARNING
+    # the seeded split is the same under both orders; max_test keeps a prefix of the sorted list
+    d = build_samples({**DIGITS, "order": "sorted", "max_test": 30}, 0)
+    full = build_samples(DIGITS, 0)
+    assert set(d[d.split == "train"]["id"]) == set(full[full.split == "train"]["id"])
+    test_ids = d[d.split == "test"]["id"].tolist()
+    assert (
+        test_ids
+        == sorted(full[full.split == "test"]["id"], key=lambda i: int(i.split("/")[1]))[:30]
+    )
+    with pytest.raises(ValueError, match="shuffled.*sorted"):
+        build_samples({**DIGITS, "order": "random"}, 0)
+
+
+def test_sample_list_meta_records_hash_and_order(tmp_path):
+    for order in ("shuffled", "sorted"):
+        df = build_samples({**DIGITS, "order": order, "max_test": 40}, 0)
+        path = tmp_path / f"{order}.csv"
+        write_samples(df, path)
+        meta = sample_list_meta(path)
+        assert meta["samples_hash"] == samples_hash(path) and meta["order"] == order
+        assert meta["seed"] == 0 and meta["n_images"] == len(df)
+        assert meta["splits"]["test"] == 40
+        assert ("warning" in meta) == (order == "sorted")
+    assert sample_list_meta(tmp_path / "shuffled.csv")["samples_hash"] != samples_hash(
+        tmp_path / "sorted.csv"
+    )
+    # a list without a sidecar: its hash, order unknown; a sidecar of another list: refused
+    meta_path(tmp_path / "shuffled.csv").unlink()
+    assert sample_list_meta(tmp_path / "shuffled.csv") == {
+        "samples_hash": samples_hash(tmp_path / "shuffled.csv"),
+        "order": "unknown",
+    }
+    meta_path(tmp_path / "sorted.csv").rename(meta_path(tmp_path / "shuffled.csv"))
+    with pytest.raises(RuntimeError, match="rebuild the sample list"):
+        sample_list_meta(tmp_path / "shuffled.csv")
 
 
 def test_missing_image_folder_is_a_clear_error(tmp_path):
