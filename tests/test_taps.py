@@ -74,14 +74,45 @@ def test_resnet50_taps():
     model = timm.create_model("resnet50", pretrained=False).eval()
     taps = discover_taps(model)
     assert tap_family(model) == "resnet"
-    # stem + 16 bottlenecks × (conv1, conv2, branch, sum, out) + 4 shortcut projections
-    assert len(taps) == 1 + 16 * 5 + 4
-    assert [t.name for t in taps[:7]] == ["stem"] + [
+    # stem_conv, stem + 16 bottlenecks × (conv1, conv2, branch, sum, out) + 4 shortcut projections
+    assert len(taps) == 2 + 16 * 5 + 4 == 86
+    assert [t.name for t in taps[:8]] == ["stem_conv", "stem"] + [
         f"layer1.0.{k}" for k in ("conv1", "conv2", "branch", "shortcut", "sum", "out")
     ]
     seen = fire(model, taps)
     assert [s[0] for s in seen] == [t.name for t in taps]
     assert dict(seen)["layer4.2.out"] == (2048, 7, 7)
+    assert dict(seen)["stem_conv"] == (64, 112, 112) and dict(seen)["stem"] == (64, 56, 56)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet26d", "resnetv2_50x1_bit", "resnetv2_50"])
+def test_stem_conv_is_the_raw_stem_convolution(arch):
+    """stem_conv = the stem convolution's output before any norm / activation / pool; stem = what unit 1 reads."""
+    torch.manual_seed(0)
+    model = timm.create_model(arch, pretrained=False).eval()
+    taps = discover_taps(model)
+    assert [t.kind for t in taps[:2]] == ["stem_conv", "stem"]
+    assert taps[0].block is None and taps[0].index == 0 and taps[1].index == 1
+    x = torch.randn(2, 3, 64, 64)
+    got = {}
+    with (
+        record_taps(model, taps[:2], lambda t, a: got.__setitem__(t.name, a.clone())),
+        torch.no_grad(),
+    ):
+        model(x)
+    with torch.no_grad():
+        if (
+            tap_family(model) == "resnet"
+        ):  # conv1 (deep stems: a Sequential ending in a conv) → bn1 → act1 → pool
+            conv = model.conv1(x)
+            stem = model.maxpool(model.act1(model.bn1(conv)))
+        else:  # ResNetV2: stem.conv, then the rest of the stem (pre-activation: pad, pool; else norm too)
+            conv = stem = model.stem.conv(x)
+            for n, m in model.stem.named_children():
+                if n != "conv":
+                    stem = m(stem)
+    torch.testing.assert_close(got["stem_conv"], conv)
+    torch.testing.assert_close(got["stem"], stem)
 
 
 def test_resnet_sum_is_branch_plus_shortcut_despite_inplace_ops():
@@ -98,9 +129,9 @@ def test_resnetv2_bit_taps():
     model = timm.create_model("resnetv2_50x1_bit", pretrained=False).eval()
     taps = discover_taps(model)
     assert tap_family(model) == "resnetv2"
-    # stem + 16 pre-activation units × 7 + 4 shortcut projections + final norm
-    assert len(taps) == 1 + 16 * 7 + 4 + 1
-    assert taps[1].name == "stages.0.blocks.0.preact"
+    # stem_conv, stem + 16 pre-activation units × 7 + 4 shortcut projections + final norm
+    assert len(taps) == 2 + 16 * 7 + 4 + 1 == 119
+    assert taps[0].name == "stem_conv" and taps[2].name == "stages.0.blocks.0.preact"
     assert [s[0] for s in fire(model, taps)] == [t.name for t in taps]
 
 

@@ -40,9 +40,11 @@ def _fire(model: torch.nn.Module, taps, size: int) -> list[tuple[str, tuple[int,
 def test_lite0_taps_count_order_and_fire_once(lite0):
     taps = discover_taps(lite0)
     assert tap_family(lite0) == "efficientnet"
-    # stem + depthwise-separable block (conv1, out) + 15 MBConv blocks × (conv1, conv2, out) + 9 branches + head
-    assert len(taps) == 1 + 2 + 15 * 3 + len(LITE0_SKIP) + 1 == 58
-    assert [t.name for t in taps[:10]] == [
+    # stem_conv, stem + depthwise-separable block (conv1, out) + 15 MBConv blocks × (conv1, conv2, out) + 9 branches
+    # + head
+    assert len(taps) == 2 + 2 + 15 * 3 + len(LITE0_SKIP) + 1 == 59
+    assert [t.name for t in taps[:11]] == [
+        "stem_conv",
         "stem",
         "blocks.0.0.conv1",
         "blocks.0.0.out",
@@ -59,7 +61,7 @@ def test_lite0_taps_count_order_and_fire_once(lite0):
     seen = _fire(lite0, taps, 224)
     assert [s[0] for s in seen] == [t.name for t in taps]  # forward order, each exactly once
     shapes = dict(seen)
-    assert shapes["stem"] == (32, 112, 112)
+    assert shapes["stem"] == shapes["stem_conv"] == (32, 112, 112)
     assert shapes["blocks.1.0.conv1"] == (96, 112, 112) and shapes["blocks.1.0.conv2"] == (
         96,
         56,
@@ -71,7 +73,7 @@ def test_lite0_taps_count_order_and_fire_once(lite0):
 def test_lite0_kinds_and_skip_blocks(lite0):
     taps = discover_taps(lite0)
     kinds = {t.kind for t in taps}
-    assert kinds == {"stem", "conv1", "conv2", "branch", "out", "head"}
+    assert kinds == {"stem_conv", "stem", "conv1", "conv2", "branch", "out", "head"}
     # a branch only where the block adds its input; no `sum` (no activation after the add) and no `shortcut`
     assert {t.name.rsplit(".", 1)[0] for t in taps if t.kind == "branch"} == LITE0_SKIP
     modules = dict(lite0.named_modules())
@@ -98,6 +100,22 @@ def test_lite0_block_output_with_skip_is_branch_plus_input(lite0):
     torch.testing.assert_close(
         got["blocks.5.3.out"], got["blocks.5.3.branch"] + got["blocks.5.2.out"]
     )
+
+
+def test_lite0_stem_conv_is_before_the_norm(lite0):
+    """stem_conv = conv_stem's raw output; stem = bn1 (BatchNormAct2d: norm + ReLU6) of it."""
+    taps = discover_taps(lite0)[:2]
+    assert [(t.name, t.module_path) for t in taps] == [("stem_conv", "conv_stem"), ("stem", "bn1")]
+    x = torch.randn(2, 3, 64, 64)
+    got: dict[str, torch.Tensor] = {}
+    with record_taps(lite0, taps, lambda t, a: got.__setitem__(t.name, a.clone())), torch.no_grad():
+        lite0(x)
+    with torch.no_grad():
+        conv = lite0.conv_stem(x)
+        stem = lite0.bn1(conv)
+    torch.testing.assert_close(got["stem_conv"], conv)
+    torch.testing.assert_close(got["stem"], stem)
+    assert float(got["stem_conv"].min()) < 0 <= float(got["stem"].min())  # ReLU6 only on the stem
 
 
 def test_lite0_block_without_skip_output_is_its_projection(lite0):

@@ -4,6 +4,11 @@ A registry maps a model family to a discoverer, so a new family is one entry (`r
 in every analysis. Each tap is a (module, where) pair: `where="output"` hooks the module's output,
 `where="input"` its first positional input (e.g. the post-attention residual sum is the input of `norm2`,
 the ResNet residual sum the input of the final activation) — sums that are no module's output.
+
+CNN families start with `stem_conv`, the raw output of the stem convolution (before any norm, activation or
+pooling; an analogue of a ViT's patch embedding), then `stem`, the stem's output as the first unit sees it (after
+norm + activation, and the max pool where the stem has one). `stem_conv` is not a block output
+(`BLOCK_OUTPUT_KINDS`): per-block comparisons and default probes still start at `stem`.
 """
 
 from __future__ import annotations
@@ -119,7 +124,11 @@ def _is_resnet(model: nn.Module) -> bool:
 
 
 def _resnet_taps(model: nn.Module) -> list[tuple[str, str, str, str, int | None]]:
-    out: list[tuple[str, str, str, str, int | None]] = [("stem", "stem", "maxpool", "output", None)]
+    # stem: conv1 (a Sequential ending in a conv for deep stems) → bn1 → act1 → maxpool
+    out: list[tuple[str, str, str, str, int | None]] = [
+        ("stem_conv", "stem_conv", "conv1", "output", None),
+        ("stem", "stem", "maxpool", "output", None),
+    ]
     k = 0
     for s in range(1, 5):
         for b, blk in enumerate(getattr(model, f"layer{s}")):
@@ -161,7 +170,12 @@ def _is_resnetv2(model: nn.Module) -> bool:
 
 
 def _resnetv2_taps(model: nn.Module) -> list[tuple[str, str, str, str, int | None]]:
-    out: list[tuple[str, str, str, str, int | None]] = [("stem", "stem", "stem", "output", None)]
+    # stem: conv (or conv1..conv3 with norms for deep stems), [norm for non-pre-activation nets], pad, pool
+    stem_convs = [n for n in ("conv", "conv3") if hasattr(model.stem, n)]
+    out: list[tuple[str, str, str, str, int | None]] = [
+        ("stem_conv", "stem_conv", f"stem.{c}", "output", None) for c in stem_convs[:1]
+    ]
+    out.append(("stem", "stem", "stem", "output", None))
     k = 0
     for s, stage in enumerate(model.stages):
         for b, blk in enumerate(stage.blocks):
@@ -218,7 +232,7 @@ def _is_efficientnet(model: nn.Module) -> bool:
 def _efficientnet_taps(model: nn.Module) -> list[tuple[str, str, str, str, int | None]]:
     """timm EfficientNet / -Lite / -V2, MobileNetV2, MnasNet, MixNet (and MobileNetV3's blocks).
 
-    `stem` (stem conv + norm + act); per block `conv1`, `conv2` (the inner convolutions after their norm and act:
+    `stem_conv` (the stem convolution's raw output), `stem` (stem conv + norm + act); per block `conv1`, `conv2` (the inner convolutions after their norm and act:
     MBConv expansion 1×1 then depthwise; depthwise-separable and fused blocks have one), `branch` (projection norm
     output, before the add) and `out` (block output: the residual sum where the block has a skip). A block without
     a skip (stride 2 or a channel change) has no `branch`: its projection IS its output, and a duplicate tap would
@@ -226,7 +240,10 @@ def _efficientnet_taps(model: nn.Module) -> list[tuple[str, str, str, str, int |
     `shortcut`: EfficientNet skips are identities (the unit input). Then `head` (1×1 head conv + norm + act).
     Squeeze-excitation gates are not tapped (the next conv consumes them inside the branch).
     """
-    out: list[tuple[str, str, str, str, int | None]] = [("stem", "stem", "bn1", "output", None)]
+    out: list[tuple[str, str, str, str, int | None]] = [
+        ("stem_conv", "stem_conv", "conv_stem", "output", None),
+        ("stem", "stem", "bn1", "output", None),
+    ]
     k = 0
     for s, stage in enumerate(model.blocks):
         for b, blk in enumerate(stage):
