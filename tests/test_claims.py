@@ -12,20 +12,26 @@ from seelike import claims
 from seelike.claims import ClaimInputs, metrics
 
 
+def tap_kind(name: str) -> str:
+    """A tap's kind from its name, as the tap families name them (`stem`, `layer1.0.out` → `out`, ...)."""
+    return name.rsplit(".", 1)[-1]
+
+
 def long_cka(
-    m: np.ndarray, taps_a: list[str], taps_b: list[str] | None = None, constant=()
+    m: np.ndarray, taps_a: list[str], taps_b: list[str] | None = None, constant=(), kind=None
 ) -> pd.DataFrame:
-    """A long CKA table as `seelike.compare.cka_from_caches` writes it, from a matrix; rows shuffled."""
+    """A long CKA table as `seelike.compare.cka_from_caches` writes it, from a matrix; rows shuffled. Kinds are
+    "x" unless `kind` (tap name → kind) is given."""
     taps_b = taps_a if taps_b is None else taps_b
     ia, ib = np.meshgrid(np.arange(len(taps_a)), np.arange(len(taps_b)), indexing="ij")
     ia, ib = ia.ravel(), ib.ravel()
     df = pd.DataFrame(
         {
             "tap_a": [taps_a[i] for i in ia],
-            "kind_a": "x",
+            "kind_a": [kind(taps_a[i]) if kind else "x" for i in ia],
             "index_a": ia,
             "tap_b": [taps_b[j] for j in ib],
-            "kind_b": "x",
+            "kind_b": [kind(taps_b[j]) if kind else "x" for j in ib],
             "index_b": ib,
             "cka": m.ravel(),
             "constant": [taps_a[i] in constant or taps_b[j] in constant for i, j in zip(ia, ib)],
@@ -463,3 +469,123 @@ def test_claims_rule_on_the_tiny_run(workflow_run):
     }
     md = (workflow_run / "results" / "claims" / "digits.md").read_text()
     assert md.count("\n| ") == len(df) + 1
+
+
+# ---------------------------------------------------------------- CNN families named; Fig 1 on block outputs
+def test_cnn_label_from_family_and_arch():
+    label = claims.findings.cnn_label
+    assert label("resnet", "resnet50.a1_in1k") == "ResNet"
+    assert label("resnetv2", "resnetv2_50x1_bit.goog_in21k") == "ResNetV2/BiT"
+    assert label("efficientnet", "tf_efficientnet_lite0") == "EfficientNet"
+    assert label("efficientnet", "mobilenetv2_100") == "MobileNet"
+    assert label("generic", "convnext_tiny") == "CNN"
+    # the coarse "cnn" family: the arch decides
+    assert label("cnn", "tf_efficientnet_lite0") == "EfficientNet"
+    assert label("cnn", "resnet18") == "ResNet"
+    assert label("cnn", "resnetv2_50x1_bit") == "ResNetV2/BiT"
+    assert label("cnn", None) == label("cnn", "vgg16") == "CNN"
+
+
+def _vit_and_effnet() -> ClaimInputs:
+    """A ViT (uniform among block outputs, not among its sub-layer taps) and an EfficientNet with stages."""
+    vit_taps = (
+        ["embed"] + [f"blocks.{b}.{k}" for b in range(6) for k in ("attn", "block")] + ["norm"]
+    )
+    n = len(vit_taps)
+    vm = np.where(
+        np.array([tap_kind(t) in ("embed", "block") for t in vit_taps])[:, None]
+        & np.array([tap_kind(t) in ("embed", "block") for t in vit_taps])[None, :],
+        0.9,
+        0.1,
+    )
+    np.fill_diagonal(vm, 1.0)
+    cnn_taps = ["stem_conv", "stem"] + [
+        f"blocks.{s}.{b}.{k}" for s in (1, 2, 3) for b in (0, 1) for k in ("conv1", "out")
+    ]
+    stage = np.array([-1, -1] + [s for s in (1, 2, 3) for _ in range(4)])
+    cm = np.where(stage[:, None] == stage[None, :], 0.8, 0.3)
+    np.fill_diagonal(cm, 1.0)
+    return ClaimInputs(
+        families={"vit": "vit", "lite0": "efficientnet"},
+        archs={"vit": "vit_small_patch14_dinov2", "lite0": "tf_efficientnet_lite0"},
+        self_cka={
+            "vit": long_cka(vm, vit_taps, kind=tap_kind),
+            "lite0": long_cka(cm, cnn_taps, kind=tap_kind),
+        },
+        cross_cka={
+            ("vit", "lite0"): long_cka(np.full((n, len(cnn_taps)), 0.3), vit_taps, cnn_taps)
+        },
+        skip={
+            "vit": pd.DataFrame({"block": [0, 1], "token_type": "patch", "ratio_mean": [2.0, 3.0]}),
+            "lite0": pd.DataFrame(
+                {"block": [0, 1], "token_type": "spatial", "ratio_mean": [1.0, 1.5]}
+            ),
+        },
+        head_subsets={
+            "vit": pd.DataFrame(
+                {
+                    "subset": [0, 1, 2],
+                    "subset_mean_distance_px": [1.0, 5.0, 9.0],
+                    "cka": [0.9, 0.5, 0.2],
+                }
+            )
+        },
+    )
+
+
+def test_claims_name_the_cnn_family_not_resnet():
+    df = claims.summarise(_vit_and_effnet())
+    texts = " ".join(df["claim"]) + " " + " ".join(df["note"])
+    assert "ResNet" not in texts
+    cnn_rows = df[df["model"].str.contains("lite0") & (df["claim"] != "‖z‖/‖f(z)‖ by token type")]
+    assert cnn_rows["claim"].str.contains("EfficientNet").all(), cnn_rows["claim"].tolist()
+    assert "lower half of the EfficientNet matches the lowest quarter of the ViT" in set(
+        df["claim"]
+    )
+    assert "CKA with lower EfficientNet units falls as head subsets get more global" in set(
+        df["claim"]
+    )
+    assert "skip ratio is higher in ViT than in EfficientNet" in set(df["claim"])
+    # the same with the coarse family: the arch names it
+    inp = _vit_and_effnet()
+    inp.families = {"vit": "vit", "lite0": "cnn"}
+    assert set(claims.summarise(inp)["claim"]) == set(df["claim"])
+    # a ResNet is still called a ResNet
+    inp.families, inp.archs = {"vit": "vit", "lite0": "resnet"}, {}
+    assert "lower half of the ResNet matches the lowest quarter of the ViT" in set(
+        claims.summarise(inp)["claim"]
+    )
+
+
+def test_fig1_on_block_outputs_as_well_as_all_taps():
+    df = claims.summarise(_vit_and_effnet())
+    row = df[df["figure"] == "1"].set_index(["model", "metric"])
+    # all taps: the ViT's attention branches (0.1 to everything) pull its thirds down; block outputs: 0.9
+    # ViT 14 taps, thirds of 4: {embed, b0.attn, b0.block, b1.attn} × {b5.attn, b5.block, norm, b4.block}...
+    assert row.loc[("vit", "cka_lowest_vs_highest_third_block_outputs"), "value"] == pytest.approx(
+        0.9
+    )
+    assert row.loc[("vit", "cka_lowest_vs_highest_third"), "value"] < 0.5
+    assert "block outputs" in row.loc[("vit", "cka_lowest_vs_highest_third_block_outputs"), "note"]
+    assert (
+        "7 taps" in row.loc[("vit", "cka_lowest_vs_highest_third_block_outputs"), "note"]
+    )  # embed + 6 blocks
+    # EfficientNet block outputs: stem + 6 unit outputs (stem_conv and conv1 left out); stages 1-3 of 2 units
+    assert "7 taps" in row.loc[("lite0", "cka_lowest_vs_highest_third_block_outputs"), "note"]
+    assert row.loc[("lite0", "cka_within_stage_block_outputs"), "value"] == pytest.approx(0.8)
+    assert row.loc[("lite0", "cka_across_stage_block_outputs"), "value"] == pytest.approx(0.3)
+    assert row.loc[("lite0", "cka_within_minus_across_stage_block_outputs"), "seen"] is True
+    # both readings of the ViT − CNN comparison
+    pair = row.loc["vit vs lite0"]
+    assert {
+        "cka_lowest_vs_highest_third_vit_minus_cnn",
+        "cka_lowest_vs_highest_third_vit_minus_cnn_block_outputs",
+    } <= set(pair.index)
+    assert pair.loc["cka_lowest_vs_highest_third_vit_minus_cnn_block_outputs", "seen"] is True
+    assert not df.duplicated(["figure", "model", "metric"]).any()
+    # tables without kind columns (or too few block outputs) give only the all-taps reading
+    assert (
+        claims.metrics.block_output_cka(long_cka(np.eye(4), ["stem", "a.out", "b.out", "c.out"]))
+        is None
+    )
+    assert not claims.summarise(_inputs())["metric"].str.endswith("_block_outputs").any()

@@ -18,6 +18,7 @@ from seelike.claims.metrics import (
     LOWEST_QUARTER,
     NEXT_THIRD_END,
     attention_early_late,
+    block_output_cka,
     cross_cka_alignment,
     erf_growth,
     head_subset_trend,
@@ -36,12 +37,53 @@ COLUMNS = ["figure", "claim", "model", "metric", "value", "seen", "note"]
 
 
 # ---------------------------------------------------------------- the summary
+# Tap families (seelike.models.taps.tap_family) that are CNNs, and how the claims name them. `cnn` is the coarse
+# label (any model without attention); `generic` (leaf-module taps) is treated as a CNN, as the workflow does.
+CNN_FAMILIES: dict[str, str] = {
+    "resnet": "ResNet",
+    "resnetv2": "ResNetV2/BiT",
+    "efficientnet": "EfficientNet",
+    "cnn": "CNN",
+    "generic": "CNN",
+}
+# An arch name refines the label where the family is coarse (`cnn`) or covers several networks (`efficientnet`
+# also discovers MobileNetV2, MnasNet, MixNet blocks). First match wins.
+_ARCH_LABELS: tuple[tuple[str, str], ...] = (
+    (r"resnetv2|(^|_)bit", "ResNetV2/BiT"),
+    (r"resnet", "ResNet"),
+    (r"efficientnet", "EfficientNet"),
+    (r"mobilenet", "MobileNet"),
+    (r"mnasnet", "MnasNet"),
+    (r"mixnet", "MixNet"),
+)
+
+
+def cnn_label(family: str | None, arch: str | None = None) -> str:
+    """How the claims name a CNN: `ResNet`, `ResNetV2/BiT`, `EfficientNet` (or MobileNet / MnasNet / MixNet, which
+    share EfficientNet's tap family), else `CNN`; from the tap family, refined by the arch name (lower case,
+    pretrained tag ignored) when the family is coarse or shared."""
+    fam = CNN_FAMILIES.get(family or "", "CNN")
+    if family in ("resnet", "resnetv2"):
+        return fam
+    name = (arch or "").split(".")[0].lower()
+    for pat, label in _ARCH_LABELS:
+        if re.search(pat, name):
+            if family == "efficientnet" and label in ("ResNet", "ResNetV2/BiT"):
+                break
+            return label
+    return fam
+
+
 @dataclass
 class ClaimInputs:
     """The tables of one analysis dataset, keyed by model (or (a, b) pair), plus what is known of each model.
 
-    `families`: model → "vit" or "cnn"; `attention`: model → (distance table, uniform-attention distance px);
-    `no_skip`: model → (removed block, reference model or None) as from `no_skip_specs`.
+    `families`: model → "vit", "cnn", or a tap family (`seelike.models.taps.tap_family`: vit, resnet, resnetv2,
+    efficientnet, generic; every non-ViT family is a CNN); `archs`: model → timm arch (optional: names the CNN
+    family in the claim texts where `families` only says "cnn"); `attention`: model → (distance table,
+    uniform-attention distance px); `head_subset_cnn`: ViT → the CNN its Fig 5 table compares with (optional:
+    else the only CNN, or "CNN"); `no_skip`: model → (removed block, reference model or None) as from
+    `no_skip_specs`.
     """
 
     families: Mapping[str, str]
@@ -55,6 +97,19 @@ class ClaimInputs:
     probes: Mapping[str, pd.DataFrame] = field(default_factory=dict)
     per_block: Mapping[tuple[str, str], pd.DataFrame] = field(default_factory=dict)
     no_skip: Mapping[str, tuple[int, str | None]] = field(default_factory=dict)
+    archs: Mapping[str, str] = field(default_factory=dict)
+    head_subset_cnn: Mapping[str, str] = field(default_factory=dict)
+
+    def is_vit(self, model: str) -> bool:
+        return self.families.get(model) == "vit"
+
+    def is_cnn(self, model: str) -> bool:
+        fam = self.families.get(model)
+        return fam is not None and fam != "vit"
+
+    def cnn_name(self, model: str) -> str:
+        """The CNN family's name of `model` for claim texts (`cnn_label`)."""
+        return cnn_label(self.families.get(model), self.archs.get(model))
 
 
 class _Rows:
@@ -92,75 +147,112 @@ class _Rows:
 def _vit_cnn_pairs(inp: ClaimInputs, models: Sequence[str]) -> list[tuple[str, str]]:
     """(ViT, CNN) pairs among `models` for the ViT-vs-CNN comparisons: the configured cross pairs (`cross_cka`
     keys) with one ViT and one CNN, else every standard ViT × CNN (models with `remove_skip` left out)."""
-    fam = inp.families
     pairs = [
-        (a, b) if fam.get(a) == "vit" else (b, a)
+        (a, b) if inp.is_vit(a) else (b, a)
         for a, b in inp.cross_cka
-        if {fam.get(a), fam.get(b)} == {"vit", "cnn"}
+        if (inp.is_vit(a) and inp.is_cnn(b)) or (inp.is_cnn(a) and inp.is_vit(b))
     ]
     if not pairs:
         std = [m for m in models if m not in inp.no_skip]
-        pairs = [(v, c) for v in std if fam.get(v) == "vit" for c in std if fam.get(c) == "cnn"]
+        pairs = [(v, c) for v in std if inp.is_vit(v) for c in std if inp.is_cnn(c)]
     return [(v, c) for v, c in pairs if v in models and c in models]
 
 
+# Fig 1 is read twice: on every tap, and on block outputs only (BLOCK_OUTPUT_KINDS: ViT embedding and block
+# outputs, CNN stem and unit outputs), so that the sub-layer taps (norms, branches) cannot make one model look
+# more or less uniform than the other. Metric suffix and note of each reading.
+_FIG1_READINGS = (
+    ("", "all taps"),
+    ("_block_outputs", "block outputs (embed / stem, block / unit outputs)"),
+)
+
+
 def _fig1(inp: ClaimInputs, out: _Rows) -> None:
-    claim = "ViT layers are more uniform (lowest and highest third alike) than ResNet layers"
-    thirds = {m: self_cka_thirds(df) for m, df in inp.self_cka.items()}
-    for m, t in thirds.items():
-        note = f"{int(t['n_taps'])} taps; thirds = first/last {third_size(int(t['n_taps']))} taps"
-        out.add(
-            "1", claim, m, "cka_lowest_vs_highest_third", t["lowest_vs_highest_third"], note=note
-        )
-        out.add("1", claim, m, "cka_adjacent_taps", t["adjacent"], note="mean CKA of taps i, i+1")
-    for m, df in inp.self_cka.items():
-        if inp.families.get(m) != "cnn" or (s := stage_cka(df)) is None:
-            continue
-        c = "ResNets have distinct stages: taps alike within a stage, less across stages"
-        out.add("1", c, m, "cka_within_stage", s["within"], note="tap pairs i<j in one stage")
-        out.add("1", c, m, "cka_across_stage", s["across"], note="tap pairs in different stages")
-        out.add(
-            "1", c, m, "cka_within_minus_across_stage", s["within"] - s["across"],
-            seen=s["within"] > s["across"], note="seen: > 0",
-        )  # fmt: skip
-    pairs = _vit_cnn_pairs(inp, list(thirds))
-    for v, c in pairs:
-        diff = thirds[v]["lowest_vs_highest_third"] - thirds[c]["lowest_vs_highest_third"]
-        out.add(
-            "1", claim, f"{v} vs {c}", "cka_lowest_vs_highest_third_vit_minus_cnn", diff,
-            seen=diff > 0, note="seen: > 0",
-        )  # fmt: skip
-    if not pairs and thirds:
-        out.add(
-            "1", claim, "-", "cka_lowest_vs_highest_third_vit_minus_cnn", math.nan,
-            note="needs a ViT and a CNN in the config",
-        )  # fmt: skip
+    tables = {
+        "": dict(inp.self_cka),
+        "_block_outputs": {
+            m: d for m, df in inp.self_cka.items() if (d := block_output_cka(df)) is not None
+        },
+    }
+    for suffix, what in _FIG1_READINGS:
+        thirds = {m: self_cka_thirds(df) for m, df in tables[suffix].items()}
+        for m, t in thirds.items():
+            claim = (
+                "ViT layers are uniform: lowest and highest third alike"
+                if inp.is_vit(m)
+                else f"{inp.cnn_name(m)} layers: lowest vs highest third (the paper: less alike than a ViT's)"
+            )
+            n = int(t["n_taps"])
+            note = f"{what}: {n} taps; thirds = first/last {third_size(n)} taps"
+            out.add(
+                "1", claim, m, f"cka_lowest_vs_highest_third{suffix}", t["lowest_vs_highest_third"],
+                note=note,
+            )  # fmt: skip
+            out.add(
+                "1", claim, m, f"cka_adjacent_taps{suffix}", t["adjacent"],
+                note=f"{what}: mean CKA of taps i, i+1",
+            )  # fmt: skip
+        for m, df in tables[suffix].items():
+            if not inp.is_cnn(m) or (s := stage_cka(df)) is None:
+                continue
+            c = f"{inp.cnn_name(m)} has distinct stages: taps alike within a stage, less across stages"
+            out.add(
+                "1", c, m, f"cka_within_stage{suffix}", s["within"],
+                note=f"{what}: tap pairs i<j in one stage",
+            )  # fmt: skip
+            out.add(
+                "1", c, m, f"cka_across_stage{suffix}", s["across"],
+                note=f"{what}: tap pairs in different stages",
+            )  # fmt: skip
+            out.add(
+                "1", c, m, f"cka_within_minus_across_stage{suffix}", s["within"] - s["across"],
+                seen=s["within"] > s["across"], note=f"{what}; seen: > 0",
+            )  # fmt: skip
+        pairs = _vit_cnn_pairs(inp, list(thirds))
+        metric = f"cka_lowest_vs_highest_third_vit_minus_cnn{suffix}"
+        for v, c in pairs:
+            claim = (
+                "ViT layers are more uniform (lowest and highest third alike) than "
+                f"{inp.cnn_name(c)} layers"
+            )
+            diff = thirds[v]["lowest_vs_highest_third"] - thirds[c]["lowest_vs_highest_third"]
+            out.add(
+                "1", claim, f"{v} vs {c}", metric, diff, seen=diff > 0, note=f"{what}; seen: > 0"
+            )
+        if not pairs and thirds and not suffix:
+            out.add(
+                "1", "ViT layers are more uniform (lowest and highest third alike) than CNN layers",
+                "-", metric, math.nan, note="needs a ViT and a CNN in the config",
+            )  # fmt: skip
 
 
 def _fig2(inp: ClaimInputs, out: _Rows) -> None:
     for (a, b), df in inp.cross_cka.items():
-        fa, fb = inp.families.get(a), inp.families.get(b)
-        if {fa, fb} != {"vit", "cnn"}:
+        if inp.is_vit(a) and inp.is_cnn(b):
+            cnn_side = "b"
+        elif inp.is_cnn(a) and inp.is_vit(b):
+            cnn_side = "a"
+        else:
             continue
-        r = cross_cka_alignment(df, cnn_side="a" if fa == "cnn" else "b")
-        v, c = (b, a) if fa == "cnn" else (a, b)
-        pair = f"{v} vs {c}"
+        r = cross_cka_alignment(df, cnn_side=cnn_side)
+        v, c = (b, a) if cnn_side == "a" else (a, b)
+        pair, cnn = f"{v} vs {c}", inp.cnn_name(c)
         lo, up = r["cnn_lower_half_best_vit_depth"], r["cnn_upper_half_best_vit_depth"]
         out.add(
-            "2", "lower half of the ResNet matches the lowest quarter of the ViT", pair,
+            "2", f"lower half of the {cnn} matches the lowest quarter of the ViT", pair,
             "cnn_lower_half_best_vit_depth", lo, seen=lo <= LOWEST_QUARTER,
             note="mean relative depth (0..1) of the best-matching ViT tap; seen: <= 0.25",
         )  # fmt: skip
         out.add(
-            "2", "top half of the ResNet matches the next third of the ViT", pair,
+            "2", f"top half of the {cnn} matches the next third of the ViT", pair,
             "cnn_upper_half_best_vit_depth", up, seen=LOWEST_QUARTER < up <= NEXT_THIRD_END,
             note=f"seen: in (0.25, {NEXT_THIRD_END:.2f}]",
         )  # fmt: skip
         last, first = r["vit_last_third_best_cnn_cka"], r["vit_first_two_thirds_best_cnn_cka"]
-        claim = "last third of the ViT is unlike any ResNet layer"
+        claim = f"last third of the ViT is unlike any {cnn} layer"
         out.add(
             "2", claim, pair, "vit_first_two_thirds_best_cnn_cka", first,
-            note="per ViT tap: max CKA over ResNet taps, averaged",
+            note=f"per ViT tap: max CKA over {cnn} taps, averaged",
         )  # fmt: skip
         out.add(
             "2", claim, pair, "vit_last_third_best_cnn_cka", last, seen=last < first,
@@ -202,9 +294,12 @@ def _fig3_5(inp: ClaimInputs, out: _Rows) -> None:
             "3-4", c3, m, "late_spread_px", r["late_spread_px"],
             seen=r["late_spread_px"] < r["early_spread_px"], note="last two blocks; seen: < early",
         )  # fmt: skip
+    cnns = [m for m in inp.families if inp.is_cnn(m)]
     for m, df in inp.head_subsets.items():
         r = head_subset_trend(df)
-        claim = "CKA with lower ResNet units falls as head subsets get more global"
+        cnn = inp.head_subset_cnn.get(m) or (cnns[0] if len(cnns) == 1 else None)
+        cnn_name = inp.cnn_name(cnn) if cnn else "CNN"
+        claim = f"CKA with lower {cnn_name} units falls as head subsets get more global"
         n = int(r["n_subsets"])
         out.add("5", claim, m, "most_local_subset_cka", r["most_local_subset_cka"])
         out.add("5", claim, m, "most_global_subset_cka", r["most_global_subset_cka"])
@@ -230,8 +325,10 @@ def _fig6(inp: ClaimInputs, out: _Rows) -> None:
     for m, by_res in growth.items():
         q = sizes[m][0][:-3]
         for res, g in by_res.items():
-            grows = inp.families.get(m) == "cnn"
-            claim = "CNN ERFs grow with depth" if grows else f"ERF size ({q}) by depth"
+            grows = inp.is_cnn(m)
+            claim = (
+                f"{inp.cnn_name(m)} ERFs grow with depth" if grows else f"ERF size ({q}) by depth"
+            )
             out.add("6", claim, m, f"{q}_px_first_{res}", g["first"], note="first tap")
             out.add("6", claim, m, f"{q}_px_last_{res}", g["last"], note="last tap")
             out.add(
@@ -247,7 +344,7 @@ def _fig6(inp: ClaimInputs, out: _Rows) -> None:
                 continue
             ratio = gv["first"] / gc["first_non_stem"] if gc["first_non_stem"] > 0 else math.nan
             out.add(
-                "6", "ViT ERFs are larger than CNN ERFs in early layers", f"{v} vs {c}",
+                "6", f"ViT ERFs are larger than {inp.cnn_name(c)} ERFs in early layers", f"{v} vs {c}",
                 f"{size[:-3]}_vit_first_over_cnn_first_stage_post", ratio, seen=ratio > 1,
                 note="ViT block 0 post-attention residual over the CNN's first stage output; seen: > 1",
             )  # fmt: skip
@@ -288,7 +385,7 @@ def _fig7(inp: ClaimInputs, out: _Rows) -> None:
             continue
         ratio = summ[v]["patch_mean"] / summ[c]["spatial_mean"]
         out.add(
-            "7", "skip ratio is higher in ViT than in ResNet", f"{v} vs {c}",
+            "7", f"skip ratio is higher in ViT than in {inp.cnn_name(c)}", f"{v} vs {c}",
             "ratio_vit_patch_over_cnn", ratio, seen=ratio > 1,
             note="mean over blocks; seen: > 1",
         )  # fmt: skip
@@ -316,14 +413,19 @@ def _fig8(inp: ClaimInputs, out: _Rows) -> None:
         )  # fmt: skip
 
 
-_LESS_LOCAL = "ResNet positions localise much less than ViT tokens"
+def _less_local(cnn: str) -> str:
+    return f"{cnn} positions localise much less than ViT tokens"
 
 
 def _fig9_10(inp: ClaimInputs, out: _Rows) -> None:
     stats = {m: localisation_stats(df) for m, df in inp.localisation.items()}
     for m, s in stats.items():
-        vit = inp.families.get(m) == "vit"
-        claim = "ViT interior tokens match their own input patch" if vit else _LESS_LOCAL
+        vit = inp.is_vit(m)
+        claim = (
+            "ViT interior tokens match their own input patch"
+            if vit
+            else _less_local(inp.cnn_name(m))
+        )
         n = f"{int(s['n_interior'])} interior positions"
         out.add("9-10", claim, m, "own_patch_cka", s["own"], note=n)
         out.add("9-10", claim, m, "other_patch_cka", s["other"], note="mean over the other patches")
@@ -333,7 +435,7 @@ def _fig9_10(inp: ClaimInputs, out: _Rows) -> None:
             note="fraction whose best patch is their own" + ("; seen: > 0.5" if vit else ""),
         )  # fmt: skip
     for v, c in _vit_cnn_pairs(inp, list(stats)):
-        claim = _LESS_LOCAL
+        claim = _less_local(inp.cnn_name(c))
         d = stats[v]["own_is_argmax"] - stats[c]["own_is_argmax"]
         out.add(
             "9-10", claim, f"{v} vs {c}", "own_is_argmax_vit_minus_cnn", d, seen=d > 0,
@@ -349,7 +451,6 @@ def _fig9_10(inp: ClaimInputs, out: _Rows) -> None:
 
 def _fig11_13(inp: ClaimInputs, out: _Rows) -> None:
     for m, df in inp.probes.items():
-        fam = inp.families.get(m, "cnn")
         present = set(df["aggregation"])
         agg = primary_aggregation(df)
         if agg is None:
@@ -366,7 +467,7 @@ def _fig11_13(inp: ClaimInputs, out: _Rows) -> None:
             "11-13", claim, m, "accuracy_last_tap", r["last"], seen=r["last"] > r["first"],
             note=note + "; seen: last > first",
         )  # fmt: skip
-        if fam != "vit" or "cls" not in present:
+        if not inp.is_vit(m) or "cls" not in present:
             continue
         mean_agg = "mean_spatial" if "mean_spatial" in present else "mean_all"
         rm = probe_depth(df, mean_agg, shots)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from seelike.models.kinds import BLOCK_OUTPUT_KINDS
 from seelike.tables import cka_array, probe_shots
 
 # A head is "local" when its mean distance is below this fraction of the distance uniform attention over the same
@@ -66,6 +67,22 @@ def self_cka_thirds(df: pd.DataFrame) -> dict[str, float]:
         "adjacent": _nanmean(np.diagonal(m, offset=1)) if n > 1 else math.nan,
         "n_taps": float(n),
     }
+
+
+def block_output_cka(
+    df: pd.DataFrame, kinds: Sequence[str] = BLOCK_OUTPUT_KINDS
+) -> pd.DataFrame | None:
+    """The rows of a long CKA table whose two taps are both block outputs (`kind_a`, `kind_b` in `kinds`: ViT
+    `embed` and block outputs, CNN `stem` and unit outputs), so that a Fig 1 metric can be read on block outputs
+    as well as on every tap. None when the table has no kind columns or fewer than 3 such taps on a side (no
+    thirds to compare)."""
+    if "kind_a" not in df or "kind_b" not in df:
+        return None
+    keep = df["kind_a"].astype(str).isin(kinds) & df["kind_b"].astype(str).isin(kinds)
+    d = df[keep]
+    if d["index_a"].nunique() < 3 or d["index_b"].nunique() < 3:
+        return None
+    return d
 
 
 # timm ResNet `layer{s}.`, ResNetV2 / BiT `stages.{s}.`, EfficientNet `blocks.{s}.{b}.` (ViT `blocks.{i}.attn` has

@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from seelike.models.kinds import BLOCK_OUTPUT_KINDS as _BLOCK_OUTPUT_KINDS
+
 __all__ = [
     "BLOCK_OUTPUT_KINDS",
     "Tap",
@@ -55,9 +57,9 @@ def tap_record(tap: Tap, shape) -> dict:
     }
 
 
-# What "a block's representation" means across families: the input embedding / stem, then each ViT block's
-# or CNN unit's output (per-block comparisons, Fig 12 and App. G).
-BLOCK_OUTPUT_KINDS = ("embed", "stem", "block", "out")
+# What "a block's representation" means across families (defined torch-free in seelike.models.kinds): the input
+# embedding / stem, then each ViT block's or CNN unit's output (per-block comparisons, Fig 12 and App. G).
+BLOCK_OUTPUT_KINDS = _BLOCK_OUTPUT_KINDS
 
 
 class TapFiringError(RuntimeError):
