@@ -37,6 +37,16 @@ def _imagefolder(root: Path, classes: int = 2, per_class: int = 3) -> Path:
     return root
 
 
+def _stub_images(root: Path, n: int, classes: int = 10) -> Path:
+    """`n` empty image files in `classes` class folders: a dry run lists the folder to count each split
+    (the n_images checks) but reads no image."""
+    for i in range(n):
+        d = root / f"c{i % classes}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"{i}.jpg").touch()
+    return root
+
+
 def _job_counts(out: str) -> dict[str, int]:
     """The `Job stats` table of a dry run: rule -> number of jobs."""
     table = out[out.index("Job stats:") :].splitlines()[3:]
@@ -76,7 +86,9 @@ def test_paper_config_dry_runs(tmp_path: Path, monkeypatch):
         10240,
         20,
     )
-    cfg["datasets"][cfg["analysis_dataset"]]["root"] = str(_imagefolder(tmp_path / "imagenet_val"))
+    cfg["datasets"][cfg["analysis_dataset"]]["root"] = str(
+        _stub_images(tmp_path / "imagenet_val", 20480)
+    )
     counts = _dry_run(tmp_path / "run", cfg, monkeypatch, tmp_path)
     n = len(cfg["models"])
     assert counts.get("fetch_model") == n, counts
@@ -99,7 +111,7 @@ def test_benchmark_config_dry_runs(tmp_path: Path, monkeypatch, small: bool):
     assert (base["cka"]["n_images"], base["cka"]["batch_size"]) == (10240, 1024)
     out = tmp_path / "bench"
     cfg = bench.run_config(base, out, small=small)
-    _imagefolder(out / "images")
+    _stub_images(out / "images", 20480)  # test_fraction 0.5: 10,240 analysed images
     for spec in cfg["models"].values():
         Path(spec["path"]).parent.mkdir(parents=True, exist_ok=True)
         Path(spec["path"]).touch()  # the dry run checks existence only; nothing is loaded
@@ -159,7 +171,7 @@ def test_cifar10_config_dry_runs(tmp_path: Path, monkeypatch):
         assert models[a]["arch"] == models[b]["arch"] and models[a]["kwargs"] == models[b]["kwargs"]
     root = tmp_path / "cifar10"
     _imagefolder(root / "train")
-    _imagefolder(root / "test")
+    _stub_images(root / "test", 2560, classes=2)  # the largest n_images of the config
     cfg["datasets"][cfg["analysis_dataset"]]["root"] = str(root)
     counts = _dry_run(tmp_path / "run", cfg, monkeypatch, tmp_path)
     n = len(models)
@@ -217,7 +229,7 @@ def test_imagenet_sample_config_dry_runs(tmp_path: Path, monkeypatch):
     """config/imagenet_sample.yaml on stand-ins: a generated image folder and an empty checkpoint file (a dry run
     checks that the file exists, nothing loads it), so this runs without the shared data or the converted weights."""
     cfg = _imagenet_sample_config()
-    cfg["datasets"][cfg["analysis_dataset"]]["root"] = str(_imagefolder(tmp_path / "images"))
+    cfg["datasets"][cfg["analysis_dataset"]]["root"] = str(_stub_images(tmp_path / "images", 1000))
     (spec,) = cfg["models"].values()
     spec["path"] = str(tmp_path / "weights.safetensors")
     Path(spec["path"]).touch()

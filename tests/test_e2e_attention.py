@@ -99,7 +99,7 @@ def test_attention_outputs(workflow_run):
     assert hs.groupby("subset")["subset_mean_distance_px"].first().is_monotonic_increasing
     for fig in ("fig3_attention_distance", "fig4_attention_distance_all", "fig5_head_subset_cka"):
         for ext in ("png", "pdf"):
-            assert (res / "figures" / f"{fig}.{ext}").stat().st_size > 1000
+            assert (res / "figures" / "digits" / f"{fig}.{ext}").stat().st_size > 1000
 
 
 @pytest.mark.slow
@@ -114,10 +114,10 @@ def test_erf_outputs(workflow_run):
                 assert z[tap].shape == (32, 32) and np.isfinite(z[tap]).all()
         post = df[df.residual == "post"].sort_values("order")
         assert (post["r90_px"] >= post["r50_px"]).all()
-    sizes = pd.read_csv(res / "figures" / "fig6_erf_sizes.csv")
+    sizes = pd.read_csv(res / "figures" / "digits" / "fig6_erf_sizes.csv")
     assert set(sizes["model"]) == {"vit", "resnet"}
     for ext in ("png", "pdf"):
-        assert (res / "figures" / f"fig6_erf.{ext}").stat().st_size > 1000
+        assert (res / "figures" / "digits" / f"fig6_erf.{ext}").stat().st_size > 1000
 
 
 @pytest.mark.slow
@@ -132,4 +132,4 @@ def test_skip_outputs(workflow_run):
     assert (cnn["branch"] == "residual").all() and len(cnn) == 8
     for fig in ("fig7_skip_ratio", "fig7_skip_cosine"):
         for ext in ("png", "pdf"):
-            assert (res / "figures" / f"{fig}.{ext}").stat().st_size > 1000
+            assert (res / "figures" / "digits" / f"{fig}.{ext}").stat().st_size > 1000

@@ -108,7 +108,7 @@ def test_probe_outputs(workflow_run):
     assert len(tok) == 64 and set(tok["tap"]) == {"blocks.1.block"}  # 8×8 patch grid, CLS excluded
     for fig in ("fig11_probes", "fig13_probes_models"):
         for ext in ("png", "pdf"):
-            assert (res / "figures" / f"{fig}.{ext}").stat().st_size > 1000
+            assert (res / "figures" / "digits" / f"{fig}.{ext}").stat().st_size > 1000
 
 
 @pytest.mark.slow
@@ -125,4 +125,4 @@ def test_localisation_outputs(workflow_run):
     assert cnn["cka"].between(-0.2, 1.0001).all()
     for fig in ("fig9_localisation_vit", "fig9_localisation_resnet", "fig10_localisation_summary"):
         for ext in ("png", "pdf"):
-            assert (res / "figures" / f"{fig}.{ext}").stat().st_size > 1000
+            assert (res / "figures" / "digits" / f"{fig}.{ext}").stat().st_size > 1000

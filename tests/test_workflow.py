@@ -19,40 +19,151 @@ def _config_with(tmp_path, edit):
     return prepare_workdir(tmp_path / "run", path)
 
 
-@pytest.mark.parametrize(
-    "edit,message",
-    [
-        (lambda c: c["cka"].update(batch_size=2), "batch_size"),
-        (lambda c: c.update(colour="red"), "colour"),
-        (lambda c: c["models"]["vit"].update(source="hub"), "hub"),
-        (lambda c: c.update(analysis_dataset="imagenet"), "analysis_dataset 'imagenet'"),
-        (lambda c: c["cka"].update(pairs=[["vit", "convnext"]]), "convnext"),
-        (lambda c: c["models"].update({"a__b": c["models"]["vit"]}), "a__b"),
+def _imagefolder_dataset(source):
+    def edit(c):
+        c["datasets"]["digits"] = {"source": source, "root": "no/such/folder"}
+
+    return edit
+
+
+def _checkpoint_model(c):
+    c["models"]["resnet"].update(source="checkpoint", path="no/such/r18.safetensors")
+    del c["models"]["resnet"]["train"]
+
+
+def _drop(section):
+    def edit(c):
+        del c[section]
+
+    return edit
+
+
+# (edit of tests/configs/tiny.yaml, substrings of the message: the key, the problem, the fix)
+BAD_CONFIGS = [
+    (lambda c: c["cka"].update(batch_size=2), "batch_size"),
+    (lambda c: c.update(colour="red"), "colour"),
+    (lambda c: c["models"]["vit"].update(source="hub"), "hub"),
+    (lambda c: c.update(analysis_dataset="imagenet"), "analysis_dataset 'imagenet'"),
+    (lambda c: c["cka"].update(pairs=[["vit", "convnext"]]), "convnext"),
+    (lambda c: c["models"].update({"a__b": c["models"]["vit"]}), "a__b"),
+    (lambda c: c["cka"].update(per_block=[["vit", "resnet"]]), "compares different architectures"),
+    (
+        lambda c: c["models"]["vit"].update(remove_skip={"blocks": [0], "branches": ["ffn"]}),
+        "ffn",
+    ),
+    # model lists of the analyses
+    *[
         (
-            lambda c: c["cka"].update(per_block=[["vit", "resnet"]]),
-            "compares different architectures",
-        ),
-        (
-            lambda c: c["models"]["vit"].update(remove_skip={"blocks": [0], "branches": ["ffn"]}),
-            "ffn",
-        ),
+            lambda c, s=section: c[s].update(models=["vit", "nope"]),
+            (
+                f"config: {section}.models names ['nope'], not keys of models",
+                f"set {section}.models",
+            ),
+        )
+        for section in ("attention", "erf", "skip", "probes", "localisation")
     ],
+    (
+        lambda c: c["attention"].update(models=["vit", "resnet"]),
+        ("attention.models names 'resnet'", "'resnet'-family", "list only ViT-family models"),
+    ),
+    (
+        lambda c: c["attention"]["head_subsets"].update(cnn="nope"),
+        ("attention.head_subsets.cnn 'nope' is not a key of models", "name a configured CNN"),
+    ),
+    # models
+    (
+        lambda c: c["models"]["vit"].update(arch="vit_tinyy_patch16_224"),
+        (
+            "models.vit.arch 'vit_tinyy_patch16_224' is not a timm architecture",
+            "close names: vit_tiny_patch16_224",
+            "timm.list_models('*vit*')",
+        ),
+    ),
+    (
+        lambda c: c["models"]["vit"]["kwargs"].update(no_such_kwarg=1),
+        ("models.vit: timm cannot build", "no_such_kwarg", "fix models.vit.arch or .kwargs"),
+    ),
+    (
+        _checkpoint_model,
+        ("models.resnet.path 'no/such/r18.safetensors' is not a file", "fix models.resnet.path"),
+    ),
+    # datasets
+    (
+        _imagefolder_dataset("imagefolder"),
+        ("datasets.digits.root 'no/such/folder'", "does not exist", "set datasets.digits.root"),
+    ),
+    (
+        _imagefolder_dataset("fashion_mnist"),
+        ("datasets.digits.root 'no/such/folder'", "not found", "set datasets.digits.root"),
+    ),
+    # more images than the split holds (tiny: max_test 128)
+    *[
+        (
+            lambda c, s=section: c[s].update(n_images=200),
+            (
+                f"config: {section}.n_images is 200 but the 'test' split",
+                "holds 128 images",
+                f"lower {section}.n_images to at most 128",
+            ),
+        )
+        for section in ("cka", "attention", "erf", "skip", "localisation")
+    ],
+    (
+        lambda c: c["probes"].update(n_test=200),
+        ("config: probes.n_test is 200", "holds 128", "lower probes.n_test to at most 128"),
+    ),
+    (
+        lambda c: c["skip"].update(split="val"),
+        ("skip.split 'val' is not a split", "set skip.split"),
+    ),
+    # the schema's defaults are the paper's protocol (10,240 images), checked against the tiny split
+    (_drop("cka"), "cka.n_images is 10240"),
+]
+
+
+@pytest.mark.parametrize(
+    "edit,message", BAD_CONFIGS, ids=[f"bad{i}" for i in range(len(BAD_CONFIGS))]
 )
 def test_bad_config_stops_with_a_message_naming_the_key(tmp_path, edit, message):
     proc = run_snakemake(_config_with(tmp_path, edit), "-n", "--cores", "1", check=False)
     assert proc.returncode != 0
-    assert message in proc.stdout + proc.stderr
+    for part in (message,) if isinstance(message, str) else message:
+        assert part in proc.stdout + proc.stderr, proc.stderr[-3000:]
 
 
 def test_schema_defaults_fill_missing_sections(tmp_path):
-    def drop(c):
-        del c["cka"]
-
-    root = _config_with(tmp_path, drop)
-    proc = run_snakemake(root, "-n", "--cores", "1", "--printshellcmds", check=False)
-    # defaults are the paper's protocol: 10,240 images > the tiny dataset, caught when the cache runs;
-    # the dry run itself must succeed with the defaults filled in
+    # the erf defaults (32 images, models chosen by family) fit the tiny sample list
+    root = _config_with(tmp_path, _drop("erf"))
+    proc = run_snakemake(root, "-n", "--cores", "1", check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    got = {w for r, w in _jobs(proc.stdout) if r == "receptive_field"}
+    assert got == {f"dataset=digits, model={m}" for m in ("vit", "vit_variant", "resnet")}, got
+
+
+def test_model_families_decide_the_default_model_lists(tmp_path):
+    """A MobileViT (ViT in its name, no ViT blocks) gets no attention, ERF or skip jobs: the default lists
+    follow the structure of the model (seelike.models.families), as the rules do at run time."""
+
+    def edit(c):
+        c["models"]["mobilevit"] = {
+            "source": "train",
+            "arch": "mobilevit_xxs",
+            "kwargs": {"num_classes": 10},
+            "train": {"dataset": "digits"},
+        }
+        for section in ("attention", "erf", "skip"):
+            c[section]["models"] = None
+
+    proc = run_snakemake(_config_with(tmp_path, edit), "-n", "--cores", "1")
+    jobs = _jobs(proc.stdout)
+    for rule, expected in (
+        ("attention_distance", {"vit", "vit_variant"}),
+        ("receptive_field", {"vit", "vit_variant", "resnet"}),
+        ("skip_stats", {"vit", "vit_variant", "resnet"}),
+        ("train_model", {"vit", "vit_variant", "resnet", "mobilevit"}),
+    ):
+        got = {w.split("model=")[1].split(",")[0] for r, w in jobs if r == rule}
+        assert got == expected, (rule, got)
 
 
 def test_default_config_dry_runs(tmp_path):
@@ -108,7 +219,7 @@ def test_end_to_end_outputs(workflow_run):
         "fig12_per_block_cka",
     ):
         for ext in ("png", "pdf"):
-            assert (res / "figures" / f"{fig}.{ext}").stat().st_size > 5000
+            assert (res / "figures" / "digits" / f"{fig}.{ext}").stat().st_size > 5000
 
 
 @pytest.mark.slow
@@ -129,6 +240,10 @@ def test_configfile_on_the_command_line_replaces_the_default(tmp_path):
         "analysis_dataset": "d",
         "datasets": {"d": {"source": "digits"}},
         "models": {"onlyone": {"source": "train", "arch": "resnet18", "train": {"dataset": "d"}}},
+        # within digits' 449 test images (the schema's defaults are the paper's, checked at dry run)
+        "cka": {"n_images": 64, "batch_size": 32},
+        "skip": {"n_images": 64},
+        "localisation": {"n_images": 64, "batch_size": 32},
     }
     path = tmp_path / "mine.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -158,8 +273,13 @@ def _scheduled(workdir, cfg: dict, tmp_path) -> list[tuple[str, str]]:
     path = tmp_path / "edited.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     proc = run_snakemake(workdir, "-n", "--cores", "1", "--configfile", str(path))
+    return _jobs(proc.stdout)
+
+
+def _jobs(stdout: str) -> list[tuple[str, str]]:
+    """(rule, wildcards) of every job in a dry run's output, `all` left out."""
     jobs, rule = [], None
-    for line in proc.stdout.splitlines():
+    for line in stdout.splitlines():
         s = line.strip()
         if s.startswith(("rule ", "localrule ")) and s.endswith(":"):
             rule = s.split()[1].rstrip(":")
