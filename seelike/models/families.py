@@ -10,7 +10,7 @@ with `seelike.models.taps.tap_family` on the built model. Both go through the sa
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 __all__ = ["FAMILY_TRAITS", "family_traits", "model_family"]
@@ -31,7 +31,7 @@ def family_traits(family: str) -> dict[str, bool]:
     return dict(FAMILY_TRAITS.get(family, GENERIC))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _family(arch: str, kwargs_json: str) -> str:
     import timm
     import torch
@@ -42,7 +42,8 @@ def _family(arch: str, kwargs_json: str) -> str:
     try:
         with torch.device("meta"):
             model = timm.create_model(arch, pretrained=False, **kwargs)
-    except Exception:  # an architecture whose constructor computes with tensors: build it for real
+    # a constructor that computes with tensors (tensor.item() on meta): build it for real
+    except (RuntimeError, NotImplementedError):
         model = timm.create_model(arch, pretrained=False, **kwargs)
     return tap_family(model)
 
