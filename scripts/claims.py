@@ -34,6 +34,7 @@ for m, (df, meta) in tables("attention").items():
     )
 inputs = ClaimInputs(
     families={m: spec["family"] for m, spec in p.models.items()},
+    archs={m: spec["arch"] for m, spec in p.models.items()},
     self_cka=frames("self_cka"),
     cross_cka=frames("cross_cka"),
     attention=attention,
