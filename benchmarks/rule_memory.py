@@ -188,7 +188,7 @@ def _run(args) -> dict[str, Any]:
 
 
 def _rule_cache(env, b):
-    from seelike.cache import build_cache
+    from seelike.analyses.cache import build_cache
     from seelike.models.taps import discover_taps
 
     build_cache(
@@ -203,7 +203,7 @@ def _rule_cache(env, b):
 
 
 def _rule_attention(env, b):
-    from seelike.attention import attention_distances
+    from seelike.analyses.attention import attention_distances
 
     res = attention_distances(env["model"], _loader(env, b), n_images=b, device=env["device"])
     h = max(res.num_heads)
@@ -214,7 +214,8 @@ def _rule_attention(env, b):
 def _rule_head_subsets(env, b):
     import numpy as np
 
-    from seelike.attention import attention_modules, auto_subset_size, group_heads, head_subset_cka
+    from seelike.analyses.attention import attention_modules
+    from seelike.analyses.head_subsets import auto_subset_size, group_heads, head_subset_cka
 
     heads = int(attention_modules(env["model"])[0][1].num_heads)
     groups = group_heads(np.arange(heads, dtype=float), auto_subset_size(heads))
@@ -230,8 +231,8 @@ def _rule_head_subsets(env, b):
 
 
 def _rule_erf(env, b):
+    from seelike.analyses.receptive_field import auto_erf_taps, effective_receptive_fields
     from seelike.models.taps import discover_taps, tap_family
-    from seelike.receptive_field import auto_erf_taps, effective_receptive_fields
 
     model = env["model"]
     all_taps, family = discover_taps(model), tap_family(model)
@@ -247,7 +248,7 @@ def _rule_erf(env, b):
 
 
 def _rule_skip(env, b):
-    from seelike.skip_stats import skip_statistics
+    from seelike.analyses.skip import skip_statistics
 
     stats = skip_statistics(env["model"], _loader(env, b), n_images=b, device=env["device"])
     # per-unit (B, positions) float64 ratio, cosine and norms before they are summed
@@ -279,7 +280,7 @@ def _largest_map_positions(env) -> int:
 def _rule_probes(env, b):
     import math
 
-    from seelike.probes import build_probe_features
+    from seelike.analyses.probes import build_probe_features
 
     k = min(
         10, max(1, b // 20)
@@ -313,7 +314,7 @@ def _rule_probes(env, b):
 
 def _rule_localisation(env, b):
 
-    from seelike.localisation import build_localisation
+    from seelike.analyses.localisation import build_localisation
 
     cfg = {"split": "test", "n_images": b, "batch_size": b, "taps": {}, "tokens": None}
     _, meta = build_localisation(

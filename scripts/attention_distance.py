@@ -1,6 +1,6 @@
 """Rule attention_distance: mean attention distance per block × head of one ViT-family model."""
 
-from seelike.attention import attention_distances
+from seelike.analyses.attention import attention_distances
 from seelike.data.samples import samples_hash
 from seelike.device import exact_fp32, pick_device
 from seelike.io import write_table

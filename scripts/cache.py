@@ -1,6 +1,6 @@
 """Rule cache: one streaming forward pass writing every tap's per-minibatch Gram (packed)."""
 
-from seelike.cache import build_cache
+from seelike.analyses.cache import build_cache
 from seelike.device import pick_device
 from seelike.models.load import load_model
 from seelike.rules import Progress, setup_rule

@@ -1,6 +1,6 @@
 """Rule cka: minibatch CKA of every tap pair of two cached models (a == b: self-similarity)."""
 
-from seelike.compare import cka_from_caches
+from seelike.analyses.cka_tables import cka_from_caches
 from seelike.device import pick_device
 from seelike.io import write_table
 from seelike.rules import setup_rule

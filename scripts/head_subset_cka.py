@@ -1,6 +1,6 @@
 """Rule head_subset_cka: CKA of first-block head subsets (local → global) with CNN units from its cache (Fig 5)."""
 
-from seelike.attention import head_subset_cka_from_cache
+from seelike.analyses.head_subsets import head_subset_cka_from_cache
 from seelike.data.samples import samples_hash
 from seelike.device import exact_fp32, pick_device
 from seelike.io import read_table, write_table

@@ -1,9 +1,10 @@
 """Rule linear_probes: closed-form ridge probes for every tap, aggregation and shot count."""
 
+from seelike.analyses.probes import probe_table, read_features_meta
+from seelike.analyses.ridge import lambda_grid
 from seelike.data.samples import samples_hash
 from seelike.device import pick_device
 from seelike.io import write_table
-from seelike.probes import lambda_grid, probe_table, read_features_meta
 from seelike.rules import setup_rule
 
 log = setup_rule(snakemake)

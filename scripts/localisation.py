@@ -1,8 +1,8 @@
 """Rule localisation: CKA between token representations and the input patch at every grid position."""
 
+from seelike.analyses.localisation import build_localisation
 from seelike.device import exact_fp32, pick_device
 from seelike.io import write_table
-from seelike.localisation import build_localisation
 from seelike.models.load import load_model
 from seelike.rules import setup_rule
 

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from seelike.compare import per_block_cka
+from seelike.analyses.cka_tables import per_block_cka
 from seelike.io import read_table, write_table
 from seelike.rules import setup_rule
 

@@ -1,8 +1,9 @@
 """Rule plot_localisation: Fig 9 / 10 heatmaps of one model's localisation table."""
 
+from seelike.analyses.localisation import token_indices
 from seelike.figures.localisation import plot_localisation
 from seelike.io import read_table
-from seelike.localisation import PositionGrid, token_indices
+from seelike.models.geometry import PositionGrid
 from seelike.rules import setup_rule
 
 setup_rule(snakemake)

@@ -1,8 +1,8 @@
 """Rule probe_features: one streaming forward pass storing the aggregated features of the probe images."""
 
+from seelike.analyses.probes import build_probe_features
 from seelike.device import pick_device
 from seelike.models.load import load_model
-from seelike.probes import build_probe_features
 from seelike.rules import Progress, setup_rule
 
 log = setup_rule(snakemake)

@@ -3,12 +3,16 @@
 import numpy as np
 import pandas as pd
 
+from seelike.analyses.receptive_field import (
+    auto_erf_taps,
+    effective_receptive_fields,
+    erf_sizes_frame,
+)
 from seelike.data.samples import samples_hash
 from seelike.device import exact_fp32, pick_device
 from seelike.io import atomic_write, write_table
 from seelike.models.load import load_model
 from seelike.models.taps import discover_taps, tap_family
-from seelike.receptive_field import auto_erf_taps, effective_receptive_fields, erf_sizes_frame
 from seelike.rules import analysis_loader, setup_rule
 
 log = setup_rule(snakemake)

@@ -1,11 +1,11 @@
 """Rule skip_stats: skip-connection norm ratios and cosines of one model (Fig 7, App. E.2)."""
 
+from seelike.analyses.skip import skip_statistics
 from seelike.data.samples import samples_hash
 from seelike.device import exact_fp32, pick_device
 from seelike.io import write_table
 from seelike.models.load import load_model
 from seelike.rules import analysis_loader, setup_rule
-from seelike.skip_stats import skip_statistics
 
 log = setup_rule(snakemake)
 p, inp = snakemake.params, snakemake.input

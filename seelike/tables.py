@@ -1,6 +1,6 @@
 """Reading the pipeline's tidy tables: one home for the helpers figures and claims share.
 
-- CKA long tables (`seelike.compare.cka_from_caches`: one row per tap pair) as arrays or labelled matrices;
+- CKA long tables (`seelike.analyses.cka_tables.cka_from_caches`: one row per tap pair) as arrays or labelled matrices;
 - probe tables (`linear_probes`): which shot count and which aggregation a figure or a claim reads.
 """
 

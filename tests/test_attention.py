@@ -11,11 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from seelike.attention import (
+from seelike.analyses.attention import attention_distances, mean_attention_distance
+from seelike.analyses.head_subsets import head_outputs
+from seelike.models.geometry import (
     NotAnAttentionModelError,
-    attention_distances,
-    head_outputs,
-    mean_attention_distance,
     patch_centres,
     patch_distance_matrix,
     token_grid,
@@ -249,7 +248,7 @@ def test_head_outputs_are_proj_input():
 
 # ------------------------------------------------------------------ head subsets (Fig 5)
 def test_group_heads_and_auto_size():
-    from seelike.attention import auto_subset_size, group_heads
+    from seelike.analyses.head_subsets import auto_subset_size, group_heads
 
     assert group_heads([30.0, 5.0, 20.0, 10.0, 1.0], 2) == [[4, 1], [3, 2], [0]]
     assert auto_subset_size(16) == 4 and auto_subset_size(4) == 1 and auto_subset_size(6) == 2
@@ -258,7 +257,7 @@ def test_group_heads_and_auto_size():
 
 
 def test_head_subset_cka_matches_minibatch_cka():
-    from seelike.attention import head_subset_cka
+    from seelike.analyses.head_subsets import head_subset_cka
     from seelike.cka import gram, minibatch_cka
 
     model = tiny_vit()
@@ -279,7 +278,7 @@ def test_head_subset_cka_matches_minibatch_cka():
 
 
 def test_default_cnn_taps():
-    from seelike.attention import default_cnn_taps
+    from seelike.analyses.head_subsets import default_cnn_taps
 
     taps = [{"name": "stem", "kind": "stem"}] + [
         {"name": f"stages.{s}.blocks.{b}.out", "kind": "out"}

@@ -12,7 +12,7 @@ import pytest
 import timm
 import torch
 
-from seelike.cache import (
+from seelike.analyses.cache import (
     CacheFormatError,
     CacheMismatchError,
     build_cache,
@@ -20,8 +20,8 @@ from seelike.cache import (
     read_cache_meta,
     repeat_rows,
 )
+from seelike.analyses.cka_tables import cka_from_caches
 from seelike.cka import cka_matrix
-from seelike.compare import cka_from_caches
 from seelike.data.loader import make_loader, read_samples
 from seelike.data.samples import build_samples, write_samples
 from seelike.io import read_json, write_json

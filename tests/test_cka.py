@@ -300,6 +300,7 @@ def test_accumulator_takes_packed_stacks_equal_to_full_ones():
     for x, y in zip(xs, ys):
         gx, gy = gram(torch.from_numpy(x))[None], gram(torch.from_numpy(y))[None]
         full.add(gx, gy)
-        packed.add(pack_upper(gx).numpy(), pack_upper(gy).numpy())  # numpy, as memory-mapped from disk
+        # numpy arrays, as memory-mapped from disk
+        packed.add(pack_upper(gx).numpy(), pack_upper(gy).numpy())
     np.testing.assert_allclose(packed.result(), full.result(), rtol=1e-12)
     assert packed.result()[0, 0] == pytest.approx(ref_minibatch_cka(xs, ys), abs=1e-10)

@@ -20,8 +20,8 @@ def tap_kind(name: str) -> str:
 def long_cka(
     m: np.ndarray, taps_a: list[str], taps_b: list[str] | None = None, constant=(), kind=None
 ) -> pd.DataFrame:
-    """A long CKA table as `seelike.compare.cka_from_caches` writes it, from a matrix; rows shuffled. Kinds are
-    "x" unless `kind` (tap name → kind) is given."""
+    """A long CKA table as `seelike.analyses.cka_tables.cka_from_caches` writes it, from a matrix; rows
+    shuffled. Kinds are "x" unless `kind` (tap name → kind) is given."""
     taps_b = taps_a if taps_b is None else taps_b
     ia, ib = np.meshgrid(np.arange(len(taps_a)), np.arange(len(taps_b)), indexing="ij")
     ia, ib = ia.ravel(), ib.ravel()
@@ -111,7 +111,7 @@ def test_uniform_attention_distance_by_hand_and_against_the_attention_module():
     assert metrics.uniform_attention_distance((2, 2), 2) == pytest.approx(
         (4 + 2 * math.sqrt(2)) / 4
     )
-    from seelike.attention import patch_distance_matrix
+    from seelike.models.geometry import patch_distance_matrix
 
     ref = patch_distance_matrix((3, 5), (4, 2), (3, 2)).mean()
     assert metrics.uniform_attention_distance((3, 5), (4, 2), (3, 2)) == pytest.approx(ref)

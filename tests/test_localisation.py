@@ -7,10 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from seelike.cka import minibatch_cka
-from seelike.localisation import (
-    PositionGrid,
-    cnn_position_grid,
+from seelike.analyses.localisation import (
     default_localisation_tap,
     default_plot_tokens,
     localisation_cka,
@@ -18,8 +15,9 @@ from seelike.localisation import (
     patches,
     position_features,
     token_indices,
-    vit_position_grid,
 )
+from seelike.cka import minibatch_cka
+from seelike.models.geometry import PositionGrid, cnn_position_grid, vit_position_grid
 
 
 # ----------------------------------------------------------------------------- float64 reference

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from seelike.compare import TapMismatchError, per_block_cka
+from seelike.analyses.cka_tables import TapMismatchError, per_block_cka
 
 TAPS = pd.DataFrame(
     {

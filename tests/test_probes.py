@@ -8,26 +8,28 @@ import pandas as pd
 import pytest
 import torch
 
-from seelike.probes import (
-    DEFAULT_LAMBDAS,
+from seelike.analyses.probes import (
     ProbeDataError,
-    Standardiser,
     aggregate,
     aggregation_names,
     extract_probe_features,
     final_spatial_size,
+    normalised_depth,
+    probe_sample_plan,
+    probe_table,
+    token_positions,
+)
+from seelike.analyses.ridge import (
+    DEFAULT_LAMBDAS,
+    Standardiser,
     fit_probe,
     heldout_accuracies,
     holdout_split,
     kshot_indices,
-    normalised_depth,
     one_hot_pm1,
     pick_lambda,
-    probe_sample_plan,
-    probe_table,
     ridge_solve,
     select_lambda,
-    token_positions,
 )
 
 
@@ -384,7 +386,7 @@ def test_solver_on_gpu_matches_cpu():
 
 
 def test_grid_of_positions():
-    from seelike.probes import _grid_of
+    from seelike.analyses.probes import _grid_of
 
     assert _grid_of((7, 3, 5), 0, None) == [3, 5]  # CNN map
     assert _grid_of((1 + 12, 8), 1, (3, 4)) == [

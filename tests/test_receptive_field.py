@@ -10,14 +10,14 @@ import pytest
 import torch
 from torch import nn
 
-from seelike.models.taps import Tap, discover_taps, tap_family
-from seelike.receptive_field import (
+from seelike.analyses.receptive_field import (
     auto_erf_taps,
     centre_activation,
     effective_receptive_fields,
     erf_size,
     erf_sizes_frame,
 )
+from seelike.models.taps import Tap, discover_taps, tap_family
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 timm = pytest.importorskip("timm")

@@ -15,10 +15,11 @@ import pytest
 import torch
 from torch import nn
 
-from seelike import attention, skip_stats
+from seelike.analyses import attention, skip
+from seelike.analyses.probes import extract_probe_features
+from seelike.analyses.receptive_field import _capture, auto_erf_taps, effective_receptive_fields
+from seelike.models import geometry
 from seelike.models.taps import discover_taps, tap_family
-from seelike.probes import extract_probe_features
-from seelike.receptive_field import _capture, auto_erf_taps, effective_receptive_fields
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 timm = pytest.importorskip("timm")
@@ -60,12 +61,12 @@ def record_op(monkeypatch):
 @pytest.mark.parametrize("make", [tiny_vit, tiny_resnet])
 def test_skip_statistics_copies_no_activation_and_bounds_float64(make, monkeypatch, record_op):
     model, x = make(), torch.randn(6, 3, 32, 32)
-    before = skip_stats.skip_statistics(model, [x]).to_frame()
+    before = skip.skip_statistics(model, [x]).to_frame()
     limit = 500
-    monkeypatch.setattr(skip_stats, "CHUNK_VALUES", limit, raising=False)
+    monkeypatch.setattr(skip, "CHUNK_VALUES", limit, raising=False)
     clones = record_op(torch.Tensor, "clone")
     doubles = record_op(torch.Tensor, "double")
-    after = skip_stats.skip_statistics(model, [x]).to_frame()
+    after = skip.skip_statistics(model, [x]).to_frame()
     assert clones == []  # z, f(z) are read where they fire, before any in-place add: no copies
     per_image = max(np.prod(s) for s in ((17, 24), (64, 8, 8)))  # largest one-image activation here
     assert doubles and max(doubles) <= max(limit, per_image)
@@ -86,7 +87,7 @@ def test_skip_statistics_refuses_an_in_place_change_before_use():
     h = model.blocks[0].norm1.register_forward_pre_hook(clobber)
     try:
         with pytest.raises(RuntimeError, match="modified in place"):
-            skip_stats.skip_statistics(model, [torch.randn(2, 3, 32, 32)])
+            skip.skip_statistics(model, [torch.randn(2, 3, 32, 32)])
     finally:
         h.remove()
 
@@ -97,7 +98,7 @@ def test_erf_keeps_only_centre_activations(make):
     model = make()
     taps = auto_erf_taps(discover_taps(model), tap_family(model), "post")
     x = torch.randn(3, 3, 32, 32, requires_grad=True)
-    grid = attention.token_grid(model, (32, 32)) if hasattr(model, "patch_embed") else None
+    grid = geometry.token_grid(model, (32, 32)) if hasattr(model, "patch_embed") else None
     with torch.enable_grad():
         got = _capture(model, taps, x, grid)
     for t in taps:

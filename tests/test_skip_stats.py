@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from seelike.skip_stats import ratio_and_cosine, skip_statistics
+from seelike.analyses.skip import ratio_and_cosine, skip_statistics
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 timm = pytest.importorskip("timm")

@@ -10,10 +10,10 @@ import timm
 import torch
 from conftest import load_file_module
 
-from seelike.localisation import default_localisation_tap
+from seelike.analyses.localisation import default_localisation_tap
+from seelike.analyses.receptive_field import auto_erf_taps
+from seelike.analyses.skip import skip_statistics
 from seelike.models.taps import discover_taps, record_taps, tap_family
-from seelike.receptive_field import auto_erf_taps
-from seelike.skip_stats import skip_statistics
 
 # tf_efficientnet_lite0: blocks per stage and which blocks have a skip (stride 1, same channels in and out)
 LITE0_STAGES = [1, 2, 2, 3, 3, 4, 1]

@@ -157,8 +157,8 @@ def uniform_attention_distance(
 ) -> float:
     """Mean attention distance (px) of uniform attention over the patch grid: the mean distance between patch
     centres over all ordered pairs, self-pairs included (a query attends to itself too). ≈ 116 px at 224 px with
-    16-px patches; the reference point for "global". Same geometry as `seelike.attention.patch_centres`, in numpy
-    so that this module does not import torch."""
+    16-px patches; the reference point for "global". Same geometry as
+    `seelike.models.geometry.patch_centres`, in numpy so that this module does not import torch."""
 
     def pair(v: float | Sequence[float]) -> tuple[float, float]:
         return (float(v), float(v)) if isinstance(v, (int, float)) else (float(v[0]), float(v[1]))

@@ -61,7 +61,7 @@ def plot_localisation(
     grid position (the token's own position outlined); last panel: each token's CKA with its own patch."""
     from matplotlib.patches import Rectangle
 
-    from seelike.localisation import default_plot_tokens
+    from seelike.analyses.localisation import default_plot_tokens
 
     hw = _grid(meta, df)
     present = set(df["token"])

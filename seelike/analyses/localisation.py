@@ -18,7 +18,6 @@ U-centred once and multiplied once, so a full G × G map costs about as much as 
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -32,69 +31,7 @@ from torch import nn
 
 from seelike.cka import MIN_BATCH, CkaAccumulator, ConstantRepresentationWarning
 from seelike.device import exact_fp32
-
-__all__ = [
-    "CkaMap",
-    "LocalisationResult",
-    "PositionGrid",
-    "build_localisation",
-    "cnn_position_grid",
-    "default_localisation_tap",
-    "default_plot_tokens",
-    "localisation_cka",
-    "localisation_maps",
-    "patch_grams",
-    "patches",
-    "position_features",
-    "position_grams",
-    "token_indices",
-    "vit_position_grid",
-]
-
-
-@dataclass(frozen=True)
-class PositionGrid:
-    """Grid positions of a representation and the input region (r0, r1, c0, c1) in pixels each one sees."""
-
-    grid_hw: tuple[int, int]
-    img_hw: tuple[int, int]
-    num_prefix_tokens: int
-    regions: tuple[tuple[int, int, int, int], ...]
-    kernel: tuple[int, int] | None = None  # regular grid: unfold kernel and stride
-    stride: tuple[int, int] | None = None
-
-    @property
-    def size(self) -> int:
-        return self.grid_hw[0] * self.grid_hw[1]
-
-    def rc(self, g: int) -> tuple[int, int]:
-        return divmod(int(g), self.grid_hw[1])
-
-
-def vit_position_grid(model: nn.Module, img_hw: Sequence[int]) -> PositionGrid:
-    """Patch positions of a timm ViT-like model: P×P patches at the patch embedding's stride."""
-    from seelike.attention import token_grid
-
-    tg = token_grid(model, img_hw)
-    (gh, gw), (ph, pw), (sh, sw) = tg.grid_hw, tg.patch_px, tg.stride_px
-    regions = tuple(
-        (i * sh, i * sh + ph, j * sw, j * sw + pw) for i in range(gh) for j in range(gw)
-    )
-    h, w = tg.img_hw
-    if regions[-1][1] > h or regions[-1][3] > w:
-        raise ValueError(f"patch grid {tg.grid_hw} × {tg.patch_px} px does not fit a {h}×{w} input")
-    return PositionGrid((gh, gw), (h, w), tg.num_prefix_tokens, regions, (ph, pw), (sh, sw))
-
-
-def cnn_position_grid(map_hw: Sequence[int], img_hw: Sequence[int]) -> PositionGrid:
-    """Positions of an (h, w) CNN map over an (H, W) input, with adaptive-pooling boundaries."""
-    (h, w), (H, W) = (int(v) for v in map_hw), (int(v) for v in img_hw)
-    rows = [(i * H // h, math.ceil((i + 1) * H / h)) for i in range(h)]
-    cols = [(j * W // w, math.ceil((j + 1) * W / w)) for j in range(w)]
-    regions = tuple((r0, r1, c0, c1) for r0, r1 in rows for c0, c1 in cols)
-    regular = H % h == 0 and W % w == 0
-    kernel = (H // h, W // w) if regular else None
-    return PositionGrid((h, w), (H, W), 0, regions, kernel, kernel)
+from seelike.models.geometry import PositionGrid, cnn_position_grid, vit_position_grid
 
 
 def patches(images: torch.Tensor, grid: PositionGrid) -> list[torch.Tensor] | torch.Tensor:

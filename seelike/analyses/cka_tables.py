@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from seelike.cache import check_compatible, load_packed_grams, read_cache_meta
+from seelike.analyses.cache import check_compatible, load_packed_grams, read_cache_meta
 from seelike.cka import MIN_BATCH, CkaAccumulator
 from seelike.models.taps import BLOCK_OUTPUT_KINDS
 

@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from seelike.attention import TokenGrid, token_grid
+from seelike.models.geometry import TokenGrid, token_grid
 
 CHANNEL_REDUCE = ("grad_of_mean", "mean_of_abs")
 
