@@ -36,6 +36,7 @@ __all__ = [
     "n_from_packed",
     "pack_upper",
     "packed_size",
+    "permuted_upper_index",
     "u_centre",
     "u_centre_packed",
     "unpack_upper",
@@ -179,18 +180,28 @@ class CkaAccumulator:
     n_b: int
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     chunk: int = 32  # taps U-centred at once: bounds memory at chunk·n² float64
+    # Null draws: per minibatch, the second model's images permuted (P L Pᵀ) this many times, seeded by
+    # (seed, minibatch index) so every cell and every repeat of one plan sees the same permutations.
+    permutations: int = 0
+    seed: int = 0
     cross: torch.Tensor = field(init=False)
     self_a: torch.Tensor = field(init=False)
     self_b: torch.Tensor = field(init=False)
     energy_a: torch.Tensor = field(init=False)
     energy_b: torch.Tensor = field(init=False)
+    null_cross: torch.Tensor = field(init=False)
     batches: int = field(init=False, default=0)
     dropped: list[int] = field(init=False, default_factory=list)
+    # per-minibatch HSIC₁ terms (Tₐ×T_b cross, Tₐ and T_b self), kept for the delete-one jackknife
+    batch_terms: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(
+        init=False, default_factory=list
+    )
 
     def __post_init__(self) -> None:
         z = lambda *s: torch.zeros(*s, dtype=torch.float64, device=self.device)
         self.cross, self.self_a, self.self_b = z(self.n_a, self.n_b), z(self.n_a), z(self.n_b)
         self.energy_a, self.energy_b = z(self.n_a), z(self.n_b)
+        self.null_cross = z(self.permutations, self.n_a, self.n_b)
 
     def _upper(self, grams) -> tuple[torch.Tensor, torch.Tensor]:
         """Scaled strict-upper-triangle vectors of the U-centred Grams, and each Gram's off-diagonal energy.
@@ -229,11 +240,18 @@ class CkaAccumulator:
                     f"minibatch sizes differ between models: {n} vs {_batch_n(grams_b)}"
                 )
             vb, eb = self._upper(grams_b)
-        self.cross += va @ vb.T
-        self.self_a += (va * va).sum(-1)
-        self.self_b += (vb * vb).sum(-1)
+        cross, self_a, self_b = va @ vb.T, (va * va).sum(-1), (vb * vb).sum(-1)
+        self.cross += cross
+        self.self_a += self_a
+        self.self_b += self_b
         self.energy_a += ea
         self.energy_b += eb
+        self.batch_terms.append((cross, self_a, self_b))
+        if self.permutations:
+            rng = np.random.default_rng([self.seed, batch_id if batch_id >= 0 else self.batches])
+            for p in range(self.permutations):
+                idx = permuted_upper_index(n, rng.permutation(n), self.device)
+                self.null_cross[p] += va @ vb[:, idx].T
         self.batches += 1
         return True
 
@@ -244,16 +262,51 @@ class CkaAccumulator:
         # all-zero activations have no energy at all
         return (da | (self.energy_a == 0)).cpu().numpy(), (db | (self.energy_b == 0)).cpu().numpy()
 
+    def _ratio(self, cross: torch.Tensor, self_a: torch.Tensor, self_b: torch.Tensor) -> np.ndarray:
+        deg_a, deg_b = self.degenerate()
+        denom = torch.sqrt(torch.outer(self_a.clamp_min(0), self_b.clamp_min(0)))
+        out = (cross / torch.where(denom > 0, denom, torch.ones_like(denom))).cpu().numpy()
+        out[..., deg_a, :] = 0.0
+        out[..., :, deg_b] = 0.0
+        return out
+
     def result(self) -> np.ndarray:
         """Tₐ×T_b minibatch CKA (ratio of means; the 1/k factors cancel). Constant taps give 0."""
         if self.batches == 0:
             raise ValueError(f"no minibatch of at least {MIN_BATCH} examples was added")
-        deg_a, deg_b = self.degenerate()
-        denom = torch.sqrt(torch.outer(self.self_a.clamp_min(0), self.self_b.clamp_min(0)))
-        out = (self.cross / torch.where(denom > 0, denom, torch.ones_like(denom))).cpu().numpy()
-        out[deg_a, :] = 0.0
-        out[:, deg_b] = 0.0
-        return out
+        return self._ratio(self.cross, self.self_a, self.self_b)
+
+    def jackknife_se(self) -> np.ndarray:
+        """Tₐ×T_b delete-one-minibatch jackknife standard error of `result()`:
+        SE² = (k−1)/k · Σ_i (CKA₍₋ᵢ₎ − mean_i CKA₍₋ᵢ₎)², CKA₍₋ᵢ₎ the ratio of means without minibatch i.
+        NaN with fewer than 2 minibatches."""
+        k = len(self.batch_terms)
+        if k < 2:
+            return np.full((self.n_a, self.n_b), np.nan)
+        loo = np.stack(
+            [
+                self._ratio(self.cross - c, self.self_a - a, self.self_b - b)
+                for c, a, b in self.batch_terms
+            ]
+        )
+        return np.sqrt((k - 1) / k * ((loo - loo.mean(0)) ** 2).sum(0))
+
+    def null(self) -> np.ndarray:
+        """(permutations, Tₐ, T_b) CKA of the permutation null: the same statistic with the second model's
+        images permuted within each minibatch (HSIC₁(K, P L Pᵀ); the self terms do not change)."""
+        return self._ratio(self.null_cross, self.self_a, self.self_b)
+
+
+def permuted_upper_index(n: int, perm: np.ndarray, device: torch.device | None = None) -> torch.Tensor:
+    """Index into a strict-upper-triangle vector (row-major, i < j) that permutes the matrix's rows and
+    columns: v[idx] is the strict upper triangle of P M Pᵀ, (P M Pᵀ)[i, j] = M[perm[i], perm[j]]."""
+    i, j = torch.triu_indices(n, n, offset=1)
+    p = torch.as_tensor(perm, dtype=torch.long)
+    a, b = p[i], p[j]
+    lo, hi = torch.minimum(a, b), torch.maximum(a, b)
+    # position of (lo, hi) in the row-major strict upper triangle
+    pos = lo * n - lo * (lo + 1) // 2 + (hi - lo - 1)
+    return pos.to(device) if device is not None else pos
 
 
 def _batch_n(grams) -> int:
