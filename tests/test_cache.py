@@ -263,3 +263,30 @@ def test_short_last_batch_is_dropped_and_said(tmp_path, samples, caplog):
     assert meta["dropped_batches"] == [{"repeat": 0, "batches": [2]}]
     assert "dropped minibatch" in caplog.text
     assert not df["cka"].isna().any()
+
+
+def test_cka_tables_carry_standard_errors_and_a_permutation_null(tmp_path, samples):
+    vit, res = tiny_vit(), tiny_resnet()
+    build_cache(
+        vit, info("vit", vit), samples, DS, tmp_path / "a", n_images=48, batch_size=16, repeats=2
+    )
+    build_cache(
+        res, info("res", res), samples, DS, tmp_path / "b", n_images=48, batch_size=16, repeats=2
+    )
+    df, meta = cka_from_caches(tmp_path / "a", tmp_path / "b", permutations=8)
+    live = df[~df.constant]
+    assert (live["cka_se"] > 0).all() and live["cka_se"].notna().all()
+    assert live["null_sd"].gt(0).all() and live["p_value"].between(1 / 9, 1).all()
+    # the null is the same statistic on permuted images: centred near 0 where the real cells are not
+    assert live["null_mean"].abs().mean() < 0.5 * live["cka"].abs().mean()
+    assert meta["uncertainty"]["permutations"] == 8 and meta["uncertainty"]["null_floor"] > 0
+    self_df, _ = cka_from_caches(tmp_path / "a", tmp_path / "a", permutations=4)
+    diag = self_df[self_df.index_a == self_df.index_b]
+    assert diag["null_z"].isna().all() and diag["p_value"].isna().all()
+    off = self_df[(self_df.index_a != self_df.index_b) & ~self_df.constant]
+    assert off["null_z"].notna().all()
+    plain, _ = cka_from_caches(
+        tmp_path / "a", tmp_path / "b"
+    )  # no permutations: same values, no null
+    np.testing.assert_allclose(plain["cka"], df["cka"], rtol=1e-12)
+    assert plain["null_mean"].isna().all() and (plain.loc[~plain.constant, "cka_se"] > 0).all()
