@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
@@ -16,7 +17,9 @@ from seelike.tables import cka_frame
 def plot_cka_heatmap(
     df: pd.DataFrame, meta: dict[str, Any], png: str | Path, pdf: str | Path | None = None
 ):
-    """Heatmap of a long CKA table: rows = model a's taps (bottom = first), columns = model b's taps."""
+    """Heatmap of a long CKA table: rows = model a's taps (bottom = first), columns = model b's taps. Cells
+    that cannot be told from the permutation null (`null_z` below the table's threshold) carry a grey dot,
+    and the subtitle gives the protocol's null floor and median standard error, when the table has them."""
 
     mat = cka_frame(df)
     n_a, n_b = mat.shape
@@ -31,6 +34,13 @@ def plot_cka_heatmap(
         square=n_a == n_b,
         cbar_kws={"label": "minibatch CKA"},
     )
+    unc = meta.get("uncertainty") or {}
+    if "null_z" in df and df["null_z"].notna().any():
+        z = cka_frame(df, "null_z").to_numpy()
+        rows, cols = np.nonzero(np.nan_to_num(z, nan=np.inf) < unc.get("null_z_threshold", 3.0))
+        ax.scatter(
+            cols + 0.5, rows + 0.5, s=max(1.0, 60.0 / max(n_a, n_b)), c="0.6", marker=".", lw=0
+        )
     ax.invert_yaxis()  # lowest layers at the origin, as in the paper
     ya, la = tick_labels(list(mat.index))
     yb, lb = tick_labels(list(mat.columns))
@@ -41,9 +51,17 @@ def plot_cka_heatmap(
     ax.set_xlabel(f"{b} taps")
     plan = meta.get("plan", {})
     title = f"{a}: self-similarity" if a == b else f"{a} vs {b}"
+    precision = ""
+    if "cka_se" in df and df["cka_se"].notna().any():
+        precision = f"; median SE {np.nanmedian(df['cka_se']):.3g}"
+    if unc.get("null_floor") is not None:
+        precision += (
+            f"; null floor {unc['null_floor']:.3g} ({unc['permutations']} permutations; "
+            "dotted: indistinguishable from the null)"
+        )
     ax.set_title(
         f"{title}\n{plan.get('n_images')} images × {plan.get('repeats')} repeat(s), "
-        f"batch {plan.get('batch_size')}, samples {str(plan.get('samples_hash'))[:8]}",
+        f"batch {plan.get('batch_size')}, samples {str(plan.get('samples_hash'))[:8]}{precision}",
         fontsize=9,
     )
     save_figure(fig, png, pdf)
@@ -64,7 +82,8 @@ def plot_per_block_cka(
             ax.errorbar(
                 df["depth"],
                 df["cka"],
-                yerr=df["std"],
+                # the standard error of the mean where the table has it, else the spread over repeats
+                yerr=df["se"] if "se" in df and df["se"].notna().all() else df["std"],
                 marker="o",
                 ms=3,
                 capsize=2,
