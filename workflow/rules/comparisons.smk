@@ -22,6 +22,7 @@ rule cka:
     params:
         # CPU on purpose: a float64 step of ~3% of the forward passes, not worth holding a GPU (BENCHMARKS.md)
         device="cpu",
+        cka=settings("cka", ("permutations",)),
     script:
         "../../scripts/cka.py"
 
