@@ -589,3 +589,28 @@ def test_fig1_on_block_outputs_as_well_as_all_taps():
         is None
     )
     assert not claims.summarise(_inputs())["metric"].str.endswith("_block_outputs").any()
+
+
+# ---------------------------------------------------------------- verdicts need 2 combined standard errors
+@pytest.mark.parametrize("se,seen", [(0.001, True), (0.2, False), (None, True)])
+def test_stage_verdict_needs_the_difference_beyond_two_standard_errors(se, seen):
+    """Within-stage 0.8 vs across 0.7: seen with tiny SEs, not with SEs of 0.2 (combined 0.28 > 0.1/2), and
+    decided by the sign alone when the table has no SE column (older tables)."""
+    names = ["stem"] + [f"layer{s}.{b}.out" for s in (1, 2) for b in range(3)]
+    stage = np.array([-1, 1, 1, 1, 2, 2, 2])
+    m = np.where(stage[:, None] == stage[None, :], 0.8, 0.7)
+    np.fill_diagonal(m, 1.0)
+    df = long_cka(m, names)
+    if se is not None:
+        df["cka_se"] = se
+    out = claims.summarise(
+        ClaimInputs(families={"r": "resnet"}, archs={"r": "resnet18"}, self_cka={"r": df})
+    )
+    row = out[out.metric == "cka_within_minus_across_stage"].iloc[0]
+    assert row["value"] == pytest.approx(0.1) and row["seen"] is seen
+    if se is None:
+        assert np.isnan(row["se"])
+    else:  # mean of the cells' SEs on each side, combined as independent
+        assert row["se"] == pytest.approx(np.sqrt(2) * se)
+        third = out[out.metric == "cka_lowest_vs_highest_third"].iloc[0]
+        assert third["se"] == pytest.approx(se)

@@ -33,7 +33,9 @@ from seelike.claims.metrics import (
 )
 from seelike.tables import primary_aggregation, probe_shots
 
-COLUMNS = ["figure", "claim", "model", "metric", "value", "seen", "note"]
+COLUMNS = ["figure", "claim", "model", "metric", "value", "se", "seen", "note"]
+# A comparison is "seen" only when its difference exceeds this many combined standard errors (where known).
+SEEN_SE = 2.0
 
 
 # ---------------------------------------------------------------- the summary
@@ -127,6 +129,7 @@ class _Rows:
         value: float,
         seen: bool | None = None,
         note: str = "",
+        se: float = math.nan,
     ) -> None:
         value = float(value)
         if seen is not None and not math.isfinite(value):
@@ -138,10 +141,37 @@ class _Rows:
                 "model": model,
                 "metric": metric,
                 "value": value,
+                "se": float(se),
                 "seen": None if seen is None else bool(seen),
                 "note": note,
             }
         )
+
+
+def combined_se(*ses: float) -> float:
+    """SE of a sum or difference of estimates, taken as independent: √Σ SE² (NaN when any is unknown).
+    Estimates from the same images are positively correlated, so for a difference this is conservative."""
+    return (
+        math.sqrt(sum(s * s for s in ses))
+        if ses and all(math.isfinite(s) for s in ses)
+        else math.nan
+    )
+
+
+def exceeds(diff: float, se: float) -> bool:
+    """`diff > 0`, and beyond SEEN_SE standard errors where the SE is known."""
+    return diff > (SEEN_SE * se if math.isfinite(se) else 0.0)
+
+
+def mean_se(metric, df: pd.DataFrame, *keys: str) -> list[float]:
+    """Standard errors of mean-type CKA metrics: the same metric computed on the table's `cka_se` (per-block
+    tables: `se`) instead of its values, i.e. the mean of the cells' SEs — an upper bound on the SE of a mean of
+    correlated cells (Minkowski). NaN for tables without standard errors."""
+    col = "cka_se" if "cka_se" in df else ("se" if "se" in df else None)
+    if col is None or df[col].isna().all():
+        return [math.nan] * len(keys)
+    r = metric(df.assign(cka=df[col]))
+    return [math.nan if r is None else float(r[k]) for k in keys]
 
 
 def _vit_cnn_pairs(inp: ClaimInputs, models: Sequence[str]) -> list[tuple[str, str]]:
@@ -176,6 +206,10 @@ def _fig1(inp: ClaimInputs, out: _Rows) -> None:
     }
     for suffix, what in _FIG1_READINGS:
         thirds = {m: self_cka_thirds(df) for m, df in tables[suffix].items()}
+        thirds_se = {
+            m: mean_se(self_cka_thirds, df, "lowest_vs_highest_third")[0]
+            for m, df in tables[suffix].items()
+        }
         for m, t in thirds.items():
             claim = (
                 "ViT layers are uniform: lowest and highest third alike"
@@ -186,7 +220,7 @@ def _fig1(inp: ClaimInputs, out: _Rows) -> None:
             note = f"{what}: {n} taps; thirds = first/last {third_size(n)} taps"
             out.add(
                 "1", claim, m, f"cka_lowest_vs_highest_third{suffix}", t["lowest_vs_highest_third"],
-                note=note,
+                note=note, se=thirds_se[m],
             )  # fmt: skip
             out.add(
                 "1", claim, m, f"cka_adjacent_taps{suffix}", t["adjacent"],
@@ -196,17 +230,19 @@ def _fig1(inp: ClaimInputs, out: _Rows) -> None:
             if not inp.is_cnn(m) or (s := stage_cka(df)) is None:
                 continue
             c = f"{inp.cnn_name(m)} has distinct stages: taps alike within a stage, less across stages"
+            se_w, se_a = mean_se(stage_cka, df, "within", "across")
             out.add(
                 "1", c, m, f"cka_within_stage{suffix}", s["within"],
-                note=f"{what}: tap pairs i<j in one stage",
+                note=f"{what}: tap pairs i<j in one stage", se=se_w,
             )  # fmt: skip
             out.add(
                 "1", c, m, f"cka_across_stage{suffix}", s["across"],
-                note=f"{what}: tap pairs in different stages",
+                note=f"{what}: tap pairs in different stages", se=se_a,
             )  # fmt: skip
+            diff, se = s["within"] - s["across"], combined_se(se_w, se_a)
             out.add(
-                "1", c, m, f"cka_within_minus_across_stage{suffix}", s["within"] - s["across"],
-                seen=s["within"] > s["across"], note=f"{what}; seen: > 0",
+                "1", c, m, f"cka_within_minus_across_stage{suffix}", diff, se=se,
+                seen=exceeds(diff, se), note=f"{what}; seen: > 0 by {SEEN_SE:g} SE",
             )  # fmt: skip
         pairs = _vit_cnn_pairs(inp, list(thirds))
         metric = f"cka_lowest_vs_highest_third_vit_minus_cnn{suffix}"
@@ -216,9 +252,11 @@ def _fig1(inp: ClaimInputs, out: _Rows) -> None:
                 f"{inp.cnn_name(c)} layers"
             )
             diff = thirds[v]["lowest_vs_highest_third"] - thirds[c]["lowest_vs_highest_third"]
+            se = combined_se(thirds_se[v], thirds_se[c])
             out.add(
-                "1", claim, f"{v} vs {c}", metric, diff, seen=diff > 0, note=f"{what}; seen: > 0"
-            )
+                "1", claim, f"{v} vs {c}", metric, diff, seen=exceeds(diff, se), se=se,
+                note=f"{what}; seen: > 0 by {SEEN_SE:g} SE",
+            )  # fmt: skip
         if not pairs and thirds and not suffix:
             out.add(
                 "1", "ViT layers are more uniform (lowest and highest third alike) than CNN layers",
@@ -491,10 +529,15 @@ def _fig12(inp: ClaimInputs, out: _Rows) -> None:
     for (a, b), df in inp.per_block.items():
         r = per_block_thirds(df)
         pair = f"{a} vs {b}"
-        out.add("12", claim, pair, "cka_lowest_third_blocks", r["lowest_third"], note="by depth")
+        se_lo, se_hi = mean_se(per_block_thirds, df, "lowest_third", "highest_third")
         out.add(
-            "12", claim, pair, "cka_highest_third_blocks", r["highest_third"],
-            seen=r["highest_third"] < r["lowest_third"], note="seen: below the lowest third",
+            "12", claim, pair, "cka_lowest_third_blocks", r["lowest_third"], note="by depth",
+            se=se_lo,
+        )  # fmt: skip
+        out.add(
+            "12", claim, pair, "cka_highest_third_blocks", r["highest_third"], se=se_hi,
+            seen=exceeds(r["lowest_third"] - r["highest_third"], combined_se(se_lo, se_hi)),
+            note=f"seen: below the lowest third by {SEEN_SE:g} combined SE",
         )  # fmt: skip
 
 
