@@ -280,16 +280,21 @@ def _largest_map_positions(env) -> int:
 def _rule_probes(env, b):
     import math
 
-    from seelike.analyses.probes import build_probe_features
+    from seelike.analyses.probes import extract_probe_features, plan_probe_features
+    from seelike.data.loader import make_loader, read_samples
 
     k = min(
         10, max(1, b // 20)
     )  # k-shot train images of 10 classes, the rest test images: one batch
     cfg = {"shots": [k], "n_test": b - 10 * k, "tap_kinds": ["embed", "stem", "block", "out"],
            "token_taps": "last", "aggregations": None, "batch_size": b}  # fmt: skip
-    meta = build_probe_features(
-        env["model"], env["info"], env["samples"], env["dataset_cfg"], env["work"] / "probes", cfg,
-        "bench", device=env["device"],
+    plan = plan_probe_features(env["model"], read_samples(env["samples"]), cfg, "bench")
+    loader = make_loader(
+        plan.rows, env["dataset_cfg"], env["info"]["data_config"], split=None, batch_size=b
+    )
+    meta = extract_probe_features(
+        env["model"], loader, len(plan.rows), env["work"] / "probes", plan.taps, plan.token_taps,
+        device=env["device"],
     )  # fmt: skip
     pool = meta["pool_hw"]
     dims = 0
@@ -314,13 +319,14 @@ def _rule_probes(env, b):
 
 def _rule_localisation(env, b):
 
-    from seelike.analyses.localisation import build_localisation
+    from seelike.analyses.localisation import localisation_maps
+    from seelike.data.loader import make_loader
 
-    cfg = {"split": "test", "n_images": b, "batch_size": b, "taps": {}, "tokens": None}
-    _, meta = build_localisation(
-        env["model"], env["info"], env["samples"], env["dataset_cfg"], cfg, "bench",
-        device=env["device"],
+    loader = make_loader(
+        env["samples"], env["dataset_cfg"], env["info"]["data_config"], split="test", n_images=b,
+        batch_size=b,
     )  # fmt: skip
+    meta = localisation_maps(env["model"], loader, device=env["device"]).fields()
     g = meta["grid_hw"][0] * meta["grid_hw"][1]
     tap_bytes = _tap_bytes(env, meta["tap"], b)
     h, w = meta["img_hw"]

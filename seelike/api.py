@@ -7,24 +7,20 @@ df = compare(vit, resnet, loader_a, loader_b)  # each model with its own preproc
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import pandas as pd
 import torch
 from torch import nn
 
-from seelike.cka import MIN_BATCH, CkaAccumulator, gram
-from seelike.device import pick_device
-from seelike.models.load import disable_fused_attention
+from seelike.analyses.stream import Progress, stream
+from seelike.cka import MIN_BATCH, cka_from_grams, gram
+from seelike.device import exact_fp32, pick_device
 from seelike.models.taps import Tap, discover_taps, record_taps
 
 
-def _batches(images, batch_size: int) -> Iterable[torch.Tensor]:
-    if isinstance(images, torch.Tensor):
-        yield from images.split(batch_size)
-        return
-    for b in images:
-        yield b[0] if isinstance(b, (tuple, list)) else b
+def _batches(images, batch_size: int) -> Iterable:
+    return images.split(batch_size) if isinstance(images, torch.Tensor) else images
 
 
 def _grams(model: nn.Module, taps: list[Tap], x: torch.Tensor) -> torch.Tensor:
@@ -34,6 +30,7 @@ def _grams(model: nn.Module, taps: list[Tap], x: torch.Tensor) -> torch.Tensor:
     return torch.stack([out[t.name] for t in taps])
 
 
+@exact_fp32()
 @torch.inference_mode()
 def compare(
     model_a: nn.Module,
@@ -42,27 +39,39 @@ def compare(
     images_b=None,
     batch_size: int = 256,
     device: str = "auto",
+    progress: Progress | None = None,
 ) -> pd.DataFrame:
     """Minibatch CKA (unbiased HSIC) between every tap of `model_a` (rows) and `model_b` (columns; self
-    if None). `images_b` defaults to `images_a`; both must yield the same images in the same batches."""
+    if None). `images_b` defaults to `images_a`; both must yield the same images in the same batches.
+
+    The frame is `seelike.cka.cka_from_grams`'s, as `cka_matrix` returns it: minibatches of fewer than 4
+    images are dropped with a warning, constant taps get CKA 0, a ConstantRepresentationWarning and are listed
+    in `df.attrs["constant_rows"/"constant_cols"]`, dropped minibatches in `df.attrs["dropped_batches"]`.
+    `progress(0, batch, n_batches)` is called after each minibatch (`seelike.analyses.stream`).
+    """
     dev = pick_device(device)
-    model_a = disable_fused_attention(model_a).eval().to(dev)
-    model_b = model_a if model_b is None else disable_fused_attention(model_b).eval().to(dev)
+    model_a = model_a.eval().to(dev)
+    model_b = model_a if model_b is None else model_b.eval().to(dev)
     taps_a, taps_b = discover_taps(model_a), discover_taps(model_b)
-    acc = CkaAccumulator(len(taps_a), len(taps_b), device=dev)
     same = model_b is model_a and images_b is None
-    pairs = zip(
-        _batches(images_a, batch_size),
-        _batches(images_b if images_b is not None else images_a, batch_size),
-    )
-    for i, (xa, xb) in enumerate(pairs):
-        if len(xa) != len(xb):
-            raise ValueError(f"batch {i}: {len(xa)} images for model a but {len(xb)} for model b")
-        if len(xa) < MIN_BATCH:
-            acc.dropped.append(i)
-            continue
-        ga = _grams(model_a, taps_a, xa.to(dev))
-        acc.add(ga, None if same else _grams(model_b, taps_b, xb.to(dev)), batch_id=i)
-    return pd.DataFrame(
-        acc.result(), index=[t.name for t in taps_a], columns=[t.name for t in taps_b]
-    )
+    batches_a = _batches(images_a, batch_size)
+    batches_b = _batches(images_b, batch_size) if images_b is not None else None
+
+    def grams() -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        other = iter(stream(batches_b, dev)) if batches_b is not None else None
+        for batch in stream(batches_a, dev, progress=progress):
+            xa = batch.x
+            xb = xa if other is None else next(other, None)
+            xb = xb.x if other is not None and xb is not None else xb
+            if xb is None or len(xa) != len(xb):
+                got = "no batch" if xb is None else f"{len(xb)} images"
+                raise ValueError(
+                    f"batch {batch.index}: {len(xa)} images for model a but {got} for model b"
+                )
+            if len(xa) < MIN_BATCH:  # dropped by the accumulator, not worth a forward pass
+                yield torch.zeros(len(taps_a), len(xa), len(xa)), None
+                continue
+            ga = _grams(model_a, taps_a, xa)
+            yield ga, (None if same else _grams(model_b, taps_b, xb))
+
+    return cka_from_grams(grams(), [t.name for t in taps_a], [t.name for t in taps_b], dev)

@@ -15,8 +15,9 @@ Grams are computed in fp32 (TF32 and autocast off), everything after in float64.
 
 from __future__ import annotations
 
+import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +30,7 @@ __all__ = [
     "MIN_BATCH",
     "CkaAccumulator",
     "ConstantRepresentationWarning",
+    "cka_from_grams",
     "cka_matrix",
     "gram",
     "hsic1",
@@ -57,17 +59,52 @@ def _as_tensor(x, device: torch.device | None = None) -> torch.Tensor:
     return t if t.dtype == torch.float64 else t.float()
 
 
+# `gram` centres and multiplies at most this many activation values at a time (16 MiB in fp32): no full centred
+# copy of an activation ever exists, e.g. 392 MiB for a (128, 256, 56, 56) ResNet-50 unit.
+GRAM_SLICE_VALUES = 1 << 22
+
+
+def _feature_slices(t: torch.Tensor, budget: int) -> Iterator[torch.Tensor]:
+    """(n, s) slices of the features of `t` (n, ...), flattened per example, of at most `budget` values each
+    (at least one feature), in order. Only a slice is ever copied: a contiguous `t` is sliced as an (n, p) view;
+    another layout (e.g. channels-last) is cut along its first feature dimension first."""
+    n = t.shape[0]
+    if t.ndim <= 2 or t.is_contiguous():
+        flat = t.reshape(n, -1)
+        step = max(1, budget // max(1, n))
+        for i in range(0, flat.shape[1], step):
+            yield flat[:, i : i + step]
+        return
+    inner = max(1, math.prod(t.shape[2:]))
+    step = max(1, budget // max(1, n * inner))
+    for i in range(0, t.shape[1], step):
+        part = t[:, i : i + step]
+        if step == 1 and n * inner > budget:
+            yield from _feature_slices(part[:, 0], budget)
+        else:
+            yield part.reshape(n, -1)
+
+
 def gram(x, device: torch.device | None = None) -> torch.Tensor:
     """Gram of one batch of activations (n, ...) flattened per example, in exact fp32 (float64 if given).
 
     The features are centred over the batch first: K_c = (X − 1μᵀ)(X − 1μᵀ)ᵀ differs from XXᵀ only by terms
     of the form 1vᵀ + v1ᵀ + c11ᵀ, which U-centring removes, so HSIC₁ is unchanged in exact arithmetic — but
     post-ReLU features carry a large common mean, and without centring fp32 Grams lose ~5 digits to it.
+    K_c is accumulated over slices of at most `GRAM_SLICE_VALUES` features × images, each centred on its own
+    (the mean of a feature is a per-feature quantity), so no centred copy of the whole activation exists.
     """
-    t = _as_tensor(x, device).reshape(len(x), -1)
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    t = t.to(device) if device is not None else t
+    dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
+    n = t.shape[0]
     with exact_fp32():
-        t = t - t.mean(0, keepdim=True)
-        return t @ t.T
+        k = torch.zeros((n, n), dtype=dtype, device=t.device)
+        for s in _feature_slices(t, GRAM_SLICE_VALUES):
+            s = s.to(dtype)
+            s = s - s.mean(0, keepdim=True)
+            k.addmm_(s, s.T)
+        return k
 
 
 def u_centre(k: torch.Tensor) -> torch.Tensor:
@@ -297,7 +334,9 @@ class CkaAccumulator:
         return self._ratio(self.null_cross, self.self_a, self.self_b)
 
 
-def permuted_upper_index(n: int, perm: np.ndarray, device: torch.device | None = None) -> torch.Tensor:
+def permuted_upper_index(
+    n: int, perm: np.ndarray, device: torch.device | None = None
+) -> torch.Tensor:
     """Index into a strict-upper-triangle vector (row-major, i < j) that permutes the matrix's rows and
     columns: v[idx] is the strict upper triangle of P M Pᵀ, (P M Pᵀ)[i, j] = M[perm[i], perm[j]]."""
     i, j = torch.triu_indices(n, n, offset=1)
@@ -318,33 +357,28 @@ def _stack_grams(batches_by_tap: Sequence[Sequence], i: int, device: torch.devic
     return torch.stack([gram(batches[i], device) for batches in batches_by_tap])
 
 
-def cka_matrix(
-    xs_by_tap: Mapping[str, Sequence],
-    ys_by_tap: Mapping[str, Sequence] | None = None,
+def cka_from_grams(
+    grams: Iterable[tuple],
+    names_a: Sequence[str],
+    names_b: Sequence[str] | None = None,
     device: str | torch.device = "cpu",
 ) -> pd.DataFrame:
-    """Minibatch CKA of every tap pair: rows = first model's taps, columns = second's (self if None).
+    """Minibatch CKA table from the stacked Grams of each minibatch: what `cka_matrix` and
+    `seelike.api.compare` both return.
 
-    Each dict maps tap name → sequence of activation batches (n_i, ...), batch i being the same images for
-    every tap of both models. Batches with n < 4 are dropped with a warning; constant taps are listed in
-    `df.attrs["constant_rows"/"constant_cols"]`, warned about, and given CKA 0.
+    `grams` yields, per minibatch, (grams_a, grams_b): stacks (Tₐ, n, n) and (T_b, n, n) (or packed), grams_b
+    None for self-similarity. Rows = `names_a`, columns = `names_b` (self if None). Minibatches with n < 4 are
+    dropped with a warning; constant taps are listed in `df.attrs["constant_rows"/"constant_cols"]`, warned
+    about (ConstantRepresentationWarning) and given CKA 0; `df.attrs["dropped_batches"]` lists the dropped.
     """
-    device = torch.device(device)
-    names_a = list(xs_by_tap)
-    names_b = list(ys_by_tap) if ys_by_tap is not None else names_a
-    lens = {len(v) for v in xs_by_tap.values()} | (
-        {len(v) for v in ys_by_tap.values()} if ys_by_tap else set()
-    )
-    if len(lens) != 1:
-        raise ValueError(f"every tap needs the same number of minibatches, got {sorted(lens)}")
-    acc = CkaAccumulator(len(names_a), len(names_b), device=device)
-    for i in range(lens.pop()):
-        ga = _stack_grams([xs_by_tap[t] for t in names_a], i, device)
-        gb = None if ys_by_tap is None else _stack_grams([ys_by_tap[t] for t in names_b], i, device)
+    names_a = list(names_a)
+    names_b = names_a if names_b is None else list(names_b)
+    acc = CkaAccumulator(len(names_a), len(names_b), device=torch.device(device))
+    for i, (ga, gb) in enumerate(grams):
         acc.add(ga, gb, batch_id=i)
     if acc.dropped:
         warnings.warn(
-            f"dropped minibatches {acc.dropped}: fewer than {MIN_BATCH} examples", stacklevel=2
+            f"dropped minibatches {acc.dropped}: fewer than {MIN_BATCH} examples", stacklevel=3
         )
     df = pd.DataFrame(acc.result(), index=names_a, columns=names_b)
     deg_a, deg_b = acc.degenerate()
@@ -356,9 +390,38 @@ def cka_matrix(
         warnings.warn(
             f"constant representation(s) {constant}: HSIC₁(K,K)=0, CKA undefined; reported as 0",
             ConstantRepresentationWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     return df
+
+
+def cka_matrix(
+    xs_by_tap: Mapping[str, Sequence],
+    ys_by_tap: Mapping[str, Sequence] | None = None,
+    device: str | torch.device = "cpu",
+) -> pd.DataFrame:
+    """Minibatch CKA of every tap pair: rows = first model's taps, columns = second's (self if None).
+
+    Each dict maps tap name → sequence of activation batches (n_i, ...), batch i being the same images for
+    every tap of both models. Batches with n < 4 are dropped with a warning; constant taps are listed in
+    `df.attrs["constant_rows"/"constant_cols"]`, warned about, and given CKA 0 (`cka_from_grams`).
+    """
+    device = torch.device(device)
+    names_a = list(xs_by_tap)
+    names_b = list(ys_by_tap) if ys_by_tap is not None else None
+    lens = {len(v) for v in xs_by_tap.values()} | (
+        {len(v) for v in ys_by_tap.values()} if ys_by_tap else set()
+    )
+    if len(lens) != 1:
+        raise ValueError(f"every tap needs the same number of minibatches, got {sorted(lens)}")
+    grams = (
+        (
+            _stack_grams([xs_by_tap[t] for t in names_a], i, device),
+            None if names_b is None else _stack_grams([ys_by_tap[t] for t in names_b], i, device),
+        )
+        for i in range(lens.pop())
+    )
+    return cka_from_grams(grams, names_a, names_b, device)
 
 
 def minibatch_cka(xs: Sequence, ys: Sequence) -> float:

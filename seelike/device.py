@@ -1,4 +1,8 @@
-"""Device choice and the exact-fp32 context the Gram matrices need."""
+"""Device choice and the exact-fp32 context every analysis entry function runs under.
+
+`exact_fp32()` is a context manager and, as `@exact_fp32()`, a decorator: the analyses in `seelike.analyses`
+and `seelike.api.compare` apply it themselves, so no caller (rule, notebook, test) has to remember it.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
 def pick_device(pref: str = "auto") -> torch.device:
@@ -21,7 +26,13 @@ def pick_device(pref: str = "auto") -> torch.device:
 
 @contextlib.contextmanager
 def exact_fp32() -> Iterator[None]:
-    """TF32 off and autocast off: Grams are computed in true fp32 (PAPER.md pitfalls)."""
+    """True fp32 inside: TF32 off (matmuls and cuDNN convolutions), autocast off, and fused attention
+    (`F.scaled_dot_product_attention`, timm's `fused_attn`) on its math backend only.
+
+    The flash / memory-efficient SDPA kernels do not follow the TF32 flags (the CUDA memory-efficient kernel
+    multiplies fp32 with emulated tensor-core products, the CPU flash kernel reorders the softmax sums), so
+    pinning the math backend makes a fused timm attention compute the same fp32 products as the unfused path:
+    models keep timm's `fused_attn` setting and still give exact-fp32 activations here."""
     old_mm = torch.backends.cuda.matmul.allow_tf32
     old_cudnn = torch.backends.cudnn.allow_tf32
     old_prec = torch.get_float32_matmul_precision()
@@ -29,7 +40,11 @@ def exact_fp32() -> Iterator[None]:
     torch.backends.cudnn.allow_tf32 = False
     torch.set_float32_matmul_precision("highest")
     try:
-        with torch.autocast("cuda", enabled=False), torch.autocast("cpu", enabled=False):
+        with (
+            torch.autocast("cuda", enabled=False),
+            torch.autocast("cpu", enabled=False),
+            sdpa_kernel(SDPBackend.MATH),
+        ):
             yield
     finally:
         torch.backends.cuda.matmul.allow_tf32 = old_mm

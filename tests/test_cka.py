@@ -412,3 +412,58 @@ def test_jackknife_se_agrees_with_the_spread_over_independent_repeats():
     assert cells.sum() >= 10
     ratio = se[cells] / sd[cells]
     assert (ratio > 1 / 1.5).all() and (ratio < 1.5).all(), ratio
+
+
+def test_gram_in_feature_slices_equals_the_whole_product(monkeypatch):
+    """`gram` accumulates the centred Gram over bounded slices of features (no full centred copy): the same
+    Gram to fp32 precision, for contiguous and channels-last (non-contiguous) activations."""
+    import seelike.cka as cka_mod
+
+    x = torch.relu(torch.randn(12, 8, 6, 5)) + 2.0
+    whole = gram(x)
+    ref = x.double().reshape(12, -1)
+    ref = (ref - ref.mean(0)) @ (ref - ref.mean(0)).T
+    monkeypatch.setattr(cka_mod, "GRAM_SLICE_VALUES", 12 * 7)  # slices of 7 features
+    sliced = gram(x)
+    cl = gram(x.to(memory_format=torch.channels_last))  # cut along channels first, then features
+    for g in (whole, sliced, cl):
+        np.testing.assert_allclose(g.double().numpy(), ref.numpy(), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(sliced.numpy(), whole.numpy(), rtol=1e-5, atol=1e-4)
+    seen = []
+    orig = torch.Tensor.addmm_
+    monkeypatch.setattr(
+        torch.Tensor, "addmm_", lambda k, a, b: (seen.append(a.numel()), orig(k, a, b))[1]
+    )
+    gram(x)
+    assert len(seen) > 1 and max(seen) <= 12 * 7
+
+
+def test_compare_flags_constant_taps_as_cka_matrix_does():
+    """A random-init ResNet-18 has constant `branch` taps (zero-initialised last BN): compare warns and lists them
+    exactly as cka_matrix does on the same activations (one code path: cka_from_grams)."""
+    import timm
+
+    from seelike.api import compare
+    from seelike.models.taps import discover_taps, record_taps
+
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", pretrained=False).eval()
+    x = torch.randn(10, 3, 32, 32)
+    with pytest.warns(ConstantRepresentationWarning):
+        df = compare(model, model, x, batch_size=5, device="cpu")
+    branch = [t.name for t in discover_taps(model) if t.kind == "branch"]
+    assert len(branch) == 8
+    assert sorted(df.attrs["constant_rows"]) == sorted(branch) == sorted(df.attrs["constant_cols"])
+    assert df.attrs["dropped_batches"] == []
+    assert all(df.loc[t, t] == 0.0 for t in branch)
+    acts = {t.name: [] for t in discover_taps(model)}
+    with (
+        record_taps(model, discover_taps(model), lambda t, a: acts[t.name].append(a.clone())),
+        torch.no_grad(),
+    ):
+        for xb in x.split(5):
+            model(xb)
+    with pytest.warns(ConstantRepresentationWarning):
+        ref = cka_matrix(acts)
+    assert ref.attrs == df.attrs
+    np.testing.assert_allclose(df.to_numpy(), ref.to_numpy(), atol=1e-6)

@@ -135,7 +135,10 @@ def test_probe_features_keep_no_activation_past_the_forward(tmp_path):
     def progress(
         _r, _b, _n
     ):  # called after the batch is written, while its feature buffer still exists
-        buf = sys._getframe(1).f_locals["buf"]
+        frame = sys._getframe(1)
+        while "buf" not in frame.f_locals:  # the stream reports; the buffer lives in the extractor
+            frame = frame.f_back
+        buf = frame.f_locals["buf"]
         for key, v in buf.items():
             held.append((key, v.untyped_storage().nbytes(), v.numel() * v.element_size()))
 

@@ -18,7 +18,7 @@ In both, queries are patch tokens only: a prefix query has no position from whic
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,6 +26,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from seelike.analyses.stream import Progress, stream
+from seelike.device import exact_fp32
 from seelike.models.geometry import (
     NotAnAttentionModelError,
     TokenGrid,
@@ -174,12 +176,7 @@ def unfuse_attention(mods: Sequence[tuple[str, nn.Module]]) -> list[bool]:
     return old
 
 
-def _batches_to(batches: Iterable, device: torch.device) -> Iterator[torch.Tensor]:
-    for item in batches:
-        x = item[0] if isinstance(item, (tuple, list)) else item
-        yield x.to(device, non_blocking=True)
-
-
+@exact_fp32()
 @torch.no_grad()
 def attention_distances(
     model: nn.Module,
@@ -188,12 +185,13 @@ def attention_distances(
     cls: str = "drop_renorm",
     n_images: int | None = None,
     device: str | torch.device | None = None,
-    progress: bool = False,
+    progress: Progress | None = None,
 ) -> AttentionDistances:
     """Stream `batches` (images (B,3,H,W) or (images, labels) tuples) through `model` and accumulate the mean
     attention distance of every block × head; attention maps are reduced inside the hook, never stored.
 
-    Stops after `n_images` images when given. Raises NotAnAttentionModelError for a model without attention.
+    Stops after `n_images` images when given (`seelike.analyses.stream`, which also reports `progress`).
+    Raises NotAnAttentionModelError for a model without attention.
     """
     if cls not in CLS_MODES:
         raise ValueError(f"cls must be one of {CLS_MODES}, got {cls!r}")
@@ -218,24 +216,15 @@ def attention_distances(
             d = mean_attention_distance(
                 out, g.grid_hw, g.patch_px, g.num_prefix_tokens, cls, g.stride_px, state["dist"]
             )
-            acc.add(idx, d[: state["take"]])
+            acc.add(idx, d)
 
         return hook
 
     try:
         for i, (_, m) in enumerate(mods):
             handles.append(m.attn_drop.register_forward_hook(make_hook(i)))
-        seen = 0
-        it = _batches_to(batches, device)
-        if progress:
-            from tqdm import tqdm
-
-            it = tqdm(it, desc="attention distance", unit="batch")
-        for x in it:
-            if n_images is not None and seen >= n_images:
-                break
-            take = x.shape[0] if n_images is None else min(x.shape[0], n_images - seen)
-            x = x[:take]
+        for batch in stream(batches, device, n_images=n_images, progress=progress):
+            x = batch.x
             if state["acc"] is None:
                 grid = token_grid(model, x.shape[-2:])
                 state["acc"] = AttentionDistances(
@@ -246,10 +235,8 @@ def attention_distances(
                     dtype=torch.float32,
                     device=device,
                 )
-            state["take"] = take
             model(x)
-            state["acc"].n_images += take
-            seen += take
+            state["acc"].n_images += len(x)
     finally:
         for h in handles:
             h.remove()

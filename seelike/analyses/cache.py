@@ -24,9 +24,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from seelike.analyses.stream import Progress, stream
 from seelike.cka import gram, pack_upper, packed_size, unpack_upper
 from seelike.data.loader import make_loader, read_samples, select
 from seelike.data.samples import samples_hash
+from seelike.device import exact_fp32
 from seelike.io import atomic_write, read_json, write_json
 from seelike.models.taps import Tap, discover_taps, record_taps, tap_record
 
@@ -61,6 +63,7 @@ def repeat_rows(
     return rows.iloc[perm]
 
 
+@exact_fp32()
 def build_cache(
     model: torch.nn.Module,
     model_info: dict[str, Any],
@@ -74,9 +77,12 @@ def build_cache(
     split: str = "test",
     device: torch.device | None = None,
     num_workers: int = 0,
-    progress=None,
+    progress: Progress | None = None,
+    extra_meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run the streaming pass and write the cache directory (see module docstring)."""
+    """Run the streaming pass and write the cache directory (see module docstring); `meta.json` also holds
+    `extra_meta` (the rule's metadata). `progress(repeat, batch, n_batches)` after each minibatch written
+    (`seelike.analyses.stream`); minibatches already in a partial cache are neither rerun nor reported."""
     device = device or torch.device("cpu")
     out_dir = Path(out_dir)
     samples = read_samples(samples_csv)
@@ -136,16 +142,14 @@ def build_cache(
             log.info("repeat %d already cached, skipping", r)
             continue
         with record_taps(model, taps, on_tap), torch.inference_mode():
-            for b, (x, _) in enumerate(loader):
-                if b in done:
-                    continue
+            for b, x, _ in stream(loader, device, progress=progress, repeat=r, skip=done):
                 packed[:] = [
                     torch.empty(
                         (len(taps), packed_size(len(x))), dtype=torch.float32, device=device
                     )
                 ]
                 fired.clear()
-                model(x.to(device, non_blocking=True))
+                model(x)
                 if len(fired) != len(taps):
                     missing = [t.name for t in taps if t.name not in fired][:5]
                     raise RuntimeError(f"taps {missing} did not fire in the forward pass")
@@ -153,8 +157,6 @@ def build_cache(
                     np.save(fh, packed[0].cpu().numpy())
                 packed.clear()
                 n_seen += len(x)
-                if progress is not None:
-                    progress(r, b, n_batches)
     elapsed = time.time() - t0
     if not shapes:  # every batch came from a previous run: one tiny forward for the shapes
         x, _ = next(
@@ -174,6 +176,7 @@ def build_cache(
         packed.clear()
     batch_sizes = [min(batch_size, n_images - i) for i in range(0, n_images, batch_size)]
     meta = {
+        **(extra_meta or {}),  # the cache's own keys below win (e.g. `model`: the identity)
         **stamp,
         "gram_storage": "float32 upper triangle with diagonal, (taps, n(n+1)/2) per minibatch",
         "model_name": model_info["name"],

@@ -12,6 +12,7 @@ import torch
 
 from seelike.analyses.cache import check_compatible, load_packed_grams, read_cache_meta
 from seelike.cka import MIN_BATCH, CkaAccumulator
+from seelike.device import exact_fp32
 from seelike.models.taps import BLOCK_OUTPUT_KINDS
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 NULL_Z = 3.0
 
 
+@exact_fp32()
 def cka_from_caches(
     cache_a: str | Path,
     cache_b: str | Path,

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 from seelike.analyses.attention import attention_modules, unfuse_attention
+from seelike.analyses.stream import Progress, stream
+from seelike.device import exact_fp32
 from seelike.models.geometry import NotAnAttentionModelError
 
 
@@ -91,6 +93,7 @@ def head_subset_grams(
     return torch.stack([gram(heads[:, :, list(g), :].reshape(heads.shape[0], -1)) for g in groups])
 
 
+@exact_fp32()
 def head_subset_cka(
     model: nn.Module,
     vit_batches: Iterable,
@@ -100,11 +103,14 @@ def head_subset_cka(
     block: int = 0,
     tokens: str = "all",
     device: str | torch.device | None = None,
+    progress: Progress | None = None,
+    n_batches: int | None = None,
 ) -> np.ndarray:
     """(S, T) minibatch CKA between the head subsets `groups` of attention block `block` and T CNN taps.
 
     `vit_batches` yields the images of minibatch i (or (images, labels)); `cnn_grams` yields the CNN's (T, n, n)
-    Grams of the SAME images in the same order (e.g. from its activation cache).
+    Grams of the SAME images in the same order (e.g. from its activation cache). `progress(0, i, n_batches)`
+    after each minibatch (`seelike.analyses.stream`).
     """
     from seelike.cka import CkaAccumulator
 
@@ -112,15 +118,16 @@ def head_subset_cka(
     model.eval().to(device)
     prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
     acc: CkaAccumulator | None = None
-    for i, (item, g_cnn) in enumerate(zip(vit_batches, cnn_grams, strict=True)):
-        x = item[0] if isinstance(item, (tuple, list)) else item
+    batches = stream(vit_batches, device, progress=progress, n_batches=n_batches)
+    for i, (batch, g_cnn) in enumerate(zip(batches, cnn_grams, strict=True)):
+        x = batch.x
         g_cnn = torch.as_tensor(np.asarray(g_cnn))
         if g_cnn.shape[-1] != x.shape[0]:
             raise ValueError(
                 f"minibatch {i}: {x.shape[0]} images for the ViT but CNN Grams of {g_cnn.shape[-1]} images; "
                 "both must come from the same sample plan"
             )
-        g_vit = head_subset_grams(head_outputs(model, x.to(device), block), groups, prefix, tokens)
+        g_vit = head_subset_grams(head_outputs(model, x, block), groups, prefix, tokens)
         if acc is None:
             acc = CkaAccumulator(len(groups), g_cnn.shape[0])
         acc.add(g_vit.cpu(), g_cnn, batch_id=i)
@@ -144,6 +151,7 @@ def default_cnn_taps(taps: Sequence[dict]) -> list[str]:
     return firsts[0][:3] + (firsts[1][:2] if len(firsts) > 1 else [])
 
 
+@exact_fp32()
 def head_subset_cka_from_cache(
     model: nn.Module,
     model_info: dict,
@@ -158,6 +166,7 @@ def head_subset_cka_from_cache(
     tokens: str = "all",
     device: str | torch.device | None = None,
     num_workers: int = 0,
+    progress: Progress | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Fig 5: CKA of block `block`'s head subsets (grouped local → global by `attention_table`) with CNN taps.
 
@@ -204,9 +213,11 @@ def head_subset_cka_from_cache(
             for b in range(len(meta["batch_sizes"])):
                 yield load_grams(cnn_cache_dir, r, b, taps=idx)
 
+    n_batches = plan["repeats"] * len(meta["batch_sizes"])
     cka = head_subset_cka(
-        model, vit_batches(), grams(), groups, block=block, tokens=tokens, device=device
-    )
+        model, vit_batches(), grams(), groups, block=block, tokens=tokens, device=device,
+        progress=progress, n_batches=n_batches,
+    )  # fmt: skip
     rows = []
     for s, g in enumerate(groups):
         for t, tap in enumerate(chosen):

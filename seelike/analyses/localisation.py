@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seelike.analyses.stream import Progress, stream
 from seelike.cka import MIN_BATCH, CkaAccumulator, ConstantRepresentationWarning
 from seelike.device import exact_fp32
 from seelike.models.geometry import PositionGrid, cnn_position_grid, vit_position_grid
@@ -192,15 +193,35 @@ class LocalisationResult:
             }
         )
 
+    def fields(self) -> dict:
+        """What the table's metadata records of the result: tap, grid geometry, dropped minibatches."""
+        g = self.grid
+        return {
+            "tap": self.tap,
+            "grid_hw": list(g.grid_hw),
+            "img_hw": list(g.img_hw),
+            "patch_px": list(g.kernel) if g.kernel else None,
+            "stride_px": list(g.stride) if g.stride else None,
+            "num_prefix_tokens": g.num_prefix_tokens,
+            "dropped_batches": self.dropped,
+            "input": "preprocessed model input (timm transform), cut into each position's region",
+        }
 
+
+@exact_fp32()
 def localisation_maps(
     model: nn.Module,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    batches: Iterable,
     tap=None,
-    tokens: Sequence[int] | None = None,
+    tokens: Sequence[int | Sequence[int]] | None = None,
     device: str | torch.device = "cpu",
+    *,
+    n_images: int | None = None,
+    progress: Progress | None = None,
 ) -> LocalisationResult:
-    """Run the model over `batches` of (images, labels) and build the localisation map of one tap."""
+    """Run the model over `batches` (images, or (images, labels)) and build the localisation map of one tap
+    (`tap`: a Tap, a tap name, or None for `default_localisation_tap`); `tokens` as in `token_indices`.
+    At most `n_images` images; `progress` as in `seelike.analyses.stream`."""
     from seelike.models.taps import discover_taps, record_taps, tap_family
 
     device = torch.device(device)
@@ -222,10 +243,10 @@ def localisation_maps(
     def on_tap(_t, act: torch.Tensor) -> None:
         captured.append(act.detach().clone())
 
-    def stream():
+    def features():
         with record_taps(model, [tap], on_tap), torch.inference_mode():
-            for x, _ in batches:
-                x = x.to(device, non_blocking=True)
+            for batch in stream(batches, device, n_images=n_images, progress=progress):
+                x = batch.x
                 captured.clear()
                 model(x)
                 act = captured[0]
@@ -242,7 +263,7 @@ def localisation_maps(
                         )
                 yield position_features(act, grid[0]), x
 
-    it = stream()
+    it = features()
     first = next(it, None)
     if first is None:
         raise ValueError("no images to localise over")
@@ -282,49 +303,3 @@ def token_indices(tokens: Sequence[int | Sequence[int]] | None, grid: PositionGr
         if g not in out:
             out.append(g)
     return out
-
-
-def build_localisation(
-    model: nn.Module,
-    info: dict,
-    samples_csv,
-    dataset_cfg: dict,
-    cfg: dict,
-    model_key: str,
-    device: str | torch.device = "cpu",
-    num_workers: int = 0,
-) -> tuple[pd.DataFrame, dict]:
-    """The localisation rule: the configured images and tap, the tidy table and its metadata."""
-    from seelike.data.loader import make_loader
-    from seelike.data.samples import samples_hash
-    from seelike.models.taps import tap_family
-
-    loader = make_loader(
-        samples_csv, dataset_cfg, info["data_config"], split=cfg["split"], n_images=cfg["n_images"],
-        batch_size=cfg["batch_size"], num_workers=num_workers,
-    )  # fmt: skip
-    tap = (cfg.get("taps") or {}).get(model_key)
-    res = localisation_maps(model, loader, tap=tap, tokens=cfg.get("tokens"), device=device)
-    df = res.to_frame()
-    df.insert(0, "model", model_key)
-    g = res.grid
-    meta = {
-        "analysis": "localisation",
-        "model": model_key,
-        "arch": info.get("arch"),
-        "family": tap_family(model),
-        "tap": res.tap,
-        "grid_hw": list(g.grid_hw),
-        "img_hw": list(g.img_hw),
-        "patch_px": list(g.kernel) if g.kernel else None,
-        "stride_px": list(g.stride) if g.stride else None,
-        "num_prefix_tokens": g.num_prefix_tokens,
-        "n_images": res.n_images,
-        "batch_size": cfg["batch_size"],
-        "split": cfg["split"],
-        "dropped_batches": res.dropped,
-        "samples_hash": samples_hash(samples_csv),
-        "input": "preprocessed model input (timm transform), cut into each position's region",
-        "device": str(device),
-    }
-    return df, meta

@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,8 @@ from seelike.analyses.ridge import (
     fit_probe,
     kshot_indices,
 )
+from seelike.analyses.stream import Progress, stream
+from seelike.device import exact_fp32
 from seelike.io import atomic_write, write_json
 
 log = logging.getLogger(__name__)
@@ -131,6 +133,7 @@ def _vit_grid(model: nn.Module, img_hw: Sequence[int]) -> tuple[int, int] | None
         return None
 
 
+@exact_fp32()
 def extract_probe_features(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -142,9 +145,10 @@ def extract_probe_features(
     device: str | torch.device = "cpu",
     num_prefix: int | None = None,
     extra_meta: dict[str, Any] | None = None,
-    progress=None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """ONE streaming forward pass writing only the aggregated features of each tap.
+    """ONE streaming forward pass writing only the aggregated features of each tap (`seelike.analyses.stream`:
+    `progress(0, batch, n_batches)` once each batch is written).
 
     Layout of `out_dir`: `meta.json` (taps, aggregations, dims, labels order), `labels.npy`, and per tap and
     aggregation `{tap_index:03d}_{aggregation}.npy` float32 (n_images, d); per-token taps also
@@ -164,12 +168,10 @@ def extract_probe_features(
         )
     if num_prefix is None:
         num_prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
-    n_batches = len(batches) if hasattr(batches, "__len__") else -1
-    it = iter(batches)
-    try:
-        first = next(it)
-    except StopIteration:
-        raise ProbeDataError("no images to extract probe features from") from None
+    it = stream(batches, device, progress=progress)
+    first = next(it, None)
+    if first is None:
+        raise ProbeDataError("no images to extract probe features from")
 
     # Shapes of every tap from one image: the final stage's grid must be known before pooling earlier taps.
     from seelike.models.taps import discover_taps, tap_record
@@ -181,9 +183,9 @@ def extract_probe_features(
         shapes.setdefault(t.name, list(a.shape[1:]))
 
     with record_taps(model, all_taps, on_shape), torch.inference_mode():
-        model(first[0][:1].to(device))
+        model(first.x[:1])
     pool_hw = final_spatial_size(shapes)
-    vit_grid = _vit_grid(model, first[0].shape[-2:])
+    vit_grid = _vit_grid(model, first.x.shape[-2:])
     flat = [n for n in token_taps if len(shapes[n]) not in (2, 3)]
     if flat:
         log.warning("no per-token probes for %s: their activations have no token grid or map", flat)
@@ -216,13 +218,13 @@ def extract_probe_features(
 
         t0 = time.time()
         with record_taps(model, taps, on_tap), torch.inference_mode():
-            for b, (x, y) in enumerate(_chain(first, it)):
+            for _, x, y in _chain(first, it):
                 if offset + len(x) > n_images:
                     raise ProbeDataError(
                         f"the loader gave more than the {n_images} images announced"
                     )
                 buf.clear()
-                model(x.to(device, non_blocking=True))
+                model(x)
                 for (tap_name, agg), v in buf.items():
                     key = (tap_name, agg)
                     if key not in files:
@@ -232,10 +234,8 @@ def extract_probe_features(
                             shape=(n_images, *v.shape[1:]),
                         )  # fmt: skip
                     files[key][offset : offset + len(x)] = v.numpy()
-                labels[offset : offset + len(x)] = y.numpy()
+                labels[offset : offset + len(x)] = np.asarray(y)
                 offset += len(x)
-                if progress is not None:
-                    progress(0, b, n_batches)
         if offset != n_images:
             raise ProbeDataError(f"expected {n_images} images, the loader gave {offset}")
         for mm in files.values():
@@ -321,6 +321,7 @@ def probe_sample_plan(
 
 
 # ------------------------------------------------------------------------------------------------ table
+@exact_fp32()
 def probe_table(
     features_dir: str | Path,
     lambdas: Sequence[float] = DEFAULT_LAMBDAS,
@@ -328,11 +329,12 @@ def probe_table(
     seed: int = 0,
     device: str | torch.device = "cpu",
     model_name: str | None = None,
-    progress=None,
+    progress: Progress | None = None,
 ) -> pd.DataFrame:
     """Tidy accuracy table (model, tap, depth, aggregation, token, shots, accuracy, lam, ...) for every probed
     tap, aggregation and shot count, from a features directory written by `extract_probe_features` whose
     meta holds `splits` (train / test per row) and `train_sets` (shot count → row positions).
+    `progress(0, i, n)` after each of the n (shot count, tap) fits (`seelike.analyses.stream`'s protocol).
     """
     features_dir = Path(features_dir)
     meta = read_features_meta(features_dir)
@@ -345,6 +347,7 @@ def probe_table(
     model_name = model_name or meta.get("model", "model")
     y_te = labels[test_rows]
     rows = []
+    n_fits, done = len(meta["train_sets"]) * len(meta["taps"]), 0
     for k, sel in meta["train_sets"].items():
         sel = np.asarray(sel)
         y_tr = labels[sel]
@@ -370,7 +373,8 @@ def probe_table(
                     rows.append({**base, "aggregation": "token", "token": g, "token_row": g // gw,
                                  "token_col": g % gw, **_fit_cols(fit)})  # fmt: skip
             if progress is not None:
-                progress(tap["name"], k)
+                progress(0, done, n_fits)
+            done += 1
     df = pd.DataFrame(rows)
     df["chance"] = 1.0 / len(np.unique(labels[split == "train"]))
     return df
@@ -426,43 +430,21 @@ def select_token_taps(
     return list(spec)
 
 
-def build_probe_features(
-    model: nn.Module,
-    info: dict[str, Any],
-    samples_csv: str | Path,
-    dataset_cfg: dict[str, Any],
-    out_dir: str | Path,
-    cfg: dict[str, Any],
-    model_key: str,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    num_workers: int = 0,
-    progress=None,
-) -> dict[str, Any]:
-    """The probe_features rule: k-shot train images + test images, one streaming pass, aggregated features."""
-    from seelike.data.loader import make_loader, read_samples
-    from seelike.data.samples import samples_hash
-    from seelike.models.taps import discover_taps, tap_family
+class ProbePlan(NamedTuple):
+    rows: pd.DataFrame  # images to extract, in order (k-shot train union, then test)
+    train_sets: dict[str, list[int]]  # shot count → positions into rows
+    taps: list[Any]  # probed taps
+    token_taps: list[str]  # taps with per-token probes
 
-    rows, sets = probe_sample_plan(read_samples(samples_csv), cfg["shots"], cfg.get("n_test"), seed)
+
+def plan_probe_features(
+    model: nn.Module, samples: pd.DataFrame, cfg: dict[str, Any], model_key: str, seed: int = 0
+) -> ProbePlan:
+    """What the probe_features rule extracts: the images (`probe_sample_plan`) and taps (`select_probe_taps`,
+    `select_token_taps`) of one model under the `probes` settings."""
+    from seelike.models.taps import discover_taps
+
+    rows, sets = probe_sample_plan(samples, cfg["shots"], cfg.get("n_test"), seed)
     taps = select_probe_taps(discover_taps(model), cfg, model_key)
     token_taps = select_token_taps(taps, cfg.get("token_taps", "last"), model_key)
-    loader = make_loader(
-        rows, dataset_cfg, info["data_config"], split=None, batch_size=cfg["batch_size"],
-        num_workers=num_workers,
-    )  # fmt: skip
-    extra = {
-        "model": model_key,
-        "arch": info.get("arch"),
-        "family": tap_family(model),
-        "samples_hash": samples_hash(samples_csv),
-        "splits": rows["split"].tolist(),
-        "ids": rows["id"].astype(str).tolist(),
-        "train_sets": sets,
-        "shots": [str(k) for k in cfg["shots"]],
-        "seed": int(seed),
-    }
-    return extract_probe_features(
-        model, loader, len(rows), out_dir, taps, token_taps, cfg.get("aggregations"), device,
-        extra_meta=extra, progress=progress,
-    )  # fmt: skip
+    return ProbePlan(rows, sets, taps, token_taps)

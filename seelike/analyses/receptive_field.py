@@ -22,7 +22,7 @@ pass (only input gradients are wanted), so autograd keeps no tensor that only we
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +30,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from seelike.analyses.stream import Progress, stream
+from seelike.device import exact_fp32
 from seelike.models.geometry import TokenGrid, token_grid
 
 CHANNEL_REDUCE = ("grad_of_mean", "mean_of_abs")
@@ -39,9 +41,11 @@ __all__ = [
     "ErfResult",
     "auto_erf_taps",
     "centre_activation",
+    "choose_erf_taps",
     "effective_receptive_fields",
     "erf_size",
     "erf_sizes_frame",
+    "erf_table",
 ]
 
 
@@ -146,6 +150,7 @@ def _frozen(model: nn.Module) -> Iterator[None]:
             p.requires_grad_(True)
 
 
+@exact_fp32()
 def effective_receptive_fields(
     model: nn.Module,
     batches: Iterable,
@@ -155,12 +160,13 @@ def effective_receptive_fields(
     channel_reduce: str = "grad_of_mean",
     device: str | torch.device | None = None,
     channel_chunk: int = 64,
-    progress: bool = False,
+    progress: Progress | None = None,
 ) -> ErfResult:
     """Mean ERF map of every tap over the images of `batches` (images or (images, labels) tuples).
 
     `taps` are `seelike.models.taps.Tap` objects (name, module_path, where). One forward pass per batch captures
     every tap; each tap then gets its own backward pass (`grad_of_mean`) or C of them (`mean_of_abs`).
+    Stops after `n_images` images; `progress` as in `seelike.analyses.stream`.
     """
     if channel_reduce not in CHANNEL_REDUCE:
         raise ValueError(f"channel_reduce must be one of {CHANNEL_REDUCE}, got {channel_reduce!r}")
@@ -172,17 +178,8 @@ def effective_receptive_fields(
     seen = 0
     grid: TokenGrid | None = None
     img_hw: tuple[int, int] | None = None
-    it = iter(batches)
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(it, desc="effective receptive field", unit="batch")
-    for item in it:
-        if n_images is not None and seen >= n_images:
-            break
-        x = item[0] if isinstance(item, (tuple, list)) else item
-        take = x.shape[0] if n_images is None else min(x.shape[0], n_images - seen)
-        x = x[:take].to(device).detach().requires_grad_(True)
+    for batch in stream(batches, device, n_images=n_images, progress=progress):
+        x = batch.x.detach().requires_grad_(True)
         if img_hw is None:
             img_hw = (int(x.shape[-2]), int(x.shape[-1]))
             if getattr(model, "patch_embed", None) is not None:
@@ -201,7 +198,7 @@ def effective_receptive_fields(
                 del g
                 sums[tap.name] = sums[tap.name] + s if tap.name in sums else s
         del centres
-        seen += take
+        seen += len(x)
     if img_hw is None:
         raise ValueError("no images were given: the batch iterable was empty")
     maps = {t.name: (sums[t.name] / seen).cpu().numpy() for t in taps}
@@ -304,3 +301,41 @@ def auto_erf_taps(all_taps: Sequence, family: str, residual: str = "post") -> li
     raise ValueError(
         f"no default ERF taps for model family {family!r}; list tap names in the config (erf.taps.<model>)"
     )
+
+
+def choose_erf_taps(
+    all_taps: Sequence,
+    family: str,
+    explicit: Sequence[str] | None,
+    residual: Sequence[str],
+    model: str,
+) -> dict[str, list]:
+    """The ERF taps of one model, grouped as the table reports them: `{"explicit": taps}` for the names listed
+    in the config (`erf.taps.<model>`), else `{residual: auto_erf_taps(...)}` for each of `residual` ("post",
+    "pre"). An unknown name is an error that points to the model's taps table."""
+    if explicit:
+        by_name = {t.name: t for t in all_taps}
+        unknown = [n for n in explicit if n not in by_name]
+        if unknown:
+            raise ValueError(
+                f"erf.taps.{model}: unknown taps {unknown}; see results/models/{model}/taps.csv"
+            )
+        return {"explicit": [by_name[n] for n in explicit]}
+    return {r: auto_erf_taps(all_taps, family, r) for r in residual}
+
+
+def distinct_taps(chosen: Mapping[str, Sequence]) -> list:
+    """Every tap of `choose_erf_taps`'s groups once, in group order: one pass computes them all."""
+    return list({t.name: t for ts in chosen.values() for t in ts}.values())
+
+
+def erf_table(
+    result: ErfResult, chosen: Mapping[str, Sequence], quantiles: Sequence[float] = (0.5, 0.9)
+) -> pd.DataFrame:
+    """The ERF size table of a model: `erf_sizes_frame` per group of `chosen`, with its `residual` column."""
+    frames = []
+    for residual, taps in chosen.items():
+        f = erf_sizes_frame(result, taps, quantiles)
+        f.insert(0, "residual", residual)
+        frames.append(f)
+    return pd.concat(frames, ignore_index=True)

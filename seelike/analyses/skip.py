@@ -31,6 +31,9 @@ import pandas as pd
 import torch
 from torch import nn
 
+from seelike.analyses.stream import Progress, stream
+from seelike.device import exact_fp32
+
 __all__ = ["SkipStats", "ratio_and_cosine", "skip_statistics"]
 
 
@@ -172,6 +175,7 @@ def _unit_of(tap) -> str:
     return tap.name.rsplit(".", 1)[0]
 
 
+@exact_fp32()
 @torch.no_grad()
 def skip_statistics(
     model: nn.Module,
@@ -179,9 +183,10 @@ def skip_statistics(
     *,
     n_images: int | None = None,
     device: str | torch.device | None = None,
-    progress: bool = False,
+    progress: Progress | None = None,
 ) -> SkipStats:
-    """Stream images through `model` and accumulate skip-connection statistics for every residual unit.
+    """Stream images through `model` and accumulate skip-connection statistics for every residual unit
+    (`seelike.analyses.stream`: at most `n_images` images, `progress` after each batch).
 
     Supports the tap families of `seelike.models.taps` with residual structure: vit, resnet, resnetv2,
     efficientnet.
@@ -211,7 +216,6 @@ def skip_statistics(
     mods = dict(model.named_modules())
     stats = SkipStats(family)
     held: dict[str, dict[str, tuple[torch.Tensor, int | None]]] = {u: {} for u in units}
-    state = {"take": 0}
 
     def acc(block: int, unit: str, branch: str, z, f, s, pooled: bool) -> None:
         ratio, cos, nz, nf = _unit_statistics(z, f, s, pooled)
@@ -224,7 +228,6 @@ def skip_statistics(
         """A reference to an activation and its version: statistics are computed as soon as a unit's z and
         f(z) have both fired, before the in-place add that follows in timm ResNets, so nothing is copied.
         Inference tensors have no version counter: those are copied."""
-        t = t[: state["take"]]
         try:
             return t, t._version
         except RuntimeError:
@@ -275,21 +278,9 @@ def skip_statistics(
     handles = [mods[u].register_forward_pre_hook(on_unit_input(u)) for u in units]
     try:
         with record_taps(model, taps, cb):
-            it = iter(batches)
-            if progress:
-                from tqdm import tqdm
-
-                it = tqdm(it, desc="skip statistics", unit="batch")
-            for item in it:
-                if n_images is not None and stats.n_images >= n_images:
-                    break
-                x = item[0] if isinstance(item, (tuple, list)) else item
-                take = (
-                    x.shape[0] if n_images is None else min(x.shape[0], n_images - stats.n_images)
-                )
-                state["take"] = take
-                model(x[:take].to(device))
-                stats.n_images += take
+            for batch in stream(batches, device, n_images=n_images, progress=progress):
+                model(batch.x)
+                stats.n_images += len(batch.x)
     finally:
         for h in handles:
             h.remove()

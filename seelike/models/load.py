@@ -20,15 +20,16 @@ from torch import nn
 from seelike.io import read_json
 from seelike.models.surgery import apply_surgery
 
-SOURCES = ("timm", "checkpoint", "train")
-
 
 class ModelConfigError(ValueError):
     """A model entry in the config cannot be built (unknown architecture, missing file, offline hub)."""
 
 
 def disable_fused_attention(model: nn.Module) -> nn.Module:
-    """Let `attn.attn_drop` see (B, heads, N, N) probabilities: fused SDPA hides them."""
+    """Let `attn.attn_drop` see (B, heads, N, N) probabilities: fused SDPA hides them. Models are built with
+    timm's setting (`create_model`); the analyses that read probabilities (attention distance, head subsets)
+    switch fused attention off on their own modules for their pass, and `seelike.device.exact_fp32` computes
+    fused attention on SDPA's math backend, so the other analyses get the same fp32 numbers either way."""
     for m in model.modules():
         if hasattr(m, "fused_attn"):
             m.fused_attn = False
@@ -101,7 +102,7 @@ def create_model(spec: dict[str, Any], weights: str | Path | None = None) -> nn.
     overlay = spec.get("data_config")
     if overlay:
         _update_cfg(model, _as_tuples(overlay))
-    return disable_fused_attention(model)
+    return model
 
 
 def _as_tuples(d: dict[str, Any]) -> dict[str, Any]:
