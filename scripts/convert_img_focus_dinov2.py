@@ -379,7 +379,7 @@ def timm_like_graph(weights: Path, onnx_model, antialias: bool = False) -> torch
     return model.eval()
 
 
-def compare(
+def compare_with_onnx(
     weights: Path, root: Path, n_images: int = 16, onnx_model=None, antialias: bool = False
 ) -> dict[str, Any]:
     """Final-norm tokens of timm's model vs the ONNX backbone on the same inputs: min per-token cosine,
@@ -430,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         onnx_model = load_onnx()
         convert(args.out, onnx_model)
         if args.check is not None:
-            r = compare(args.out, args.check, args.n_images, onnx_model)
+            r = compare_with_onnx(args.out, args.check, args.n_images, onnx_model)
             log.info(
                 "final-norm tokens, %d images at %s, %d tokens each: min cosine %.8f (1 - min %.1e, "
                 "mean %.8f), max |diff| %.3g (max |ref| %.3g)",
@@ -443,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
                 r["max_abs_diff"],
                 r["max_abs_ref"],
             )
-            aa = compare(args.out, args.check, args.n_images, onnx_model, antialias=True)
+            aa = compare_with_onnx(args.out, args.check, args.n_images, onnx_model, antialias=True)
             log.info(
                 "for reference, pos_embed resampled with timm's default antialias=True (what "
                 "kwargs.img_size does in the workflow): min cosine %.6f, max |diff| %.3g",

@@ -20,19 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from seelike.tables import cka_array
+
 _STAGE = re.compile(r"^blocks\.(\d+)\.(\d+)\.")
-
-
-def cka_matrix(df: pd.DataFrame) -> tuple[np.ndarray, list[str], list[str]]:
-    """Self-CKA long table → (n, n) matrix in forward tap order, tap names and kinds; constant cells NaN."""
-    names = df.drop_duplicates("index_a").sort_values("index_a")["tap_a"].astype(str).tolist()
-    kinds = df.drop_duplicates("index_a").sort_values("index_a")["kind_a"].astype(str).tolist()
-    m = np.full((len(names), len(names)), np.nan)
-    vals = df["cka"].to_numpy(np.float64).copy()
-    if "constant" in df:
-        vals[df["constant"].to_numpy(bool)] = np.nan
-    m[df["index_a"].to_numpy(), df["index_b"].to_numpy()] = vals
-    return m, names, kinds
 
 
 def stage_of(name: str) -> int | None:
@@ -52,7 +42,8 @@ def within_across(m: np.ndarray, stages: list[int | None], idx: list[int]) -> tu
 
 
 def self_cka_findings(df: pd.DataFrame) -> str:
-    m, names, kinds = cka_matrix(df)
+    m, names, _ = cka_array(df)
+    kinds = df.drop_duplicates("index_a").sort_values("index_a")["kind_a"].astype(str).tolist()
     n, k = len(names), max(1, len(names) // 3)
     stages = [stage_of(t) for t in names]
     all_idx = list(range(n))

@@ -267,12 +267,17 @@ def test_head_subset_cka_matches_minibatch_cka():
     cnn2 = [c**2 for c in cnn]
     groups = [[2], [0, 1]]
     grams = [torch.stack([gram(a), gram(b)]) for a, b in zip(cnn, cnn2)]
-    got = head_subset_cka(model, xs, grams, groups)
-    assert got.shape == (2, 2)
+    got, se = head_subset_cka(model, xs, grams, groups, with_se=True)
+    assert got.shape == se.shape == (2, 2)
     for s, grp in enumerate(groups):
         reps = [head_outputs(model, x)[:, :, grp, :].reshape(6, -1) for x in xs]
         for t, ys in enumerate((cnn, cnn2)):
             assert got[s, t] == pytest.approx(minibatch_cka(reps, ys), abs=1e-6)
+            # the jackknife SE: delete one minibatch at a time
+            loo = [minibatch_cka(reps[:d] + reps[d + 1 :], ys[:d] + ys[d + 1 :]) for d in range(3)]
+            assert se[s, t] == pytest.approx(
+                np.sqrt(2 / 3 * np.sum((loo - np.mean(loo)) ** 2)), abs=1e-6
+            )
     with pytest.raises(ValueError, match="same sample plan"):
         head_subset_cka(model, xs, [gr[:, :5, :5] for gr in grams], groups)
 

@@ -56,7 +56,9 @@ def converted(onnx_model, tmp_path_factory) -> Path:
 def test_converted_backbone_reproduces_the_onnx_final_norm_tokens(converted, onnx_model):
     if not IMAGENET_SAMPLE.is_dir():
         pytest.skip(f"real images absent: {IMAGENET_SAMPLE}")
-    r = _converter().compare(converted, IMAGENET_SAMPLE, n_images=4, onnx_model=onnx_model)
+    r = _converter().compare_with_onnx(
+        converted, IMAGENET_SAMPLE, n_images=4, onnx_model=onnx_model
+    )
     assert r["input_size"] == [3, 224, 224] and r["n_images"] == 4 and r["tokens"] == 1 + 16 * 16
     assert r["min_cosine"] >= 0.9999, r
     assert r["max_abs_diff"] < 1e-3 * r["max_abs_ref"], r

@@ -64,7 +64,7 @@ def test_figures_write_png_and_pdf(tmp_path):
     att = {"vitA": _att_table(), "vitB": _att_table(5, 3)}
     plot_attention_distance(att, [0, 1, -2, -1], tmp_path / "f3.png", tmp_path / "f3.pdf")
     plot_attention_all_blocks(att, tmp_path / "f4.png", tmp_path / "f4.pdf")
-    hs = pd.DataFrame([{"subset": s, "subset_mean_distance_px": 3.0 * s, "cnn_tap": f"layer1.{t}.out",
+    hs = pd.DataFrame([{"subset": s, "subset_mean_distance_px": 3.0 * s, "cnn_tap": f"layer1.{t}.out", "cka_se": 0.01,
                         "cnn_tap_order": t, "cka": 0.8 - 0.1 * s} for s in range(3) for t in range(2)])  # fmt: skip
     plot_head_subsets({"vitA": hs}, tmp_path / "f5.png", tmp_path / "f5.pdf")
     m = np.zeros((16, 16))

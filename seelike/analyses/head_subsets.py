@@ -105,8 +105,10 @@ def head_subset_cka(
     device: str | torch.device | None = None,
     progress: Progress | None = None,
     n_batches: int | None = None,
-) -> np.ndarray:
-    """(S, T) minibatch CKA between the head subsets `groups` of attention block `block` and T CNN taps.
+    with_se: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """(S, T) minibatch CKA between the head subsets `groups` of attention block `block` and T CNN taps (and,
+    `with_se`, its delete-one-minibatch jackknife standard error, `CkaAccumulator.jackknife_se`).
 
     `vit_batches` yields the images of minibatch i (or (images, labels)); `cnn_grams` yields the CNN's (T, n, n)
     Grams of the SAME images in the same order (e.g. from its activation cache). `progress(0, i, n_batches)`
@@ -133,7 +135,7 @@ def head_subset_cka(
         acc.add(g_vit.cpu(), g_cnn, batch_id=i)
     if acc is None:
         raise ValueError("no minibatches were given")
-    return acc.result()
+    return (acc.result(), acc.jackknife_se()) if with_se else acc.result()
 
 
 def default_cnn_taps(taps: Sequence[dict]) -> list[str]:
@@ -214,9 +216,9 @@ def head_subset_cka_from_cache(
                 yield load_grams(cnn_cache_dir, r, b, taps=idx)
 
     n_batches = plan["repeats"] * len(meta["batch_sizes"])
-    cka = head_subset_cka(
+    cka, se = head_subset_cka(
         model, vit_batches(), grams(), groups, block=block, tokens=tokens, device=device,
-        progress=progress, n_batches=n_batches,
+        progress=progress, n_batches=n_batches, with_se=True,
     )  # fmt: skip
     rows = []
     for s, g in enumerate(groups):
@@ -229,6 +231,7 @@ def head_subset_cka_from_cache(
                     "cnn_tap": tap,
                     "cnn_tap_order": t,
                     "cka": float(cka[s, t]),
+                    "cka_se": float(se[s, t]),
                 }
             )
     out_meta = {

@@ -77,10 +77,20 @@ def plot_head_subsets(
     fig, axes = panel_grid(len(tables))
     for ax, (model, df) in zip(axes, tables.items()):
         order = df.sort_values("cnn_tap_order")["cnn_tap"].unique().tolist()
+        d = df.sort_values("subset_mean_distance_px")
         sns.lineplot(
-            data=df.sort_values("subset_mean_distance_px"), x="subset_mean_distance_px", y="cka",
+            data=d, x="subset_mean_distance_px", y="cka",
             hue="cnn_tap", hue_order=order, marker="o", ax=ax, palette="rocket",
         )  # fmt: skip
+        if (
+            "cka_se" in d and d["cka_se"].notna().any()
+        ):  # ±1 standard error (jackknife over minibatches)
+            colours = dict(zip(order, sns.color_palette("rocket", len(order))))
+            for tap, g in d.groupby("cnn_tap", sort=False):
+                ax.errorbar(
+                    g["subset_mean_distance_px"], g["cka"], yerr=g["cka_se"], fmt="none",
+                    ecolor=colours[tap], capsize=2, lw=1,
+                )  # fmt: skip
         # near-equal distances: no "+1.65e1" offset label
         ax.ticklabel_format(useOffset=False, style="plain")
         ax.set_xlabel("mean distance of head subset (px)")

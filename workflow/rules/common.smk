@@ -262,14 +262,6 @@ def models_with_source(*sources):
     return [m for m in MODELS if config["models"][m]["source"] in sources]
 
 
-def cka_pairs():
-    """Self pairs for every model, then the configured cross pairs."""
-    pairs = [(m, m) for m in MODELS] + [
-        tuple(p) for p in config["cka"]["pairs"] + config["cka"]["per_block"]
-    ]
-    return list(dict.fromkeys(pairs))
-
-
 def _check_config(cfg):
     _check_models(cfg)
     _check_pairs(cfg)
