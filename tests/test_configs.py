@@ -81,10 +81,15 @@ def test_paper_config_dry_runs(tmp_path: Path, monkeypatch):
     assert all(m["source"] == "timm" and "." in m["arch"] for m in cfg["models"].values()), (
         "paper models are pretrained timm weights with an explicit tag"
     )
+    # the paper's images and repeats at batch 128 (BENCHMARKS.md, "CKA precision"); its exact batch one line away
     assert (cfg["cka"]["batch_size"], cfg["cka"]["n_images"], cfg["cka"]["repeats"]) == (
-        1024,
+        128,
         10240,
         20,
+    )
+    assert (
+        "the paper's exact protocol: batch_size: 1024"
+        in (REPO / "config" / "paper.yaml").read_text()
     )
     cfg["datasets"][cfg["analysis_dataset"]]["root"] = str(
         _stub_images(tmp_path / "imagenet_val", 20480)
