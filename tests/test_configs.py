@@ -260,7 +260,7 @@ def test_imagenet_sample_config_dry_runs_as_written(tmp_path: Path, monkeypatch)
 
 # config/imagenet_vit_cnn.yaml: DINOv2 ViT-S/14 beside EfficientNet-Lite0, every analysis that applies
 IMAGENET_VIT_CNN_JOBS = {
-    "samples": 1,
+    "samples": 2,
     "fetch_model": 2,
     "cache": 2,
     "cka": 3,  # two self-CKA tables and the ViT × CNN pair
@@ -269,6 +269,8 @@ IMAGENET_VIT_CNN_JOBS = {
     "receptive_field": 2,
     "skip_stats": 2,
     "localisation": 2,
+    "probe_features": 2,  # on CIFAR-10 (probes.dataset)
+    "linear_probes": 2,
     "claims": 1,
 }
 
@@ -283,21 +285,24 @@ def _imagenet_vit_cnn_config() -> dict:
     assert models["dinov2_vits14"]["kwargs"] == {"img_size": 224}
     assert cfg["datasets"][cfg["analysis_dataset"]]["test_fraction"] == 1.0
     assert cfg["attention"]["head_subsets"]["cnn"] == "efficientnet_lite0"
+    assert cfg["probes"]["dataset"] == "cifar10" and cfg["probes"]["shots"] == [10]
     return cfg
 
 
 def _check_imagenet_vit_cnn_jobs(counts: dict[str, int]) -> None:
     for rule, n in IMAGENET_VIT_CNN_JOBS.items():
         assert counts.get(rule) == n, (rule, counts)
-    # one image per class: no 10-shot probes; nothing is trained
-    for rule in ("probe_features", "linear_probes", "train_model"):
-        assert rule not in counts, (rule, counts)
+    assert counts.get("samples") == 2  # the ImageNet sample and CIFAR-10 (the probes)
+    assert "train_model" not in counts, counts
 
 
 def test_imagenet_vit_cnn_config_dry_runs(tmp_path: Path, monkeypatch):
     """config/imagenet_vit_cnn.yaml on stand-ins (1000 listed images, empty checkpoint files)."""
     cfg = _imagenet_vit_cnn_config()
     cfg["datasets"][cfg["analysis_dataset"]]["root"] = str(_stub_images(tmp_path / "images", 1000))
+    cifar = tmp_path / "cifar10"
+    _stub_images(cifar / "train", 100), _stub_images(cifar / "test", 1000)
+    cfg["datasets"]["cifar10"]["root"] = str(cifar)
     for name, spec in cfg["models"].items():
         spec["path"] = str(tmp_path / f"{name}.safetensors")
         Path(spec["path"]).touch()
@@ -313,6 +318,10 @@ def test_imagenet_vit_cnn_config_dry_runs_as_written(tmp_path: Path, monkeypatch
     if not root.is_dir():
         pytest.skip(f"the ImageNet sample is absent: {root}")
     ds["root"] = str(root)
+    cifar = (REPO / cfg["datasets"]["cifar10"]["root"]).resolve()
+    if not (cifar / "train").is_dir():
+        pytest.skip(f"CIFAR-10 is not extracted at {cifar} (the config's header says how)")
+    cfg["datasets"]["cifar10"]["root"] = str(cifar)
     for spec in cfg["models"].values():
         weights = (REPO / spec["path"]).resolve()
         if not weights.is_file():

@@ -116,6 +116,17 @@ BAD_CONFIGS = [
         lambda c: c["skip"].update(split="val"),
         ("skip.split 'val' is not a split", "set skip.split"),
     ),
+    (
+        lambda c: c["probes"].update(dataset="cifar"),
+        ("config: probes.dataset 'cifar' is not a key of datasets", "name a configured dataset"),
+    ),
+    (
+        lambda c: (
+            c["datasets"].update(small={**c["datasets"]["digits"], "max_test": 40}),
+            c["probes"].update(dataset="small", n_test=64),
+        ),
+        ("config: probes.n_test is 64", "dataset 'small' (probes.dataset)", "holds 40"),
+    ),
     # the schema's defaults are the paper's protocol (10,240 images), checked against the tiny split
     (_drop("cka"), "cka.n_images is 10240"),
 ]
@@ -378,3 +389,18 @@ def test_changing_the_cka_batch_reruns_the_caches(workflow_run, tmp_path):
     rules = [r for r, _ in jobs]
     assert rules.count("cache") == 3 and rules.count("cka") == 5
     assert not {"train_model", "attention_distance", "probe_features", "localisation"} & set(rules)
+
+
+def test_probes_read_their_own_dataset(tmp_path):
+    """probes.dataset: the probe jobs run on that dataset's sample list, every other analysis on the analysis
+    dataset, and Figs 11 / 13 (filed under the analysis dataset) and the claims read the probe tables."""
+
+    def edit(c):
+        c["datasets"]["probe_set"] = {**c["datasets"]["digits"], "max_test": 100}
+        c["probes"]["dataset"] = "probe_set"
+
+    proc = run_snakemake(_config_with(tmp_path, edit), "-n", "--cores", "1")
+    out = proc.stdout
+    assert "results/probes/probe_set/vit.parquet" in out and "results/probes/digits/" not in out
+    assert "results/samples/probe_set.csv" in out and "results/cache/digits/vit" in out
+    assert "results/cache/probe_set" not in out

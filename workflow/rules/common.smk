@@ -158,7 +158,7 @@ def split_sizes(name):
 
 def _check_datasets(cfg):
     """Every dataset a run reads exists; the analyses ask for no more images than their split holds."""
-    used = [ANALYSIS] + [
+    used = [ANALYSIS, PROBE_DATASET] + [
         s["train"]["dataset"] for s in cfg["models"].values() if s["source"] == "train"
     ]
     sizes = {name: split_sizes(name) for name in dict.fromkeys(used)}
@@ -173,8 +173,18 @@ def _check_datasets(cfg):
         for s in N_IMAGES_SECTIONS[1:]
         if analysis_models(s)
     ]
-    if probe_models() and cfg["probes"]["n_test"] is not None:
-        wanted.append(("probes", "n_test", "test"))
+    probe_held = sizes[PROBE_DATASET]
+    if (
+        probe_models()
+        and cfg["probes"]["n_test"] is not None
+        and probe_held is not None
+    ):
+        n, have = cfg["probes"]["n_test"], probe_held.get("test", 0)
+        if n > have:
+            raise ConfigError(
+                f"config: probes.n_test is {n} but the 'test' split of dataset {PROBE_DATASET!r} (probes.dataset) "
+                f"holds {have} images ({hint}); lower probes.n_test to at most {have}, or null for all"
+            )
     for section, key, split in wanted:
         if split not in held:
             raise ConfigError(
@@ -192,6 +202,13 @@ def _check_datasets(cfg):
 if ANALYSIS not in config["datasets"]:
     raise ConfigError(
         f"config: analysis_dataset {ANALYSIS!r} is not a key of datasets {sorted(config['datasets'])}"
+    )
+# The probes may read another dataset than the other analyses (probes.dataset; null = analysis_dataset).
+PROBE_DATASET = config["probes"]["dataset"] or ANALYSIS
+if PROBE_DATASET not in config["datasets"]:
+    raise ConfigError(
+        f"config: probes.dataset {PROBE_DATASET!r} is not a key of datasets {sorted(config['datasets'])}; "
+        "name a configured dataset, or null for analysis_dataset"
     )
 
 
@@ -408,7 +425,13 @@ attention_tables = _tables(
 erf_tables = _tables("results/erf/{dataset}/{model}.parquet", erf_models())
 erf_maps = _tables("results/erf/{dataset}/{model}.npz", erf_models())
 skip_tables = _tables("results/skip/{dataset}/{model}.parquet", skip_models())
-probe_tables = _tables("results/probes/{dataset}/{model}.parquet", probe_models())
+
+
+def probe_tables(wildcards):
+    """The probe tables a figure reads: from probes.dataset, whatever dataset the figure is filed under."""
+    return [f"results/probes/{PROBE_DATASET}/{m}.parquet" for m in probe_models()]
+
+
 localisation_tables = _tables(
     "results/localisation/{dataset}/{model}.parquet", localisation_models()
 )
@@ -458,7 +481,9 @@ def claims_layout():
         "localisation": [
             [m, f"results/localisation/{d}/{m}.parquet"] for m in localisation_models()
         ],
-        "probes": [[m, f"results/probes/{d}/{m}.parquet"] for m in probe_models()],
+        "probes": [
+            [m, f"results/probes/{PROBE_DATASET}/{m}.parquet"] for m in probe_models()
+        ],
         "per_block": [
             [[a, b], f"results/per_block/{d}/{a}__{b}.parquet"]
             for a, b in config["cka"]["per_block"]
