@@ -473,7 +473,7 @@ def test_claims_rule_on_the_tiny_run(workflow_run):
 
 # ---------------------------------------------------------------- CNN families named; Fig 1 on block outputs
 def test_cnn_label_from_family_and_arch():
-    label = claims.findings.cnn_label
+    label = claims.cnn_label
     assert label("resnet", "resnet50.a1_in1k") == "ResNet"
     assert label("resnetv2", "resnetv2_50x1_bit.goog_in21k") == "ResNetV2/BiT"
     assert label("efficientnet", "tf_efficientnet_lite0") == "EfficientNet"

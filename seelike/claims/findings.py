@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
 
 import pandas as pd
 
@@ -31,147 +29,16 @@ from seelike.claims.metrics import (
     stage_cka,
     third_size,
 )
-from seelike.tables import primary_aggregation, probe_shots
-
-COLUMNS = ["figure", "claim", "model", "metric", "value", "se", "seen", "note"]
-# A comparison is "seen" only when its difference exceeds this many combined standard errors (where known).
-SEEN_SE = 2.0
-
-
-# ---------------------------------------------------------------- the summary
-# Tap families (seelike.models.taps.tap_family) that are CNNs, and how the claims name them. `cnn` is the coarse
-# label (any model without attention); `generic` (leaf-module taps) is treated as a CNN, as the workflow does.
-CNN_FAMILIES: dict[str, str] = {
-    "resnet": "ResNet",
-    "resnetv2": "ResNetV2/BiT",
-    "efficientnet": "EfficientNet",
-    "cnn": "CNN",
-    "generic": "CNN",
-}
-# An arch name refines the label where the family is coarse (`cnn`) or covers several networks (`efficientnet`
-# also discovers MobileNetV2, MnasNet, MixNet blocks). First match wins.
-_ARCH_LABELS: tuple[tuple[str, str], ...] = (
-    (r"resnetv2|(^|_)bit", "ResNetV2/BiT"),
-    (r"resnet", "ResNet"),
-    (r"efficientnet", "EfficientNet"),
-    (r"mobilenet", "MobileNet"),
-    (r"mnasnet", "MnasNet"),
-    (r"mixnet", "MixNet"),
+from seelike.claims.table import (
+    COLUMNS,
+    SEEN_SE,
+    ClaimInputs,
+    Rows,
+    combined_se,
+    exceeds,
+    mean_se,
 )
-
-
-def cnn_label(family: str | None, arch: str | None = None) -> str:
-    """How the claims name a CNN: `ResNet`, `ResNetV2/BiT`, `EfficientNet` (or MobileNet / MnasNet / MixNet, which
-    share EfficientNet's tap family), else `CNN`; from the tap family, refined by the arch name (lower case,
-    pretrained tag ignored) when the family is coarse or shared."""
-    fam = CNN_FAMILIES.get(family or "", "CNN")
-    if family in ("resnet", "resnetv2"):
-        return fam
-    name = (arch or "").split(".")[0].lower()
-    for pat, label in _ARCH_LABELS:
-        if re.search(pat, name):
-            if family == "efficientnet" and label in ("ResNet", "ResNetV2/BiT"):
-                break
-            return label
-    return fam
-
-
-@dataclass
-class ClaimInputs:
-    """The tables of one analysis dataset, keyed by model (or (a, b) pair), plus what is known of each model.
-
-    `families`: model → "vit", "cnn", or a tap family (`seelike.models.taps.tap_family`: vit, resnet, resnetv2,
-    efficientnet, generic; every non-ViT family is a CNN); `archs`: model → timm arch (optional: names the CNN
-    family in the claim texts where `families` only says "cnn"); `attention`: model → (distance table,
-    uniform-attention distance px); `head_subset_cnn`: ViT → the CNN its Fig 5 table compares with (optional:
-    else the only CNN, or "CNN"); `no_skip`: model → (removed block, reference model or None) as from
-    `no_skip_specs`.
-    """
-
-    families: Mapping[str, str]
-    self_cka: Mapping[str, pd.DataFrame] = field(default_factory=dict)
-    cross_cka: Mapping[tuple[str, str], pd.DataFrame] = field(default_factory=dict)
-    attention: Mapping[str, tuple[pd.DataFrame, float]] = field(default_factory=dict)
-    head_subsets: Mapping[str, pd.DataFrame] = field(default_factory=dict)
-    erf: Mapping[str, pd.DataFrame] = field(default_factory=dict)
-    skip: Mapping[str, pd.DataFrame] = field(default_factory=dict)
-    localisation: Mapping[str, pd.DataFrame] = field(default_factory=dict)
-    probes: Mapping[str, pd.DataFrame] = field(default_factory=dict)
-    per_block: Mapping[tuple[str, str], pd.DataFrame] = field(default_factory=dict)
-    no_skip: Mapping[str, tuple[int, str | None]] = field(default_factory=dict)
-    archs: Mapping[str, str] = field(default_factory=dict)
-    head_subset_cnn: Mapping[str, str] = field(default_factory=dict)
-
-    def is_vit(self, model: str) -> bool:
-        return self.families.get(model) == "vit"
-
-    def is_cnn(self, model: str) -> bool:
-        fam = self.families.get(model)
-        return fam is not None and fam != "vit"
-
-    def cnn_name(self, model: str) -> str:
-        """The CNN family's name of `model` for claim texts (`cnn_label`)."""
-        return cnn_label(self.families.get(model), self.archs.get(model))
-
-
-class _Rows:
-    """Collects summary rows; NaN values give seen = None (nothing to decide on)."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
-
-    def add(
-        self,
-        figure: str,
-        claim: str,
-        model: str,
-        metric: str,
-        value: float,
-        seen: bool | None = None,
-        note: str = "",
-        se: float = math.nan,
-    ) -> None:
-        value = float(value)
-        if seen is not None and not math.isfinite(value):
-            seen = None
-        self.rows.append(
-            {
-                "figure": figure,
-                "claim": claim,
-                "model": model,
-                "metric": metric,
-                "value": value,
-                "se": float(se),
-                "seen": None if seen is None else bool(seen),
-                "note": note,
-            }
-        )
-
-
-def combined_se(*ses: float) -> float:
-    """SE of a sum or difference of estimates, taken as independent: √Σ SE² (NaN when any is unknown).
-    Estimates from the same images are positively correlated, so for a difference this is conservative."""
-    return (
-        math.sqrt(sum(s * s for s in ses))
-        if ses and all(math.isfinite(s) for s in ses)
-        else math.nan
-    )
-
-
-def exceeds(diff: float, se: float) -> bool:
-    """`diff > 0`, and beyond SEEN_SE standard errors where the SE is known."""
-    return diff > (SEEN_SE * se if math.isfinite(se) else 0.0)
-
-
-def mean_se(metric, df: pd.DataFrame, *keys: str) -> list[float]:
-    """Standard errors of mean-type CKA metrics: the same metric computed on the table's `cka_se` (per-block
-    tables: `se`) instead of its values, i.e. the mean of the cells' SEs — an upper bound on the SE of a mean of
-    correlated cells (Minkowski). NaN for tables without standard errors."""
-    col = "cka_se" if "cka_se" in df else ("se" if "se" in df else None)
-    if col is None or df[col].isna().all():
-        return [math.nan] * len(keys)
-    r = metric(df.assign(cka=df[col]))
-    return [math.nan if r is None else float(r[k]) for k in keys]
+from seelike.tables import primary_aggregation, probe_shots
 
 
 def _vit_cnn_pairs(inp: ClaimInputs, models: Sequence[str]) -> list[tuple[str, str]]:
@@ -197,7 +64,7 @@ _FIG1_READINGS = (
 )
 
 
-def _fig1(inp: ClaimInputs, out: _Rows) -> None:
+def _fig1(inp: ClaimInputs, out: Rows) -> None:
     tables = {
         "": dict(inp.self_cka),
         "_block_outputs": {
@@ -264,7 +131,7 @@ def _fig1(inp: ClaimInputs, out: _Rows) -> None:
             )  # fmt: skip
 
 
-def _fig2(inp: ClaimInputs, out: _Rows) -> None:
+def _fig2(inp: ClaimInputs, out: Rows) -> None:
     for (a, b), df in inp.cross_cka.items():
         if inp.is_vit(a) and inp.is_cnn(b):
             cnn_side = "b"
@@ -298,7 +165,7 @@ def _fig2(inp: ClaimInputs, out: _Rows) -> None:
         )  # fmt: skip
 
 
-def _fig3_5(inp: ClaimInputs, out: _Rows) -> None:
+def _fig3_5(inp: ClaimInputs, out: Rows) -> None:
     for m, (df, uniform) in inp.attention.items():
         r = attention_early_late(df, uniform)
         thr = f"local = mean distance < {LOCAL_FRACTION:g} × uniform ({LOCAL_FRACTION * uniform:.1f} px)"
@@ -355,7 +222,7 @@ def _erf_sizes(df: pd.DataFrame) -> list[str]:
     )
 
 
-def _fig6(inp: ClaimInputs, out: _Rows) -> None:
+def _fig6(inp: ClaimInputs, out: Rows) -> None:
     sizes = {m: _erf_sizes(df) for m, df in inp.erf.items()}
     # per model: the first quantile (r50 by default, the one Fig 6 prints); across models: every quantile, as a
     # ViT's post-residual map puts much of its mass on the centre patch (the skip) and the rest far away
@@ -388,7 +255,7 @@ def _fig6(inp: ClaimInputs, out: _Rows) -> None:
             )  # fmt: skip
 
 
-def _fig7(inp: ClaimInputs, out: _Rows) -> None:
+def _fig7(inp: ClaimInputs, out: Rows) -> None:
     summ = {m: skip_ratio_summary(df) for m, df in inp.skip.items()}
     for m, s in summ.items():
         inf = f"{int(s['n_inf'])} infinite ratios left out" if s["n_inf"] else ""
@@ -429,7 +296,7 @@ def _fig7(inp: ClaimInputs, out: _Rows) -> None:
         )  # fmt: skip
 
 
-def _fig8(inp: ClaimInputs, out: _Rows) -> None:
+def _fig8(inp: ClaimInputs, out: Rows) -> None:
     claim = "no skip in block i: representations split at block i"
     for m, (block, ref) in inp.no_skip.items():
         if m not in inp.self_cka:
@@ -455,7 +322,7 @@ def _less_local(cnn: str) -> str:
     return f"{cnn} positions localise much less than ViT tokens"
 
 
-def _fig9_10(inp: ClaimInputs, out: _Rows) -> None:
+def _fig9_10(inp: ClaimInputs, out: Rows) -> None:
     stats = {m: localisation_stats(df) for m, df in inp.localisation.items()}
     for m, s in stats.items():
         vit = inp.is_vit(m)
@@ -487,7 +354,7 @@ def _fig9_10(inp: ClaimInputs, out: _Rows) -> None:
         )  # fmt: skip
 
 
-def _fig11_13(inp: ClaimInputs, out: _Rows) -> None:
+def _fig11_13(inp: ClaimInputs, out: Rows) -> None:
     for m, df in inp.probes.items():
         present = set(df["aggregation"])
         agg = primary_aggregation(df)
@@ -524,7 +391,7 @@ def _fig11_13(inp: ClaimInputs, out: _Rows) -> None:
         )  # fmt: skip
 
 
-def _fig12(inp: ClaimInputs, out: _Rows) -> None:
+def _fig12(inp: ClaimInputs, out: Rows) -> None:
     claim = "lower layers alike across checkpoints, higher layers diverge"
     for (a, b), df in inp.per_block.items():
         r = per_block_thirds(df)
@@ -544,35 +411,9 @@ def _fig12(inp: ClaimInputs, out: _Rows) -> None:
 def summarise(inp: ClaimInputs) -> pd.DataFrame:
     """The claims table: one row per (figure, model or pair, metric), columns `COLUMNS`. Analyses with no table in
     `inp` contribute no rows."""
-    out = _Rows()
+    out = Rows()
     for part in (_fig1, _fig2, _fig3_5, _fig6, _fig7, _fig8, _fig9_10, _fig11_13, _fig12):
         part(inp, out)
     df = pd.DataFrame(out.rows, columns=COLUMNS)
     df["seen"] = df["seen"].astype(object)
     return df
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "n/a"
-        return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
-    return str(v)
-
-
-def to_markdown(df: pd.DataFrame, title: str | None = None) -> str:
-    """The claims table as a GitHub markdown table (no tabulate dependency); seen as yes / no / n/a."""
-    lines = [f"# {title}", ""] if title else []
-    lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for row in df[COLUMNS].itertuples(index=False):
-        cells = []
-        for col, v in zip(COLUMNS, row):
-            if col == "seen":
-                v = (
-                    "n/a"
-                    if v is None or (isinstance(v, float) and math.isnan(v))
-                    else ("yes" if v else "no")
-                )
-            cells.append(_fmt(v).replace("|", "\\|"))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
