@@ -265,6 +265,7 @@ IMAGENET_VIT_CNN_JOBS = {
     "cache": 2,
     "cka": 3,  # two self-CKA tables and the ViT × CNN pair
     "attention_distance": 1,
+    "attention_distance_convention": 1,  # attention.cls: [drop_renorm, keep]
     "head_subset_cka": 1,
     "receptive_field": 2,
     "skip_stats": 2,

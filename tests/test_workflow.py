@@ -404,3 +404,16 @@ def test_probes_read_their_own_dataset(tmp_path):
     assert "results/probes/probe_set/vit.parquet" in out and "results/probes/digits/" not in out
     assert "results/samples/probe_set.csv" in out and "results/cache/digits/vit" in out
     assert "results/cache/probe_set" not in out
+
+
+def test_attention_in_several_cls_conventions(tmp_path):
+    """attention.cls as a list: the first convention keeps the main table (Figs 3-5, claims), each further one
+    gets its own table from its own job."""
+    root = _config_with(tmp_path, lambda c: c["attention"].update(cls=["drop_renorm", "keep"]))
+    out = run_snakemake(root, "-n", "--cores", "1").stdout
+    assert "results/attention/digits/cls_keep/vit.parquet" in out
+    assert "results/attention/digits/vit.parquet" in out
+    assert "cls_drop_renorm" not in out
+    (tmp_path / "one").mkdir()
+    one = run_snakemake(_config_with(tmp_path / "one", lambda c: None), "-n", "--cores", "1").stdout
+    assert "attention_distance_convention" not in one and "cls_keep" not in one

@@ -94,7 +94,7 @@ def cache(ctx: RuleContext) -> None:
     )
 
 
-@entry()
+@entry("attention_distance", "attention_distance_convention")
 def attention_distance(ctx: RuleContext) -> None:
     from seelike.analyses.attention import attention_distances
     from seelike.io import write_table

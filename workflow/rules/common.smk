@@ -203,6 +203,12 @@ if ANALYSIS not in config["datasets"]:
     raise ConfigError(
         f"config: analysis_dataset {ANALYSIS!r} is not a key of datasets {sorted(config['datasets'])}"
     )
+# attention.cls: one convention or a list; the first feeds Figs 3-5 and the claims, each other one its own table.
+CLS_CONVENTIONS = (
+    [config["attention"]["cls"]]
+    if isinstance(config["attention"]["cls"], str)
+    else list(config["attention"]["cls"])
+)
 # The probes may read another dataset than the other analyses (probes.dataset; null = analysis_dataset).
 PROBE_DATASET = config["probes"]["dataset"] or ANALYSIS
 if PROBE_DATASET not in config["datasets"]:
@@ -330,6 +336,15 @@ def fig4_targets():
     return figure("fig4_attention_distance_all") if attention_models() else []
 
 
+def attention_convention_targets():
+    """The attention tables of the extra CLS conventions (attention.cls as a list)."""
+    return [
+        f"results/attention/{ANALYSIS}/cls_{cls}/{m}.parquet"
+        for cls in CLS_CONVENTIONS[1:]
+        for m in attention_models()
+    ]
+
+
 def fig5_targets():
     return (
         figure("fig5_head_subset_cka")
@@ -384,6 +399,7 @@ def get_final_output(wildcards=None):
         # attention distance (Figs 3, 4) and head-subset CKA with a CNN (Fig 5)
         + fig3_targets()
         + fig4_targets()
+        + attention_convention_targets()
         + fig5_targets()
         # effective receptive fields (Fig 6) and skip connections (Fig 7)
         + fig6_targets()
@@ -567,6 +583,16 @@ def settings(section, keys, per_model=(), extra=None):
         return canonical(out)
 
     return params
+
+
+def attention_settings(wildcards):
+    """The attention-distance settings of one job: its convention is the job's `cls` wildcard (the extra
+    conventions' rule) or the first configured one (the main rule)."""
+    cls = wildcards.get("cls", CLS_CONVENTIONS[0])
+    cfg = config["attention"]
+    return canonical(
+        {**{k: cfg[k] for k in ("n_images", "batch_size", "split")}, "cls": cls}
+    )
 
 
 def head_subset_settings(wildcards):

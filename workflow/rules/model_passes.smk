@@ -49,10 +49,38 @@ rule attention_distance:
         runtime=120,
     params:
         dataset_cfg=loader_cfg,
-        attention=settings("attention", ("n_images", "batch_size", "split", "cls")),
+        attention=attention_settings,
         run=execution,
     script:
         "../../scripts/attention_distance.py"
+
+
+# The same pass in each further CLS convention of attention.cls (a list): tables only, beside the main one.
+rule attention_distance_convention:
+    input:
+        model="results/models/{model}/model.json",
+        samples="results/samples/{dataset}.csv",
+    output:
+        "results/attention/{dataset}/cls_{cls}/{model}.parquet",
+    log:
+        "logs/attention_distance/{dataset}/cls_{cls}/{model}.log",
+    benchmark:
+        "results/benchmarks/attention_distance/{dataset}/cls_{cls}/{model}.tsv"
+    wildcard_constraints:
+        cls=_alternation(CLS_CONVENTIONS[1:]),
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=120,
+    params:
+        dataset_cfg=loader_cfg,
+        attention=attention_settings,
+        run=execution,
+    script:
+        "../../scripts/attention_distance_convention.py"
 
 
 rule head_subset_cka:

@@ -1,0 +1,5 @@
+"""Rule attention_distance_convention: the attention-distance table in a further CLS convention."""
+
+from seelike.rules import run
+
+run(snakemake)
