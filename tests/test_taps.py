@@ -161,3 +161,13 @@ def test_generic_fallback_and_reused_module_detection():
         torch.no_grad(),
     ):
         model(torch.randn(1, 3, 8, 8))
+
+
+def test_taps_named_keeps_the_order_and_names_the_config_key():
+    from seelike.models.taps import taps_named
+
+    taps = discover_taps(timm.create_model("resnet18", pretrained=False, num_classes=10))
+    names = [taps[5].name, taps[1].name]
+    assert [t.name for t in taps_named(taps, names, "erf.taps.r")] == names
+    with pytest.raises(ValueError, match=r"erf\.taps\.r names \['nope'\]: not a tap of this model"):
+        taps_named(taps, ["nope", taps[0].name], "erf.taps.r")

@@ -222,20 +222,14 @@ def localisation_maps(
     """Run the model over `batches` (images, or (images, labels)) and build the localisation map of one tap
     (`tap`: a Tap, a tap name, or None for `default_localisation_tap`); `tokens` as in `token_indices`.
     At most `n_images` images; `progress` as in `seelike.analyses.stream`."""
-    from seelike.models.taps import discover_taps, record_taps, tap_family
+    from seelike.models.taps import discover_taps, record_taps, tap_family, taps_named
 
     device = torch.device(device)
     taps = discover_taps(model)
     if tap is None:
         tap = default_localisation_tap(taps, tap_family(model))
     elif isinstance(tap, str):
-        found = [t for t in taps if t.name == tap]
-        if not found:
-            raise ValueError(
-                f"localisation tap {tap!r} is not a tap of this model; valid names include "
-                f"{[t.name for t in taps][-8:]}"
-            )
-        tap = found[0]
+        (tap,) = taps_named(taps, [tap], "localisation.taps")
     is_vit = hasattr(model, "patch_embed")
     grid: list[PositionGrid] = []
     captured: list[torch.Tensor] = []

@@ -391,14 +391,10 @@ def select_probe_taps(taps: Sequence[Any], cfg: dict[str, Any], model_key: str) 
     """Taps to probe: `probes.taps.<model>` names when given, else every tap of a kind in `probes.tap_kinds`."""
     explicit = (cfg.get("taps") or {}).get(model_key)
     if explicit:
-        by_name = {t.name: t for t in taps}
-        missing = [n for n in explicit if n not in by_name]
-        if missing:
-            raise ValueError(
-                f"probes.taps.{model_key} names {missing}, not taps of this model; valid names include "
-                f"{[t.name for t in taps][:12]}"
-            )
-        return sorted((by_name[n] for n in explicit), key=lambda t: t.index)
+        from seelike.models.taps import taps_named
+
+        named = taps_named(taps, explicit, f"probes.taps.{model_key}")
+        return sorted(named, key=lambda t: t.index)
     chosen = default_probe_taps(taps, cfg.get("tap_kinds"))
     if not chosen:
         kinds = sorted({t.kind for t in taps})

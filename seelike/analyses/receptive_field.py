@@ -314,13 +314,9 @@ def choose_erf_taps(
     in the config (`erf.taps.<model>`), else `{residual: auto_erf_taps(...)}` for each of `residual` ("post",
     "pre"). An unknown name is an error that points to the model's taps table."""
     if explicit:
-        by_name = {t.name: t for t in all_taps}
-        unknown = [n for n in explicit if n not in by_name]
-        if unknown:
-            raise ValueError(
-                f"erf.taps.{model}: unknown taps {unknown}; see results/models/{model}/taps.csv"
-            )
-        return {"explicit": [by_name[n] for n in explicit]}
+        from seelike.models.taps import taps_named
+
+        return {"explicit": taps_named(all_taps, explicit, f"erf.taps.{model}")}
     return {r: auto_erf_taps(all_taps, family, r) for r in residual}
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -343,6 +343,19 @@ def discover_taps(model: nn.Module) -> list[Tap]:
             f"tap discovery for family '{family}' names absent modules: {missing[:5]}"
         )
     return [Tap(n, k, p, w, b, i) for i, (n, k, p, w, b) in enumerate(raw)]
+
+
+def taps_named(taps: Sequence[Tap], names: Sequence[str], key: str) -> list[Tap]:
+    """The taps called `names`, in the order given; a name that is not a tap is an error naming the config
+    `key` and listing some valid names (all of them are in results/models/<model>/taps.csv)."""
+    by_name = {t.name: t for t in taps}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise ValueError(
+            f"{key} names {unknown}: not a tap of this model; valid names include "
+            f"{[t.name for t in taps][:12]} (all in results/models/<model>/taps.csv)"
+        )
+    return [by_name[n] for n in names]
 
 
 def taps_table(taps: list[Tap]):
