@@ -33,6 +33,7 @@ from seelike.device import exact_fp32
 from seelike.models.kinds import BLOCK_OUTPUT_KINDS
 from seelike.models.load import create_model, resolve_data_config
 from seelike.models.taps import discover_taps, record_taps
+from seelike.planner import recut
 
 
 def pilot_grams(model, taps, loader, n_total: int) -> list[torch.Tensor]:
@@ -55,11 +56,6 @@ def pilot_grams(model, taps, loader, n_total: int) -> list[torch.Tensor]:
             seen += n
             print(f"  pilot batch {len(out)}: {seen} images", file=sys.stderr, flush=True)
     return out
-
-
-def cut(packed: torch.Tensor, c: int) -> list[torch.Tensor]:
-    full = unpack_upper(packed)
-    return [pack_upper(full[:, s : s + c, s : s + c]) for s in range(0, full.shape[-1], c)]
 
 
 def cka_of(batches: list[torch.Tensor]) -> CkaAccumulator:
@@ -97,7 +93,8 @@ def main() -> int:
     loader = make_loader(samples, ds, resolve_data_config(model), split="test",
                          n_images=args.n_total, batch_size=args.pilot_batch)  # fmt: skip
     t0 = time.time()
-    grams = pilot_grams(model, taps, loader, args.n_total)
+    packed = pilot_grams(model, taps, loader, args.n_total)
+    grams = [unpack_upper(g) for g in packed]  # once: every cut below slices these
     print(
         f"pilot: {len(grams)} × {args.pilot_batch} images, {len(taps)} taps, {time.time() - t0:.0f} s\n"
     )
@@ -106,7 +103,7 @@ def main() -> int:
     # (1) SD against n at fixed N, over disjoint repeats; (3) jackknife SE vs that SD
     rows, values = {}, None
     for c in args.cuts:
-        accs = [cka_of([s for g in grams[r * per_rep : (r + 1) * per_rep] for s in cut(g, c)])
+        accs = [cka_of([s for g in grams[r * per_rep : (r + 1) * per_rep] for s in recut(g, c)])
                 for r in range(n_reps)]  # fmt: skip
         vals = np.stack([a.result() for a in accs])
         rows[c] = (vals.std(0, ddof=1), np.mean([a.jackknife_se() for a in accs], 0), vals.mean(0))
@@ -120,7 +117,7 @@ def main() -> int:
     # (4) the planner's law, fitted on the whole pilot's jackknife variances at every cut
     n_all = len(grams) * args.pilot_batch
     var = {
-        c: cka_of([s for g in grams for s in cut(g, c)]).jackknife_se() ** 2 * n_all
+        c: cka_of([s for g in grams for s in recut(g, c)]).jackknife_se() ** 2 * n_all
         for c in args.cuts
     }
     x = np.stack([np.ones(len(args.cuts)), 1.0 / np.asarray(args.cuts, float)], 1)
@@ -150,7 +147,7 @@ def main() -> int:
     big_ns = [x for x in (512, 1024, 2048, 4096, 8192) if x <= len(grams) * args.pilot_batch]
     for big_n in big_ns:
         k = big_n // args.pilot_batch
-        acc = cka_of([s for g in grams[:k] for s in cut(g, n_fixed)])
+        acc = cka_of([s for g in grams[:k] for s in recut(g, n_fixed)])
         se = np.median(acc.jackknife_se()[cells])
         print(f"| {big_n} | {se:.4g} | {se * np.sqrt(big_n):.3g} |")
     return 0

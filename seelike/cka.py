@@ -156,6 +156,20 @@ def _triu(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return _TRIU[key]
 
 
+_STRICT: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+
+def _strict(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Row and column indices of the strict upper triangle (row-major, i < j), and the positions of those
+    entries in a packed triangle (with diagonal), cached per (n, device): the CKA step's hot path."""
+    key = (n, str(device))
+    if key not in _STRICT:
+        i, j = _triu(n, device)
+        off = torch.nonzero(i != j).squeeze(1)
+        _STRICT[key] = (i[off], j[off], off)
+    return _STRICT[key]
+
+
 def pack_upper(k: torch.Tensor) -> torch.Tensor:
     """(..., n, n) symmetric matrices → (..., n(n+1)/2) upper triangles with the diagonal."""
     i, j = _triu(k.shape[-1], k.device)
@@ -180,9 +194,7 @@ def u_centre_packed(packed: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.T
     (for the energy test of constant taps)."""
     if n < MIN_BATCH:
         raise ValueError(f"HSIC₁ needs a batch of at least {MIN_BATCH} examples, got {n}")
-    i, j = _triu(n, packed.device)
-    off = i != j
-    i, j = i[off], j[off]
+    i, j, off = _strict(n, packed.device)
     v = packed[..., off].double()
     rows = v.new_zeros((*v.shape[:-1], n))
     rows.index_add_(-1, i, v)
@@ -339,7 +351,7 @@ def permuted_upper_index(
 ) -> torch.Tensor:
     """Index into a strict-upper-triangle vector (row-major, i < j) that permutes the matrix's rows and
     columns: v[idx] is the strict upper triangle of P M Pᵀ, (P M Pᵀ)[i, j] = M[perm[i], perm[j]]."""
-    i, j = torch.triu_indices(n, n, offset=1)
+    i, j, _ = _strict(n, torch.device("cpu"))
     p = torch.as_tensor(perm, dtype=torch.long)
     a, b = p[i], p[j]
     lo, hi = torch.minimum(a, b), torch.maximum(a, b)

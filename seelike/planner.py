@@ -46,10 +46,9 @@ def _cuts(batch_size: int, cuts: Sequence[int] | None) -> list[int]:
     return sorted({int(c) for c in cuts})
 
 
-def _sub_batches(packed: np.ndarray, cut: int) -> list[torch.Tensor]:
-    """The packed Grams (T, n(n+1)/2) of one minibatch re-cut into n/cut minibatches of `cut` images each
-    (consecutive images: principal submatrices)."""
-    full = unpack_upper(torch.from_numpy(np.array(packed)))
+def recut(full: torch.Tensor, cut: int) -> list[torch.Tensor]:
+    """The Grams (T, n, n) of one minibatch re-cut into n/cut minibatches of `cut` images each (consecutive
+    images: principal submatrices), packed."""
     n = full.shape[-1]
     return [pack_upper(full[:, s : s + cut, s : s + cut]) for s in range(0, n, cut)]
 
@@ -70,11 +69,16 @@ def variance_by_cut(
     cut_list = _cuts(meta_a["plan"]["batch_size"], cuts)
     accs = {c: CkaAccumulator(len(meta_a["taps"]), len(meta_b["taps"])) for c in cut_list}
     for b in full_batches:
-        ga = load_packed_grams(cache_a, repeat, b)
-        gb = None if same else load_packed_grams(cache_b, repeat, b)
+        # unpacked once per minibatch, then cut at every size
+        ga = unpack_upper(torch.from_numpy(np.array(load_packed_grams(cache_a, repeat, b))))
+        gb = (
+            None
+            if same
+            else unpack_upper(torch.from_numpy(np.array(load_packed_grams(cache_b, repeat, b))))
+        )
         for c in cut_list:
-            subs_a = _sub_batches(ga, c)
-            subs_b = subs_a if gb is None else _sub_batches(gb, c)
+            subs_a = recut(ga, c)
+            subs_b = subs_a if gb is None else recut(gb, c)
             for sa, sb in zip(subs_a, subs_b):
                 accs[c].add(sa, None if gb is None else sb)
     n_images = len(full_batches) * meta_a["plan"]["batch_size"]

@@ -11,7 +11,7 @@ from seelike.analyses.cache import build_cache, gram_bytes
 from seelike.analyses.cka_tables import cka_from_caches
 from seelike.cka import pack_upper
 from seelike.data.samples import build_samples, write_samples
-from seelike.planner import _sub_batches, fit_precision, gram_gflop, plan_table
+from seelike.planner import fit_precision, gram_gflop, plan_table, recut
 from seelike.tables import cka_array
 
 FULL = {**DS, "max_test": None}  # all ~450 digits test images
@@ -36,7 +36,7 @@ def test_sub_batches_are_the_grams_of_the_image_subsets():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 8, 5))
     full = np.stack([xi @ xi.T for xi in x])
-    subs = _sub_batches(pack_upper(torch.from_numpy(full)).numpy(), 4)
+    subs = recut(torch.from_numpy(full), 4)
     assert len(subs) == 2
     np.testing.assert_allclose(
         subs[1].numpy(), pack_upper(torch.from_numpy(full[:, 4:, 4:])).numpy()
