@@ -547,18 +547,21 @@ def dataset_cfg(wildcards):
     return canonical(config["datasets"][wildcards.dataset])
 
 
+def _image_reading(dataset):
+    """What reading `dataset`'s images needs (LOADER_KEYS), in canonical order."""
+    ds = config["datasets"][dataset]
+    return canonical({k: ds[k] for k in LOADER_KEYS if k in ds})
+
+
 def loader_cfg(wildcards):
     """The analysed dataset's image-reading settings."""
-    ds = config["datasets"][wildcards.dataset]
-    return canonical({k: ds[k] for k in LOADER_KEYS if k in ds})
+    return _image_reading(wildcards.dataset)
 
 
 def train_loader_cfg(wildcards):
+    """The image-reading settings of the dataset a trained model learns from (empty for other sources)."""
     spec = config["models"][wildcards.model]
-    if spec["source"] != "train":
-        return {}
-    ds = config["datasets"][spec["train"]["dataset"]]
-    return canonical({k: ds[k] for k in LOADER_KEYS if k in ds})
+    return _image_reading(spec["train"]["dataset"]) if spec["source"] == "train" else {}
 
 
 def settings(section, keys, per_model=(), extra=None):
