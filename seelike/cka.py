@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,17 +30,21 @@ __all__ = [
     "MIN_BATCH",
     "CkaAccumulator",
     "ConstantRepresentationWarning",
+    "GramKernel",
     "cka_from_grams",
     "cka_matrix",
     "gram",
+    "h_centre_split",
     "hsic1",
     "minibatch_cka",
     "n_from_packed",
     "pack_upper",
     "packed_size",
     "permuted_upper_index",
+    "split_packed",
     "u_centre",
     "u_centre_packed",
+    "u_centre_strict",
     "unpack_upper",
 ]
 
@@ -187,21 +191,58 @@ def unpack_upper(packed, n: int | None = None) -> torch.Tensor:
     return out
 
 
-def u_centre_packed(packed: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Strict upper triangles of the U-centred Grams of a stack of packed Grams (..., n(n+1)/2), in float64,
-    computed on the triangle alone (no n×n matrix): U[i,j] = K[i,j] − (r_i + r_j)/(n−2) + Σr/((n−1)(n−2))
-    for i < j, with r the row sums of K without its diagonal. Also returns the off-diagonal values of K
-    (for the energy test of constant taps)."""
+def split_packed(packed: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(diagonal (..., n), strict upper triangle (..., n(n−1)/2)) of packed Grams (..., n(n+1)/2), in float64:
+    the form a `GramKernel` takes and returns."""
+    i, j = _triu(n, packed.device)
+    _, _, off = _strict(n, packed.device)
+    return packed[..., torch.nonzero(i == j).squeeze(1)].double(), packed[..., off].double()
+
+
+def u_centre_strict(v: torch.Tensor, n: int) -> torch.Tensor:
+    """Strict upper triangles (..., n(n−1)/2) of the U-centred matrices of symmetric matrices given by their
+    strict upper triangles `v` (the diagonal plays no part): U[i,j] = K[i,j] − (r_i + r_j)/(n−2) +
+    Σr/((n−1)(n−2)) for i < j, with r the row sums of K without its diagonal. No n×n matrix is formed."""
     if n < MIN_BATCH:
         raise ValueError(f"HSIC₁ needs a batch of at least {MIN_BATCH} examples, got {n}")
-    i, j, off = _strict(n, packed.device)
-    v = packed[..., off].double()
+    i, j, _ = _strict(n, v.device)
     rows = v.new_zeros((*v.shape[:-1], n))
     rows.index_add_(-1, i, v)
     rows.index_add_(-1, j, v)
     total = rows.sum(-1, keepdim=True)
-    u = v - (rows[..., i] + rows[..., j]) / (n - 2) + total / ((n - 1) * (n - 2))
-    return u, v
+    return v - (rows[..., i] + rows[..., j]) / (n - 2) + total / ((n - 1) * (n - 2))
+
+
+def u_centre_packed(packed: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Strict upper triangles of the U-centred Grams of a stack of packed Grams (..., n(n+1)/2), in float64
+    (`u_centre_strict`). Also returns the off-diagonal values of K (for the energy test of constant taps)."""
+    if n < MIN_BATCH:
+        raise ValueError(f"HSIC₁ needs a batch of at least {MIN_BATCH} examples, got {n}")
+    _, _, off = _strict(n, packed.device)
+    v = packed[..., off].double()
+    return u_centre_strict(v, n), v
+
+
+def h_centre_split(
+    diag: torch.Tensor, off: torch.Tensor, n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Double centring HKH (H = I − 11ᵀ/n) of symmetric matrices given as (diagonal, strict upper triangle):
+    (HKH)[i,j] = K[i,j] − r_i/n − r_j/n + Σr/n², r the full row sums. Returns HKH in the same split form."""
+    i, j, _ = _strict(n, off.device)
+    rows = diag.clone()
+    rows.index_add_(-1, i, off)
+    rows.index_add_(-1, j, off)
+    total = rows.sum(-1, keepdim=True)
+    mean = rows / n
+    return (
+        diag - 2 * mean + total / n**2,
+        off - mean[..., i] - mean[..., j] + total / n**2,
+    )
+
+
+# A kernel of the CKA family: packed Grams (T, n(n+1)/2) and n → the kernel matrices of the same images as
+# (diagonal (T, n), strict upper (T, n(n−1)/2)), float64. Linear CKA's is the Gram itself (`split_packed`).
+GramKernel = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
 
 
 def hsic1(K, L) -> float:
@@ -223,6 +264,11 @@ class CkaAccumulator:
     stack twice for self-similarity — U-centres them, and adds the whole Tₐ×T_b block of HSIC₁ values with
     ONE matrix product over the strict upper triangles (both U-centred Grams are symmetric with zero
     diagonal, so ⟨U_K, U_L⟩ = 2·Σ_{i<j} U_K[i,j]·U_L[i,j]).
+
+    The same machinery serves the whole CKA family (`seelike.similarity`): `kernel` maps each Gram to another
+    kernel matrix of the same images first (RBF, distances for distance correlation, top principal
+    directions removed), and `biased` replaces HSIC₁ by HSIC₀ = tr(KHLH)/(n−1)² (double centring, diagonal
+    included: ⟨A, B⟩ = Σ_i A_ii B_ii + 2·Σ_{i<j} A_ij B_ij).
     """
 
     n_a: int
@@ -233,6 +279,8 @@ class CkaAccumulator:
     # (seed, minibatch index) so every cell and every repeat of one plan sees the same permutations.
     permutations: int = 0
     seed: int = 0
+    kernel: GramKernel | None = None  # None: the linear kernel (the Gram itself)
+    biased: bool = False
     cross: torch.Tensor = field(init=False)
     self_a: torch.Tensor = field(init=False)
     self_b: torch.Tensor = field(init=False)
@@ -265,13 +313,34 @@ class CkaAccumulator:
             g = (g if isinstance(g, torch.Tensor) else torch.from_numpy(np.array(g))).to(
                 self.device
             )
-            u, off = u_centre_packed(pack_upper(g) if full else g, n)
-            out.append(u)
-            energy.append(2 * (off**2).sum(-1))
-            del u, off, g
-        # 2/(n(n−3)) turns the upper-triangle product into HSIC₁; split as a square root on each side.
-        scale = (2.0 / (n * (n - 3))) ** 0.5
+            g = pack_upper(g) if full else g
+            if self.kernel is None and not self.biased:  # the linear CKA hot path
+                u, off = u_centre_packed(g, n)
+                out.append(u)
+                energy.append(2 * (off**2).sum(-1))
+                del u, off, g
+                continue
+            diag, off = (self.kernel or split_packed)(g, n)
+            if self.biased:
+                hd, ho = h_centre_split(diag, off, n)
+                out.append(torch.cat([hd, ho * 2**0.5], -1))
+                energy.append((diag**2).sum(-1) + 2 * (off**2).sum(-1))
+            else:
+                out.append(u_centre_strict(off, n))
+                energy.append(2 * (off**2).sum(-1))
+            del diag, off, g
+        # 2/(n(n−3)) turns the upper-triangle product into HSIC₁ (1/(n−1)² the full product into HSIC₀);
+        # split as a square root on each side.
+        scale = 1.0 / (n - 1) if self.biased else (2.0 / (n * (n - 3))) ** 0.5
         return torch.cat(out) * scale, torch.cat(energy)
+
+    def _permuted_index(self, n: int, perm: np.ndarray) -> torch.Tensor:
+        """Index permuting the images of one `_upper` vector: strict upper triangle, with the diagonal
+        first when biased."""
+        idx = permuted_upper_index(n, perm, self.device)
+        if not self.biased:
+            return idx
+        return torch.cat([torch.as_tensor(perm, dtype=torch.long, device=self.device), n + idx])
 
     def add(self, grams_a, grams_b=None, batch_id: int = -1) -> bool:
         """Add one minibatch of stacked Grams, full (T, n, n) or packed (T, n(n+1)/2) — the same stack twice
@@ -299,7 +368,7 @@ class CkaAccumulator:
         if self.permutations:
             rng = np.random.default_rng([self.seed, batch_id if batch_id >= 0 else self.batches])
             for p in range(self.permutations):
-                idx = permuted_upper_index(n, rng.permutation(n), self.device)
+                idx = self._permuted_index(n, rng.permutation(n))
                 self.null_cross[p] += va @ vb[:, idx].T
         self.batches += 1
         return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,10 @@ import pandas as pd
 import torch
 
 from seelike.analyses.cache import check_compatible, load_packed_grams, read_cache_meta
-from seelike.cka import MIN_BATCH, CkaAccumulator
+from seelike.cka import MIN_BATCH
 from seelike.device import exact_fp32
 from seelike.models.taps import BLOCK_OUTPUT_KINDS
+from seelike.similarity import MeasureOptions, check_measure, make_accumulator
 
 log = logging.getLogger(__name__)
 
@@ -39,105 +41,221 @@ def cka_from_caches(
     (cka − null_mean) / null_sd and the one-sided `p_value` = (1 + #{null ≥ cka}) / (permutations + 1)
     (NaN without permutations, and on a self-similarity diagonal), and the `constant` flags.
     """
+    tables, meta = measures_from_caches(
+        cache_a, cache_b, ("linear_cka",), device=device, permutations=permutations
+    )
+    df = tables.drop(columns="measure").rename(columns=CKA_COLUMNS)
+    return df, meta
+
+
+# the columns of a measures table (`measures_from_caches`) as the CKA table names them
+CKA_COLUMNS = {
+    "value": "cka",
+    "value_std": "cka_std",
+    "value_min": "cka_min",
+    "value_max": "cka_max",
+    "se": "cka_se",
+}
+
+ESTIMATORS = {
+    "linear_cka": "minibatch linear CKA, unbiased HSIC (Song et al. 2012), ratio of means (Nguyen et al. 2021)",
+    "linear_cka_biased": "minibatch linear CKA, biased HSIC₀ = tr(KHLH)/(n−1)² (Kornblith et al. 2019), "
+    "ratio of means",
+    "rbf_cka": "minibatch RBF-kernel CKA, σ = {rbf_sigma:g} × median pairwise distance per tap and minibatch, "
+    "unbiased HSIC, ratio of means",
+    "dcor": "bias-corrected squared distance correlation (Székely & Rizzo 2014; U-centred distance "
+    "matrices), ratio of means over minibatches",
+    "rsa": "RSA: {rsa_correlation} correlation of the minibatch RDMs (Euclidean distances), mean over "
+    "minibatches",
+    "linear_cka_minus_pc": "minibatch linear CKA with each representation's top {pcs_removed} principal "
+    "direction(s) of the minibatch removed, unbiased HSIC, ratio of means",
+    "bures": "normalised Bures similarity ‖XᵀY‖_* / (‖X‖_F‖Y‖_F) of the centred minibatch representations, "
+    "mean over minibatches (listed tap pairs only)",
+}
+
+
+def bures_cells(
+    taps_a: list[dict], taps_b: list[dict], bures_taps: str | list[str] = "block_outputs"
+) -> np.ndarray:
+    """(Tₐ, T_b) mask of the tap pairs `bures` is computed for: both taps block outputs (`"block_outputs"`:
+    BLOCK_OUTPUT_KINDS) or both among the listed tap names (`cka.bures_taps`); a listed name in neither model
+    is an error naming the key."""
+    if bures_taps == "block_outputs":
+        pick = lambda taps: np.array([t["kind"] in BLOCK_OUTPUT_KINDS for t in taps])
+    else:
+        names = set(bures_taps)
+        known = {t["name"] for t in taps_a} | {t["name"] for t in taps_b}
+        if unknown := sorted(names - known):
+            raise ValueError(
+                f"cka.bures_taps lists {unknown[:5]}, not taps of either model; list names from "
+                "results/models/<model>/taps.csv, or set cka.bures_taps: block_outputs"
+            )
+        pick = lambda taps: np.array([t["name"] in names for t in taps])
+    return pick(taps_a)[:, None] & pick(taps_b)[None, :]
+
+
+@exact_fp32()
+def measures_from_caches(
+    cache_a: str | Path,
+    cache_b: str | Path,
+    measures: Sequence[str],
+    options: MeasureOptions | None = None,
+    device: str | torch.device = "cpu",
+    permutations: int = 0,
+    bures_taps: str | list[str] = "block_outputs",
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Similarity `measures` (`seelike.similarity.MEASURES`) of every tap pair of two cached models, reading
+    each minibatch's Grams once for all of them (a == b: self-similarity).
+
+    One long table, one row per measure × tap pair: `value` (mean over repeats), `value_std` / `value_min` /
+    `value_max` over repeats, `se` (delete-one-minibatch jackknife SE per repeat, combined as √Σ SE²ᵣ / R),
+    the permutation null (`null_mean`, `null_sd`, `null_z`, `p_value`: NaN where a measure has none, without
+    permutations, and on a self-similarity diagonal) and `constant`. `bures` only for the `bures_cells`.
+    """
+    options = options or MeasureOptions()
     device = torch.device(device)
+    for m in measures:
+        check_measure(m)
     meta_a, meta_b = read_cache_meta(cache_a), read_cache_meta(cache_b)
     check_compatible(meta_a, meta_b)
     same = Path(cache_a).resolve() == Path(cache_b).resolve()
     plan = meta_a["plan"]
     taps_a, taps_b = meta_a["taps"], meta_b["taps"]
-    per_repeat, ses, nulls, dropped = [], [], [], []
-    const_a = np.zeros(len(taps_a), bool)
-    const_b = np.zeros(len(taps_b), bool)
+    cells = bures_cells(taps_a, taps_b, bures_taps) if "bures" in measures else None
+    runs: dict[str, list] = {m: [] for m in measures}
+    dropped = []
     for r in range(plan["repeats"]):
-        acc = CkaAccumulator(
-            len(taps_a), len(taps_b), device=device, permutations=permutations, seed=plan["seed"]
-        )
+        accs = {
+            m: make_accumulator(
+                m, len(taps_a), len(taps_b), options, device, permutations, plan["seed"], cells
+            )
+            for m in measures
+        }
+        skipped = []
         for b, n in enumerate(meta_a["batch_sizes"]):
             if n < MIN_BATCH:
-                acc.dropped.append(b)
+                skipped.append(b)
                 continue
-            # memory-mapped packed Grams: the accumulator reads them a chunk of taps at a time
+            # memory-mapped packed Grams: each accumulator reads them a chunk of taps at a time
             ga = load_packed_grams(cache_a, r, b)
             gb = None if same else load_packed_grams(cache_b, r, b)
-            acc.add(ga, gb, batch_id=b)
-        if acc.dropped:
+            for acc in accs.values():
+                acc.add(ga, gb, batch_id=b)
+        if skipped:
             log.warning(
                 "repeat %d: dropped minibatch(es) %s with fewer than %d images",
                 r,
-                acc.dropped,
+                skipped,
                 MIN_BATCH,
             )
-            dropped.append({"repeat": r, "batches": acc.dropped})
-        per_repeat.append(acc.result())
-        ses.append(acc.jackknife_se())
-        nulls.append(acc.null())
-        da, db = acc.degenerate()
-        const_a |= da
-        const_b |= db
-    stack = np.stack(per_repeat)
-    value = stack.mean(0)
-    se = np.sqrt((np.stack(ses) ** 2).sum(0)) / len(ses)
-    null = np.stack(nulls).mean(0)  # (permutations, Tₐ, T_b): the null of the mean over repeats
-    if permutations:
-        null_mean = null.mean(0)
-        null_sd = null.std(0, ddof=1) if permutations > 1 else np.full_like(value, np.nan)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            null_z = (value - null_mean) / null_sd
-        p_value = (1 + (null >= value[None]).sum(0)) / (permutations + 1)
-    else:
-        null_mean = null_sd = null_z = p_value = np.full_like(value, np.nan)
-    if same:  # a tap against itself is 1 by construction: no null to test against
-        for arr in (null_mean, null_sd, null_z, p_value):
-            np.fill_diagonal(arr, np.nan)
-    ia, ib = np.meshgrid(np.arange(len(taps_a)), np.arange(len(taps_b)), indexing="ij")
-    ia, ib = ia.ravel(), ib.ravel()
-    df = pd.DataFrame(
-        {
-            "tap_a": [taps_a[i]["name"] for i in ia],
-            "kind_a": [taps_a[i]["kind"] for i in ia],
-            "index_a": ia,
-            "tap_b": [taps_b[j]["name"] for j in ib],
-            "kind_b": [taps_b[j]["kind"] for j in ib],
-            "index_b": ib,
-            "cka": value.ravel(),
-            "cka_std": (
-                stack.std(0, ddof=1) if len(stack) > 1 else np.zeros_like(stack[0])
-            ).ravel(),
-            "cka_min": stack.min(0).ravel(),
-            "cka_max": stack.max(0).ravel(),
-            "cka_se": se.ravel(),
-            "null_mean": np.asarray(null_mean).ravel(),
-            "null_sd": np.asarray(null_sd).ravel(),
-            "null_z": np.asarray(null_z).ravel(),
-            "p_value": np.asarray(p_value).ravel(),
-            "constant": const_a[ia] | const_b[ib],
-        }
-    )
-    constant = [taps_a[i]["name"] for i in np.flatnonzero(const_a)]
-    constant_b = [taps_b[j]["name"] for j in np.flatnonzero(const_b)]
-    if constant or constant_b:
-        log.warning("constant taps (CKA undefined, reported 0): %s %s", constant, constant_b)
+            dropped.append({"repeat": r, "batches": skipped})
+        for m, acc in accs.items():
+            runs[m].append((acc.result(), acc.jackknife_se(), acc.null(), *acc.degenerate()))
+    frames, constant_a, constant_b, floors = [], set(), set(), {}
+    for m in measures:
+        cols, const_a, const_b = _combine_repeats(runs[m], permutations, same)
+        constant_a |= {taps_a[i]["name"] for i in np.flatnonzero(const_a)}
+        constant_b |= {taps_b[j]["name"] for j in np.flatnonzero(const_b)}
+        floors[m] = _null_floor(cols["null_sd"], same)
+        frames.append(_long_table(m, taps_a, taps_b, cols, const_a, const_b))
+    if constant_a or constant_b:
+        log.warning(
+            "constant taps (undefined, reported 0): %s %s", sorted(constant_a), sorted(constant_b)
+        )
+    settings = {"rbf_sigma": options.rbf_sigma, "rsa_correlation": options.rsa_correlation,
+                "pcs_removed": options.pcs_removed}  # fmt: skip
     meta = {
         "model_a": meta_a["model_name"],
         "model_b": meta_b["model_name"],
         "plan": plan,
         "samples_hash": plan["samples_hash"],
-        "estimator": "minibatch linear CKA, unbiased HSIC (Song et al. 2012), ratio of means (Nguyen et al. 2021)",
+        "estimator": ESTIMATORS["linear_cka"] if list(measures) == ["linear_cka"] else None,
+        "measures": {m: ESTIMATORS[m].format(**settings) for m in measures},
         "uncertainty": {
             "cka_se": "delete-one-minibatch jackknife of the ratio of means, per repeat; √Σ SE²ᵣ / R",
             "permutations": int(permutations),
             "null": "second model's images permuted within each minibatch (P L Pᵀ), seeded by "
             "(plan seed, minibatch); null of the mean over repeats",
             "null_z_threshold": NULL_Z,
-            "null_floor": _null_floor(null_sd, same),
+            "null_floor": floors[measures[0]],
+            "null_floor_by_measure": floors,
         },
         "dropped_batches": dropped,
-        "constant_taps_a": constant,
-        "constant_taps_b": constant_b,
+        "constant_taps_a": sorted(constant_a, key=[t["name"] for t in taps_a].index),
+        "constant_taps_b": sorted(constant_b, key=[t["name"] for t in taps_b].index),
         "n_taps_a": len(taps_a),
         "n_taps_b": len(taps_b),
     }
-    return df, meta
+    if "bures" in measures:
+        meta["bures_taps"] = bures_taps
+    if meta["estimator"] is None:
+        del meta["estimator"]
+    return pd.concat(frames, ignore_index=True), meta
+
+
+def _combine_repeats(
+    runs: list[tuple], permutations: int, same: bool
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Per-repeat (value, jackknife SE, null draws, constant a, constant b) → the table's columns."""
+    stack = np.stack([r[0] for r in runs])
+    value = stack.mean(0)
+    se = np.sqrt((np.stack([r[1] for r in runs]) ** 2).sum(0)) / len(runs)
+    null = np.stack([r[2] for r in runs]).mean(0)  # (permutations, Tₐ, T_b): the null of the mean
+    nan = np.full_like(value, np.nan)
+    if permutations and np.isfinite(null).any():
+        null_mean = null.mean(0)
+        null_sd = null.std(0, ddof=1) if permutations > 1 else nan
+        with np.errstate(divide="ignore", invalid="ignore"):
+            null_z = (value - null_mean) / null_sd
+        p_value = (1 + (null >= value[None]).sum(0)) / (permutations + 1)
+        p_value = np.where(np.isfinite(value), p_value, np.nan)
+    else:
+        null_mean, null_sd, null_z, p_value = nan, nan.copy(), nan.copy(), nan.copy()
+    if same:  # a tap against itself is 1 by construction: no null to test against
+        for arr in (null_mean, null_sd, null_z, p_value):
+            np.fill_diagonal(arr, np.nan)
+    with np.errstate(invalid="ignore"):
+        cols = {
+            "value": value,
+            "value_std": stack.std(0, ddof=1)
+            if len(stack) > 1
+            else np.where(np.isfinite(value), 0.0, np.nan),
+            "value_min": stack.min(0),
+            "value_max": stack.max(0),
+            "se": se,
+            "null_mean": null_mean,
+            "null_sd": null_sd,
+            "null_z": null_z,
+            "p_value": p_value,
+        }
+    const_a = np.any([r[3] for r in runs], axis=0)
+    const_b = np.any([r[4] for r in runs], axis=0)
+    return cols, const_a, const_b
+
+
+def _long_table(
+    measure: str,
+    taps_a: list[dict],
+    taps_b: list[dict],
+    cols: dict[str, np.ndarray],
+    const_a: np.ndarray,
+    const_b: np.ndarray,
+) -> pd.DataFrame:
+    ia, ib = np.meshgrid(np.arange(len(taps_a)), np.arange(len(taps_b)), indexing="ij")
+    ia, ib = ia.ravel(), ib.ravel()
+    return pd.DataFrame(
+        {
+            "measure": measure,
+            "tap_a": [taps_a[i]["name"] for i in ia],
+            "kind_a": [taps_a[i]["kind"] for i in ia],
+            "index_a": ia,
+            "tap_b": [taps_b[j]["name"] for j in ib],
+            "kind_b": [taps_b[j]["kind"] for j in ib],
+            "index_b": ib,
+            **{k: np.asarray(v).ravel() for k, v in cols.items()},
+            "constant": const_a[ia] | const_b[ib],
+        }
+    )
 
 
 def _null_floor(null_sd: np.ndarray, same: bool) -> float | None:
