@@ -274,11 +274,16 @@ class MeanAccumulator:
         factors, traces = {}, {}
         for start in range(0, len(taps), self.chunk):
             idx = taps[start : start + self.chunk]
-            sub = grams[idx] if isinstance(grams, np.ndarray) else grams[torch.as_tensor(idx)]
-            diag, off = split_packed(self._packed(sub), n)
+            sub = self._packed(
+                grams[idx] if isinstance(grams, np.ndarray) else grams[torch.as_tensor(idx)]
+            )
+            diag, off = split_packed(sub, n)
             hd, ho = h_centre_split(diag, off, n)
             evals, evecs = torch.linalg.eigh(_join(hd, ho, n))
-            evals = evals.clamp_min(0)
+            # numerical rank as numpy.linalg.matrix_rank: eigenvalues below n·eps(Gram dtype)·λ_max are the
+            # rounding of a stored fp32 Gram, and their square roots would add up to ~1e-4 of noise
+            tol = n * torch.finfo(sub.dtype).eps * evals[..., -1:].clamp_min(0)
+            evals = torch.where(evals > tol, evals, torch.zeros_like(evals))
             r = evecs * evals.sqrt()[..., None, :]
             for t, f, tr in zip(idx, r, hd.sum(-1)):
                 factors[int(t)], traces[int(t)] = f, float(tr)
@@ -362,7 +367,8 @@ def make_accumulator(
     if measure in ("rsa", "bures"):
         return MeanAccumulator(
             n_a, n_b, measure, options, device,
-            permutations=permutations if measure == "rsa" else 0, seed=seed, cells=cells,
+            permutations=permutations if measure == "rsa" else 0, seed=seed,
+            cells=cells if measure == "bures" else None,
         )  # fmt: skip
     kernel = {
         "linear_cka": None,

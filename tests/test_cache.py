@@ -20,13 +20,19 @@ from seelike.analyses.cache import (
     read_cache_meta,
     repeat_rows,
 )
-from seelike.analyses.cka_tables import cka_from_caches
+from seelike.analyses.cka_tables import (
+    bures_cells,
+    cka_from_caches,
+    measures_from_caches,
+    with_linear_cka,
+)
 from seelike.cka import cka_matrix
 from seelike.data.loader import make_loader, read_samples
 from seelike.data.samples import build_samples, write_samples
 from seelike.io import read_json, write_json
 from seelike.models.load import disable_fused_attention
 from seelike.models.taps import discover_taps, record_taps
+from seelike.similarity import MEASURES, similarity_matrix
 from seelike.tables import cka_frame
 
 DS = {"source": "digits", "image_size": 16, "test_fraction": 0.25, "max_train": 8, "max_test": 60}
@@ -290,3 +296,44 @@ def test_cka_tables_carry_standard_errors_and_a_permutation_null(tmp_path, sampl
     )  # no permutations: same values, no null
     np.testing.assert_allclose(plain["cka"], df["cka"], rtol=1e-12)
     assert plain["null_mean"].isna().all() and (plain.loc[~plain.constant, "cka_se"] > 0).all()
+
+
+def test_measures_from_caches_equal_measures_from_activations(tmp_path, samples):
+    """Every measure from the packed cached Grams equals the same measure from the real activations; linear CKA
+    equals the CKA table; bures only on block-output cells; RSA has a null, bures none."""
+    vit, res = tiny_vit(), tiny_resnet()
+    build_cache(vit, info("vit", vit), samples, DS, tmp_path / "a", n_images=48, batch_size=16)
+    build_cache(res, info("res", res), samples, DS, tmp_path / "b", n_images=48, batch_size=16)
+    df, meta = measures_from_caches(tmp_path / "a", tmp_path / "b", MEASURES, permutations=4)
+    acts_a, acts_b = activations(vit, samples, 48, 16), activations(res, samples, 48, 16)
+    cells = bures_cells(
+        read_cache_meta(tmp_path / "a")["taps"], read_cache_meta(tmp_path / "b")["taps"]
+    )
+    assert 0 < cells.sum() < cells.size
+    for m in MEASURES:
+        got = cka_frame(df[df.measure == m], "value").reindex(
+            index=list(acts_a), columns=list(acts_b)
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = similarity_matrix(acts_a, acts_b, m).to_numpy()
+        if m == "bures":
+            assert np.isnan(got.to_numpy()[~cells]).all()
+            ref = np.where(cells, ref, np.nan)
+        np.testing.assert_allclose(got.to_numpy(), ref, atol=2e-5, err_msg=m)
+    linear, _ = cka_from_caches(tmp_path / "a", tmp_path / "b", permutations=4)
+    np.testing.assert_array_equal(df[df.measure == "linear_cka"]["value"], linear["cka"])
+    live = df[~df.constant]
+    assert live.groupby("measure")["se"].apply(lambda s: (s.dropna() > 0).all()).all()
+    assert live[live.measure == "rsa"]["null_sd"].gt(0).all()
+    assert live[live.measure == "bures"]["null_sd"].isna().all()
+    assert set(meta["measures"]) == set(MEASURES)
+    # the similarity rule's merge keeps the CKA rule's numbers as the linear rows, exactly
+    merged, merged_meta = with_linear_cka(
+        linear, {"uncertainty": {"null_floor": 0.1}}, df[df.measure != "linear_cka"], meta
+    )
+    assert merged["measure"].iloc[0] == "linear_cka" and list(merged.columns) == list(df.columns)
+    np.testing.assert_array_equal(merged[merged.measure == "linear_cka"]["value"], linear["cka"])
+    assert merged_meta["uncertainty"]["null_floor_by_measure"]["linear_cka"] == 0.1
+    with pytest.raises(ValueError, match="cka.bures_taps lists"):
+        measures_from_caches(tmp_path / "a", tmp_path / "b", ["bures"], bures_taps=["nope"])

@@ -193,6 +193,28 @@ def measures_from_caches(
     return pd.concat(frames, ignore_index=True), meta
 
 
+def with_linear_cka(
+    cka: pd.DataFrame, cka_meta: dict[str, Any], measures: pd.DataFrame, meta: dict[str, Any]
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """One long table of all measures of a model pair: the CKA rule's table (`cka_from_caches`, its columns
+    renamed back) as the `linear_cka` rows, first, then the other measures' rows (`measures_from_caches`);
+    linear CKA is computed once, by the CKA rule, and both tables carry its numbers unchanged."""
+    linear = cka.rename(columns={v: k for k, v in CKA_COLUMNS.items()}).assign(measure="linear_cka")
+    table = pd.concat([linear[measures.columns], measures[measures["measure"] != "linear_cka"]])
+    unc = dict(meta["uncertainty"])
+    floors = {"linear_cka": (cka_meta.get("uncertainty") or {}).get("null_floor")}
+    unc["null_floor_by_measure"] = {**floors, **unc.get("null_floor_by_measure", {}), **floors}
+    unc["null_floor"] = floors["linear_cka"]
+    out = {
+        **meta,
+        "measures": {"linear_cka": ESTIMATORS["linear_cka"], **meta["measures"]},
+        "uncertainty": unc,
+    }
+    for side in ("constant_taps_a", "constant_taps_b"):
+        out[side] = list(dict.fromkeys(cka_meta.get(side, []) + meta.get(side, [])))
+    return table.reset_index(drop=True), out
+
+
 def _combine_repeats(
     runs: list[tuple], permutations: int, same: bool
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:

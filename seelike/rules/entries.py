@@ -281,6 +281,37 @@ def cka(ctx: RuleContext) -> None:
 
 
 @entry()
+def similarity(ctx: RuleContext) -> None:
+    from seelike.analyses.cache import read_cache_meta
+    from seelike.analyses.cka_tables import measures_from_caches, with_linear_cka
+    from seelike.io import read_table, write_table
+    from seelike.similarity import MeasureOptions
+
+    cfg = ctx.params.cka
+    options = MeasureOptions(
+        **{k: cfg[k] for k in ("rbf_sigma", "rsa_correlation", "pcs_removed") if k in cfg}
+    )
+    others = [m for m in cfg["measures"] if m != "linear_cka"]
+    df, fields = measures_from_caches(
+        ctx.input.a, ctx.input.b, others, options, ctx.device,
+        permutations=cfg["permutations"], bures_taps=cfg.get("bures_taps", "block_outputs"),
+    )  # fmt: skip
+    df, fields = with_linear_cka(*read_table(ctx.input.cka), df, fields)
+    plan = fields["plan"]
+    meta = ctx.metadata(
+        "similarity", samples={"samples_hash": plan["samples_hash"], **read_cache_meta(ctx.input.a)},
+        split=plan["split"], n_images=plan["n_images"], **fields,
+    )  # fmt: skip
+    write_table(df, ctx.output[0], meta)
+    summary = df.groupby("measure", sort=False)["value"].mean()
+    ctx.log.info(
+        "%s vs %s: %d tap pairs; mean per measure: %s",
+        fields["model_a"], fields["model_b"], int((df["measure"] == "linear_cka").sum()),
+        ", ".join(f"{m} {v:.3f}" for m, v in summary.items()),
+    )  # fmt: skip
+
+
+@entry()
 def per_block_cka(ctx: RuleContext) -> None:
     import pandas as pd
 
@@ -340,6 +371,29 @@ def plot_cka(ctx: RuleContext) -> None:
 
     df, meta = read_table(ctx.input[0])
     plot_cka_heatmap(df, meta, ctx.output.png, ctx.output.pdf)
+
+
+@entry()
+def plot_measures(ctx: RuleContext) -> None:
+    from seelike.figures.measures import plot_measure_heatmaps
+    from seelike.io import read_table
+
+    df, meta = read_table(ctx.input[0])
+    plot_measure_heatmaps(df, meta, ctx.output.png, ctx.output.pdf)
+
+
+@entry()
+def measure_agreement(ctx: RuleContext) -> None:
+    from seelike.analyses.agreement import agreement_table
+    from seelike.figures.measures import plot_measure_agreement
+    from seelike.io import atomic_write, read_table
+
+    tables = {tuple(p): read_table(path)[0] for p, path in zip(ctx.params.pairs, ctx.input)}
+    agreement = agreement_table(tables)
+    with atomic_write(ctx.output.csv) as tmp:
+        agreement.to_csv(tmp, index=False)
+    plot_measure_agreement(agreement, ctx.output.png, ctx.output.pdf)
+    ctx.log.info("measure agreement (Spearman across cells):\n%s", agreement.to_string(index=False))
 
 
 @entry()
@@ -466,6 +520,7 @@ def claims_inputs(ctx: RuleContext):
         localisation=frames("localisation"),
         probes=frames("probes"),
         per_block=frames("per_block"),
+        similarity=frames("similarity"),
         no_skip=no_skip_specs(models),
     )
 

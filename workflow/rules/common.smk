@@ -209,6 +209,9 @@ CLS_CONVENTIONS = (
     if isinstance(config["attention"]["cls"], str)
     else list(config["attention"]["cls"])
 )
+# cka.measures: linear CKA always (Figs 1, 2 and the claims read it), first; any other measure adds the
+# similarity tables, their agreement and the claims' robustness verdicts.
+MEASURES = ["linear_cka"] + [m for m in config["cka"]["measures"] if m != "linear_cka"]
 # The probes may read another dataset than the other analyses (probes.dataset; null = analysis_dataset).
 PROBE_DATASET = config["probes"]["dataset"] or ANALYSIS
 if PROBE_DATASET not in config["datasets"]:
@@ -328,6 +331,32 @@ def fig2_targets():
     ]
 
 
+def similarity_pairs():
+    """The model pairs every similarity measure is computed for: each model with itself (Fig 1) and the
+    configured cross pairs (Fig 2); none when cka.measures asks for linear CKA only."""
+    if len(MEASURES) == 1:
+        return []
+    return [[m, m] for m in MODELS] + [list(p) for p in config["cka"]["pairs"]]
+
+
+def similarity_targets():
+    """Every pair's long table of all measures, their agreement (table and figure) and, with
+    cka.measure_figures, one heatmap figure per pair with a panel per measure."""
+    pairs = similarity_pairs()
+    if not pairs:
+        return []
+    return (
+        [f"results/similarity/{ANALYSIS}/{a}__{b}.parquet" for a, b in pairs]
+        + [f"results/similarity/{ANALYSIS}/agreement.csv"]
+        + figure("measure_agreement")
+        + (
+            [p for a, b in pairs for p in figure(f"measures/{a}__{b}")]
+            if config["cka"]["measure_figures"]
+            else []
+        )
+    )
+
+
 def fig3_targets():
     return figure("fig3_attention_distance") if attention_models() else []
 
@@ -396,6 +425,8 @@ def get_final_output(wildcards=None):
         fig1_targets()
         + fig2_targets()
         + fig12_targets()
+        # the same comparisons under further similarity measures (cka.measures)
+        + similarity_targets()
         # attention distance (Figs 3, 4) and head-subset CKA with a CNN (Fig 5)
         + fig3_targets()
         + fig4_targets()
@@ -465,6 +496,13 @@ def head_subset_tables(wildcards):
     ]
 
 
+def similarity_tables(wildcards):
+    return [
+        f"results/similarity/{wildcards.dataset}/{a}__{b}.parquet"
+        for a, b in similarity_pairs()
+    ]
+
+
 def per_block_tables(wildcards):
     return [
         f"results/per_block/{wildcards.dataset}/{a}__{b}.parquet"
@@ -503,6 +541,10 @@ def claims_layout():
         "per_block": [
             [[a, b], f"results/per_block/{d}/{a}__{b}.parquet"]
             for a, b in config["cka"]["per_block"]
+        ],
+        "similarity": [
+            [[a, b], f"results/similarity/{d}/{a}__{b}.parquet"]
+            for a, b in similarity_pairs()
         ],
     }
 
@@ -586,6 +628,24 @@ def settings(section, keys, per_model=(), extra=None):
         return canonical(out)
 
     return params
+
+
+# what each measure reads besides the caches: a job's params hold only the requested measures' settings, so
+# editing the settings of a measure not computed reruns nothing
+MEASURE_OPTIONS = {
+    "rbf_cka": ("rbf_sigma",),
+    "rsa": ("rsa_correlation",),
+    "linear_cka_minus_pc": ("pcs_removed",),
+    "bures": ("bures_taps",),
+}
+
+
+def measure_settings(wildcards=None):
+    cfg = config["cka"]
+    out = {"measures": MEASURES, "permutations": cfg["permutations"]}
+    for m in MEASURES:
+        out.update({k: cfg[k] for k in MEASURE_OPTIONS.get(m, ())})
+    return canonical(out)
 
 
 def attention_settings(wildcards):

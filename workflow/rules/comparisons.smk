@@ -1,5 +1,5 @@
 # Comparisons computed from what the model passes stored, without rerunning a model: minibatch CKA from the
-# Gram caches (Figs 1, 2), per-block CKA between checkpoints of one architecture (Fig 12), and the linear
+# Gram caches (Figs 1, 2) and further similarity measures from the same Grams (cka.measures), per-block CKA between checkpoints of one architecture (Fig 12), and the linear
 # probes fitted on the stored features (Figs 11, 13; GPU when present).
 
 
@@ -25,6 +25,31 @@ rule cka:
         cka=settings("cka", ("permutations",)),
     script:
         "../../scripts/cka.py"
+
+
+rule similarity:
+    input:
+        a="results/cache/{dataset}/{a}",
+        b="results/cache/{dataset}/{b}",
+        cka="results/cka/{dataset}/{a}__{b}.parquet",
+    output:
+        "results/similarity/{dataset}/{a}__{b}.parquet",
+    log:
+        "logs/similarity/{dataset}/{a}__{b}.log",
+    benchmark:
+        "results/benchmarks/similarity/{dataset}/{a}__{b}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=240,
+    params:
+        # CPU as for CKA: float64 steps on the stored Grams (cost per measure: BENCHMARKS.md)
+        device="cpu",
+        cka=measure_settings,
+    script:
+        "../../scripts/similarity.py"
 
 
 rule per_block_cka:

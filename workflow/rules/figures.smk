@@ -44,6 +44,50 @@ rule plot_cross_cka:
         "../../scripts/plot_cross_cka.py"
 
 
+rule plot_measures:
+    input:
+        "results/similarity/{dataset}/{a}__{b}.parquet",
+    output:
+        png=report(
+            "results/figures/{dataset}/measures/{a}__{b}.png",
+            caption="../report/measures.rst",
+            category="Similarity measures",
+            labels={"pair": "{a} vs {b}"},
+        ),
+        pdf="results/figures/{dataset}/measures/{a}__{b}.pdf",
+    log:
+        "logs/figures/{dataset}/measures_{a}__{b}.log",
+    benchmark:
+        "results/benchmarks/figures/{dataset}/measures_{a}__{b}.tsv"
+    conda:
+        "../../envs/plot.yaml"
+    script:
+        "../../scripts/plot_measures.py"
+
+
+rule measure_agreement:
+    input:
+        similarity_tables,
+    output:
+        csv="results/similarity/{dataset}/agreement.csv",
+        png=report(
+            "results/figures/{dataset}/measure_agreement.png",
+            caption="../report/measure_agreement.rst",
+            category="Similarity measures",
+        ),
+        pdf="results/figures/{dataset}/measure_agreement.pdf",
+    log:
+        "logs/figures/{dataset}/measure_agreement.log",
+    benchmark:
+        "results/benchmarks/figures/{dataset}/measure_agreement.tsv"
+    conda:
+        "../../envs/plot.yaml"
+    params:
+        pairs=similarity_pairs(),
+    script:
+        "../../scripts/measure_agreement.py"
+
+
 rule plot_per_block:
     input:
         per_block_tables,

@@ -1,0 +1,5 @@
+"""Rule similarity: further similarity measures (cka.measures) of every tap pair of two cached models, with the CKA rule's linear CKA, in one long table."""
+
+from seelike.rules import run
+
+run(snakemake)
