@@ -81,6 +81,9 @@ RSA_CORRELATIONS = ("spearman", "pearson")
 # eigenvalues below this fraction of a Gram's largest are rounding noise of a PSD matrix (set to 0), so that a
 # representation of rank ≤ k is exactly constant once its top k directions are removed
 EIG_RTOL = 1e-12
+# RSA (Spearman): squared distances closer than this many eps of the Gram's dtype × its largest diagonal entry
+# are tied (the rounding of d² = Kᵢᵢ + Kⱼⱼ − 2Kᵢⱼ)
+TIE_EPS = 4
 
 
 @dataclass(frozen=True)
@@ -238,10 +241,16 @@ class MeanAccumulator:
     def _rdm_vectors(self, grams, n: int) -> tuple[torch.Tensor, np.ndarray]:
         out = []
         for start in range(0, grams.shape[0], self.chunk):
-            diag, off = split_packed(self._packed(grams[start : start + self.chunk]), n)
-            d = squared_distances(diag, off, n).sqrt()
+            packed = self._packed(grams[start : start + self.chunk])
+            diag, off = split_packed(packed, n)
+            d2 = squared_distances(diag, off, n)
             if self.options.rsa_correlation == "spearman":
-                d = average_ranks(d)
+                # ranks of d² are those of d; d² from a Gram carries rounding of a few eps × the largest
+                # diagonal entry, which would split exact ties (e.g. binary features): gaps below that tie
+                tol = TIE_EPS * torch.finfo(packed.dtype).eps * diag.amax(-1, keepdim=True)
+                d = average_ranks(d2, tol)
+            else:
+                d = d2.sqrt()
             d = d - d.mean(-1, keepdim=True)
             out.append(d)
         v = torch.cat(out)
@@ -340,12 +349,20 @@ class MeanAccumulator:
         return self._masked(np.mean(self.batch_nulls, 0))
 
 
-def average_ranks(v: torch.Tensor) -> torch.Tensor:
-    """Ranks 1..m along the last axis, ties given their average rank (as scipy.stats.rankdata)."""
-    s = v.sort(-1).values.contiguous()
-    lo = torch.searchsorted(s, v.contiguous(), right=False)
-    hi = torch.searchsorted(s, v.contiguous(), right=True)
-    return (lo + hi + 1).to(v.dtype) / 2
+def average_ranks(v: torch.Tensor, tol: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """Ranks 1..m along the last axis of a (T, m) stack, ties given their average rank (as
+    scipy.stats.rankdata); values whose sorted neighbours differ by at most `tol` (per row) are tied."""
+    s, order = v.sort(-1)
+    t, m = s.shape
+    new = torch.ones_like(s, dtype=torch.bool)
+    new[:, 1:] = (s[:, 1:] - s[:, :-1]) > tol
+    group = new.cumsum(-1) - 1 + m * torch.arange(t, device=v.device)[:, None]  # unique per row
+    pos = torch.arange(1, m + 1, dtype=v.dtype, device=v.device).expand(t, m)
+    sums = v.new_zeros(t * m).index_add_(0, group.ravel(), pos.reshape(-1))
+    counts = v.new_zeros(t * m).index_add_(0, group.ravel(), torch.ones_like(pos).reshape(-1))
+    ranks = torch.empty_like(v)
+    ranks.scatter_(-1, order, (sums / counts.clamp_min(1))[group])
+    return ranks
 
 
 # ---------------------------------------------------------------- one accumulator per measure
@@ -419,6 +436,7 @@ def similarity_matrix(
         warnings.warn(
             f"dropped minibatches {acc.dropped}: fewer than {MIN_BATCH} examples", stacklevel=2
         )
+    result = acc.result()  # raises first when every minibatch was dropped (no tap to call constant)
     deg_a, deg_b = acc.degenerate()
     constant = sorted(
         {n for n, d in zip(names_a, deg_a) if d} | {n for n, d in zip(names_b, deg_b) if d}
@@ -429,7 +447,7 @@ def similarity_matrix(
             ConstantRepresentationWarning,
             stacklevel=2,
         )
-    return pd.DataFrame(acc.result(), index=names_a, columns=names_b)
+    return pd.DataFrame(result, index=names_a, columns=names_b)
 
 
 def minibatch_similarity(
