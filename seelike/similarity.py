@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,6 +56,7 @@ __all__ = [
     "MeanAccumulator",
     "MeasureOptions",
     "make_accumulator",
+    "measures_from_grams",
     "minibatch_similarity",
     "similarity_matrix",
 ]
@@ -401,6 +402,49 @@ def make_accumulator(
 
 
 # ---------------------------------------------------------------- from activations (the API's entry points)
+def measures_from_grams(
+    grams: Iterable[tuple],
+    names_a: Sequence[str],
+    names_b: Sequence[str] | None = None,
+    measures: Sequence[str] = ("linear_cka",),
+    options: MeasureOptions | None = None,
+    device: str | torch.device = "cpu",
+) -> dict[str, pd.DataFrame]:
+    """measure → tap × tap DataFrame, from the stacked Grams of each minibatch (as `seelike.cka.cka_from_grams`):
+    `grams` yields (grams_a, grams_b), stacks (Tₐ, n, n) / (T_b, n, n) or packed, grams_b None for
+    self-similarity; every measure reads each minibatch once. Minibatches with n < 4 are dropped with a warning;
+    constant taps are warned about (ConstantRepresentationWarning) and given 0."""
+    for m in measures:
+        check_measure(m)
+    names_a = list(names_a)
+    names_b = names_a if names_b is None else list(names_b)
+    accs = {m: make_accumulator(m, len(names_a), len(names_b), options, device) for m in measures}
+    for i, (ga, gb) in enumerate(grams):
+        for acc in accs.values():
+            acc.add(ga, gb, batch_id=i)
+    out = {}
+    for m, acc in accs.items():
+        if acc.dropped and m == measures[0]:
+            warnings.warn(
+                f"dropped minibatches {acc.dropped}: fewer than {MIN_BATCH} examples", stacklevel=3
+            )
+        result = (
+            acc.result()
+        )  # raises first when every minibatch was dropped (no tap to call constant)
+        deg_a, deg_b = acc.degenerate()
+        constant = sorted(
+            {n for n, d in zip(names_a, deg_a) if d} | {n for n, d in zip(names_b, deg_b) if d}
+        )
+        if constant:
+            warnings.warn(
+                f"constant representation(s) {constant}: {m} undefined; reported as 0",
+                ConstantRepresentationWarning,
+                stacklevel=3,
+            )
+        out[m] = pd.DataFrame(result, index=names_a, columns=names_b)
+    return out
+
+
 def similarity_matrix(
     xs_by_tap: Mapping[str, Sequence],
     ys_by_tap: Mapping[str, Sequence] | None = None,
@@ -417,37 +461,22 @@ def similarity_matrix(
     check_measure(measure)
     device = torch.device(device)
     names_a = list(xs_by_tap)
-    names_b = list(ys_by_tap) if ys_by_tap is not None else names_a
+    names_b = list(ys_by_tap) if ys_by_tap is not None else None
     lens = {len(v) for v in xs_by_tap.values()} | (
         {len(v) for v in ys_by_tap.values()} if ys_by_tap else set()
     )
     if len(lens) != 1:
         raise ValueError(f"every tap needs the same number of minibatches, got {sorted(lens)}")
-    acc = make_accumulator(measure, len(names_a), len(names_b), options, device)
-    for i in range(lens.pop()):
-        ga = torch.stack([gram(xs_by_tap[t][i], device) for t in names_a])
-        gb = (
+    grams = (
+        (
+            torch.stack([gram(xs_by_tap[t][i], device) for t in names_a]),
             None
-            if ys_by_tap is None
-            else torch.stack([gram(ys_by_tap[t][i], device) for t in names_b])
+            if names_b is None
+            else torch.stack([gram(ys_by_tap[t][i], device) for t in names_b]),
         )
-        acc.add(ga, gb, batch_id=i)
-    if acc.dropped:
-        warnings.warn(
-            f"dropped minibatches {acc.dropped}: fewer than {MIN_BATCH} examples", stacklevel=2
-        )
-    result = acc.result()  # raises first when every minibatch was dropped (no tap to call constant)
-    deg_a, deg_b = acc.degenerate()
-    constant = sorted(
-        {n for n, d in zip(names_a, deg_a) if d} | {n for n, d in zip(names_b, deg_b) if d}
+        for i in range(lens.pop())
     )
-    if constant:
-        warnings.warn(
-            f"constant representation(s) {constant}: {measure} undefined; reported as 0",
-            ConstantRepresentationWarning,
-            stacklevel=2,
-        )
-    return pd.DataFrame(result, index=names_a, columns=names_b)
+    return measures_from_grams(grams, names_a, names_b, [measure], options, device)[measure]
 
 
 def minibatch_similarity(

@@ -265,6 +265,16 @@ def test_notebook_compare_matches_reference_on_real_models():
         assert df.loc[name, "blocks.0.attn"] == pytest.approx(
             ref_minibatch_cka(acts[name], acts["blocks.0.attn"]), abs=1e-6
         )
+    # the other measures from the same forward passes: linear CKA as compare's, each measure as from the
+    # activations (seelike.similarity, tested against float64 references in test_similarity.py)
+    from seelike.api import compare_measures
+    from seelike.similarity import similarity_matrix
+
+    dfs = compare_measures(vit, None, images, measures=["linear_cka", "dcor", "rsa"], batch_size=8)
+    np.testing.assert_allclose(dfs["linear_cka"].to_numpy(), df.to_numpy(), rtol=1e-12)
+    for m in ("dcor", "rsa"):
+        ref = similarity_matrix(acts, None, m)
+        np.testing.assert_allclose(dfs[m].to_numpy(), ref.to_numpy(), atol=1e-5, err_msg=m)
 
 
 # ----------------------------------------------------------------------------- packed (cache) storage
