@@ -127,6 +127,16 @@ BAD_CONFIGS = [
         ),
         ("config: probes.n_test is 64", "dataset 'small' (probes.dataset)", "holds 40"),
     ),
+    # similarity measures: a tap list for bures checked against the models' taps (weightless builds)
+    (
+        lambda c: c["cka"].update(measures=["linear_cka", "bures"], bures_taps=["blocks.1.blok"]),
+        (
+            "config: cka.bures_taps lists ['blocks.1.blok'], not taps of any model",
+            "did you mean",
+            "set cka.bures_taps: block_outputs",
+        ),
+    ),
+    (lambda c: c["cka"].update(measures=["cka_rbf"]), ("cka_rbf", "measures")),
     # the schema's defaults are the paper's protocol (10,240 images), checked against the tiny split
     (_drop("cka"), "cka.n_images is 10240"),
 ]

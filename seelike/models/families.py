@@ -13,7 +13,7 @@ import json
 from functools import cache
 from typing import Any
 
-__all__ = ["FAMILY_TRAITS", "family_traits", "model_family"]
+__all__ = ["FAMILY_TRAITS", "family_traits", "model_family", "model_tap_names"]
 
 # What each family of seelike.models.taps offers the analyses; unknown families get GENERIC.
 FAMILY_TRAITS: dict[str, dict[str, bool]] = {
@@ -32,11 +32,12 @@ def family_traits(family: str) -> dict[str, bool]:
 
 
 @cache
-def _family(arch: str, kwargs_json: str) -> str:
+def _structure(arch: str, kwargs_json: str) -> tuple[str, tuple[str, ...]]:
+    """(tap family, tap names in forward order) of an architecture, from one build without weights."""
     import timm
     import torch
 
-    from seelike.models.taps import tap_family
+    from seelike.models.taps import discover_taps, tap_family
 
     kwargs = json.loads(kwargs_json)
     try:
@@ -45,7 +46,15 @@ def _family(arch: str, kwargs_json: str) -> str:
     # a constructor that computes with tensors (tensor.item() on meta): build it for real
     except (RuntimeError, NotImplementedError):
         model = timm.create_model(arch, pretrained=False, **kwargs)
-    return tap_family(model)
+    try:
+        names = tuple(t.name for t in discover_taps(model))
+    except Exception:  # a family whose discovery needs more than the structure: names unknown until run time
+        names = ()
+    return tap_family(model), names
+
+
+def _key(spec: dict[str, Any]) -> tuple[str, str]:
+    return spec["arch"].split(".")[0], json.dumps(spec.get("kwargs") or {}, sort_keys=True)
 
 
 def model_family(spec: dict[str, Any]) -> str:
@@ -53,6 +62,10 @@ def model_family(spec: dict[str, Any]) -> str:
     (`arch` with or without a pretrained tag, optional `kwargs`), cached per (arch, kwargs).
 
     Raises what timm raises for an unknown architecture or kwargs it does not accept."""
-    arch = spec["arch"].split(".")[0]
-    kwargs = json.dumps(spec.get("kwargs") or {}, sort_keys=True)
-    return _family(arch, kwargs)
+    return _structure(*_key(spec))[0]
+
+
+def model_tap_names(spec: dict[str, Any]) -> tuple[str, ...]:
+    """The tap names (`seelike.models.taps.discover_taps`) of a model spec, from the same weightless build as
+    `model_family`; empty when the family's discovery cannot run on the structure alone."""
+    return _structure(*_key(spec))[1]

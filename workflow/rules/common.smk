@@ -15,7 +15,7 @@ import timm
 from snakemake.utils import validate
 
 from seelike.data.sources import DatasetConfigError, open_source
-from seelike.models.families import family_traits, model_family
+from seelike.models.families import family_traits, model_family, model_tap_names
 from seelike.rules import Execution
 
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
@@ -94,6 +94,23 @@ def _check_pairs(cfg):
                 f"({models[a]['arch']} vs {models[b]['arch']} or different kwargs); per-block CKA needs two "
                 "checkpoints of one architecture: use cka.pairs for a cross-model matrix"
             )
+
+
+def _check_bures_taps(cfg):
+    """cka.bures_taps as a list: every name a tap of some compared model (names from weightless builds;
+    a family whose taps only a forward pass reveals is checked at run time instead)."""
+    listed = cfg["cka"]["bures_taps"]
+    if "bures" not in cfg["cka"]["measures"] or isinstance(listed, str):
+        return
+    names = {n for spec in cfg["models"].values() for n in model_tap_names(spec)}
+    unknown = [t for t in listed if t not in names]
+    if names and unknown:
+        hint = difflib.get_close_matches(unknown[0], sorted(names), n=3)
+        raise ConfigError(
+            f"config: cka.bures_taps lists {unknown[:5]}, not taps of any model"
+            + (f" (did you mean {hint}?)" if hint else "")
+            + "; list names from results/models/<model>/taps.csv, or set cka.bures_taps: block_outputs"
+        )
 
 
 def _check_model_lists(cfg):
@@ -291,6 +308,7 @@ def models_with_source(*sources):
 def _check_config(cfg):
     _check_models(cfg)
     _check_pairs(cfg)
+    _check_bures_taps(cfg)
     _check_model_lists(cfg)
     _check_datasets(cfg)
 
