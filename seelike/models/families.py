@@ -48,7 +48,8 @@ def _structure(arch: str, kwargs_json: str) -> tuple[str, tuple[str, ...]]:
         model = timm.create_model(arch, pretrained=False, **kwargs)
     try:
         names = tuple(t.name for t in discover_taps(model))
-    except Exception:  # a family whose discovery needs more than the structure: names unknown until run time
+    # a family whose discovery needs more than the structure (meta tensors): names unknown until run time
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):
         names = ()
     return tap_family(model), names
 
