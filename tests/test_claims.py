@@ -614,3 +614,133 @@ def test_stage_verdict_needs_the_difference_beyond_two_standard_errors(se, seen)
         assert row["se"] == pytest.approx(np.sqrt(2) * se)
         third = out[out.metric == "cka_lowest_vs_highest_third"].iloc[0]
         assert third["se"] == pytest.approx(se)
+
+
+# ---------------------------------------------------------------- Figs 1, 2 under the other similarity measures
+def similarity_table(mats: dict[str, np.ndarray], taps_a, taps_b=None, constant=()) -> pd.DataFrame:
+    """A long similarity table as the workflow writes it (`measure`, `value`, `se`, ...; one row per measure ×
+    tap pair), from one matrix per measure; kinds from the tap names."""
+    frames = [
+        long_cka(m, taps_a, taps_b, constant=constant, kind=tap_kind)
+        .rename(columns={"cka": "value"})
+        .assign(measure=name, se=np.nan)
+        for name, m in mats.items()
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def _block_only(m: np.ndarray, taps_a, taps_b) -> np.ndarray:
+    """`m` on pairs of block outputs only, NaN elsewhere (bures' default cells)."""
+    pick = lambda taps: np.array([tap_kind(t) in ("embed", "stem", "block", "out") for t in taps])
+    return np.where(pick(taps_a)[:, None] & pick(taps_b)[None, :], m, np.nan)
+
+
+def _with_measures(inp: ClaimInputs, transform) -> ClaimInputs:
+    """`inp` plus similarity tables: linear CKA as in `inp`, rbf_cka as `transform(model(s), matrix)`, dcor as
+    the square of the linear values (a monotone transform: same ranks), bures on block outputs only."""
+    sim = {}
+    tables = {**{(m, m): df for m, df in inp.self_cka.items()}, **dict(inp.cross_cka)}
+    for (a, b), df in tables.items():
+        m, ta, tb = claims.metrics.cka_array(df)
+        sim[(a, b)] = similarity_table(
+            {"linear_cka": m, "rbf_cka": transform((a, b), m), "dcor": m**2,
+             "bures": _block_only(m, ta, tb)},
+            ta, tb,
+        )  # fmt: skip
+    inp.similarity = sim
+    return inp
+
+
+def test_claims_without_similarity_tables_have_no_robustness(tmp_path):
+    from seelike.io import read_table, write_table
+
+    df = claims.summarise(_vit_and_effnet())
+    assert list(df.columns)[-2:] == ["robust", "measures"]
+    assert df["robust"].map(lambda v: v is None).all()
+    assert (df["measures"] == "").all()
+    # robust n/a, no measures
+    body = claims.to_markdown(df).splitlines()[2:]
+    assert len(body) == len(df) and all(r.endswith("| n/a |  |") for r in body)
+    # the same from the CSV the rule writes (None and "" come back as NaN)
+    write_table(df, tmp_path / "c.csv")
+    assert claims.to_markdown(read_table(tmp_path / "c.csv")[0]) == claims.to_markdown(df)
+
+
+def test_claims_robust_when_every_measure_agrees():
+    base = claims.summarise(_vit_and_effnet())
+    df = claims.summarise(_with_measures(_vit_and_effnet(), lambda key, m: m.copy()))
+    # linear CKA still decides: every other column exactly as without the similarity tables
+    pd.testing.assert_frame_equal(
+        df.drop(columns=["robust", "measures"]), base.drop(columns=["robust", "measures"])
+    )
+    row = df.set_index(["model", "metric"])
+    cmp_bo = row.loc[("vit vs lite0", "cka_lowest_vs_highest_third_vit_minus_cnn_block_outputs")]
+    assert cmp_bo["seen"] is True and cmp_bo["robust"] is True
+    # ViT block outputs 0.9 between thirds, the CNN's 0.3: dcor 0.81 − 0.09; bures decides on block outputs
+    assert cmp_bo["measures"] == "rbf_cka yes 0.6; dcor yes 0.72; bures yes 0.6"
+    # the all-taps reading: bures is computed on block outputs only, so it cannot decide there
+    stage = row.loc[("lite0", "cka_within_minus_across_stage")]
+    assert stage["seen"] is True and stage["robust"] is True
+    assert stage["measures"] == "rbf_cka yes 0.5; dcor yes 0.55; bures n/a"
+    # Fig 2: lower half of the CNN at the ViT's lowest quarter (a flat table: argmax at the first tap)
+    fig2 = row.loc[("vit vs lite0", "cnn_lower_half_best_vit_depth")]
+    assert fig2["seen"] is True and fig2["robust"] is True and "bures n/a" in fig2["measures"]
+    # a finding linear CKA does not see is not robust; descriptive rows carry values, no verdict
+    assert row.loc[("vit vs lite0", "cnn_upper_half_best_vit_depth"), "robust"] is False
+    adjacent = row.loc[("vit", "cka_adjacent_taps_block_outputs")]
+    assert (
+        adjacent["robust"] is None and adjacent["measures"] == "rbf_cka 0.9; dcor 0.81; bures 0.9"
+    )
+    # other figures: nothing
+    other = df[~df["figure"].isin(["1", "2"])]
+    assert len(other) and other["robust"].map(lambda v: v is None).all()
+    assert (other["measures"] == "").all()
+    md = claims.to_markdown(df)
+    assert "| yes | rbf_cka yes 0.6; dcor yes 0.72; bures yes 0.6 |" in md
+
+
+def _reverse(key, m: np.ndarray) -> np.ndarray:
+    """rbf_cka: the ViT's block outputs alike only to their neighbours (Fig 1 reversed), and the CNN's lower
+    half best matching the ViT's last taps (Fig 2 reversed)."""
+    out = m.copy()
+    if key == ("vit", "vit"):
+        i = np.arange(len(m))
+        out = np.where(np.abs(i[:, None] - i[None, :]) <= 1, m, 0.05)
+    if key == ("vit", "lite0"):
+        out[-1, :] = 0.9  # the ViT's last tap: every CNN tap's best match (depth 1)
+    return out
+
+
+def test_claims_not_robust_when_a_measure_reverses_a_finding():
+    base = claims.summarise(_vit_and_effnet())
+    df = claims.summarise(_with_measures(_vit_and_effnet(), _reverse))
+    pd.testing.assert_frame_equal(
+        df.drop(columns=["robust", "measures"]), base.drop(columns=["robust", "measures"])
+    )
+    row = df.set_index(["model", "metric"])
+    fig1 = row.loc[("vit vs lite0", "cka_lowest_vs_highest_third_vit_minus_cnn_block_outputs")]
+    assert fig1["seen"] is True and fig1["robust"] is False
+    assert fig1["measures"].startswith("rbf_cka no ") and "dcor yes" in fig1["measures"]
+    fig2 = row.loc[("vit vs lite0", "cnn_lower_half_best_vit_depth")]
+    assert fig2["seen"] is True and fig2["robust"] is False
+    assert fig2["measures"] == "rbf_cka no 1; dcor yes 0; bures n/a"
+    # findings rbf_cka leaves alone stay robust
+    assert row.loc[("lite0", "cka_within_minus_across_stage_block_outputs"), "robust"] is True
+    md = claims.to_markdown(df)
+    assert "| no | rbf_cka no 1; dcor yes 0; bures n/a |" in md
+
+
+def test_claims_measures_on_part_of_the_tables_only():
+    """A measure with no table for a model (or pair) cannot decide its rows; constant cells are left out as
+    for linear CKA (a table with them is still read)."""
+    inp = _with_measures(_vit_and_effnet(), lambda key, m: m.copy())
+    del inp.similarity[("vit", "lite0")]
+    sim = inp.similarity[("lite0", "lite0")]
+    const = sim["tap_a"].eq("blocks.3.1.conv1") | sim["tap_b"].eq("blocks.3.1.conv1")
+    sim.loc[const, "constant"] = True
+    sim.loc[const & sim["measure"].eq("rbf_cka"), "value"] = 0.0
+    row = claims.summarise(inp).set_index(["model", "metric"])
+    fig2 = row.loc[("vit vs lite0", "cnn_lower_half_best_vit_depth")]
+    assert fig2["robust"] is None and fig2["measures"] == "rbf_cka n/a; dcor n/a; bures n/a"
+    stage = row.loc[("lite0", "cka_within_minus_across_stage")]
+    assert stage["robust"] is True and stage["measures"].startswith("rbf_cka yes 0.5;")

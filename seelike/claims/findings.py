@@ -1,7 +1,8 @@
 """The claims table: one row per testable finding of Raghu et al. 2021 (figure, claim, model, metric, value, seen,
 note), assembled from `seelike.claims.metrics`. `seen` is True / False where one number (or a comparison of two
 models) decides the finding, None for descriptive numbers and where the decision needs something this run lacks
-(no ViT, no CNN, no reference model, too few head subsets, an undefined value)."""
+(no ViT, no CNN, no reference model, too few head subsets, an undefined value). `robust` and `measures` read the
+Fig 1 and Fig 2 findings again under the other similarity measures (`_robustness`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import math
 import re
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
 from seelike.claims.metrics import (
@@ -37,6 +39,9 @@ from seelike.claims.table import (
     combined_se,
     exceeds,
     mean_se,
+    measure_inputs,
+    measure_verdict,
+    other_measures,
 )
 from seelike.tables import primary_aggregation, probe_shots
 
@@ -64,13 +69,26 @@ _FIG1_READINGS = (
 )
 
 
-def _fig1(inp: ClaimInputs, out: Rows) -> None:
+def _complete(df: pd.DataFrame) -> bool:
+    """Every cell of a long table has a value or is a constant tap's (left out as undefined): a measure computed
+    only for some tap pairs (bures: block outputs by default) cannot be read on the others."""
+    ok = np.isfinite(df["cka"].to_numpy(dtype=np.float64))
+    if "constant" in df:
+        ok |= df["constant"].to_numpy(bool)
+    return bool(ok.all())
+
+
+def _fig1(inp: ClaimInputs, out: Rows, complete: bool = False) -> None:
+    """Fig 1 rows. `complete`: a reading only takes the tables `_complete` on its cells (the other similarity
+    measures; linear CKA defines every cell, and its rows stay exactly as they were)."""
     tables = {
         "": dict(inp.self_cka),
         "_block_outputs": {
             m: d for m, df in inp.self_cka.items() if (d := block_output_cka(df)) is not None
         },
     }
+    if complete:
+        tables = {s: {m: d for m, d in t.items() if _complete(d)} for s, t in tables.items()}
     for suffix, what in _FIG1_READINGS:
         thirds = {m: self_cka_thirds(df) for m, df in tables[suffix].items()}
         thirds_se = {
@@ -131,8 +149,11 @@ def _fig1(inp: ClaimInputs, out: Rows) -> None:
             )  # fmt: skip
 
 
-def _fig2(inp: ClaimInputs, out: Rows) -> None:
+def _fig2(inp: ClaimInputs, out: Rows, complete: bool = False) -> None:
+    """Fig 2 rows; `complete` as for `_fig1`."""
     for (a, b), df in inp.cross_cka.items():
+        if complete and not _complete(df):
+            continue
         if inp.is_vit(a) and inp.is_cnn(b):
             cnn_side = "b"
         elif inp.is_cnn(a) and inp.is_vit(b):
@@ -408,12 +429,47 @@ def _fig12(inp: ClaimInputs, out: Rows) -> None:
         )  # fmt: skip
 
 
+# ---------------------------------------------------------------- Figs 1, 2 under the other similarity measures
+def _robustness(inp: ClaimInputs, df: pd.DataFrame) -> None:
+    """Fill `robust` and `measures` of the Fig 1 and Fig 2 rows: each finding recomputed under every other
+    measure of `inp.similarity` by the same `_fig1` / `_fig2` code, matched by (figure, model, metric).
+
+    `measures`: each measure's verdict and value ("n/a" where it cannot decide: no table, or cells it does not
+    compute on that reading). `robust`: True when linear CKA and every measure that can decide see the finding,
+    False when one of them (linear CKA included) does not, None without a `seen` decision or without another
+    measure deciding. Other figures: None and ""."""
+    measures = other_measures(inp.similarity)
+    if not measures:
+        return
+    rows_by_measure = {}
+    for m in measures:
+        rows = Rows()
+        minp = measure_inputs(inp, m)
+        _fig1(minp, rows, complete=True)
+        _fig2(minp, rows, complete=True)
+        rows_by_measure[m] = {(r["figure"], r["model"], r["metric"]): r for r in rows.rows}
+    for i in df.index[df["figure"].isin(("1", "2"))]:
+        key = (df.at[i, "figure"], df.at[i, "model"], df.at[i, "metric"])
+        seen = df.at[i, "seen"]
+        parts, decisions = [], []
+        for m in measures:
+            text, decision = measure_verdict(m, rows_by_measure[m].get(key), seen is not None)
+            parts.append(text)
+            if decision is not None:
+                decisions.append(decision)
+        df.at[i, "measures"] = "; ".join(parts)
+        df.at[i, "robust"] = (bool(seen) and all(decisions)) if decisions else None
+
+
 def summarise(inp: ClaimInputs) -> pd.DataFrame:
     """The claims table: one row per (figure, model or pair, metric), columns `COLUMNS`. Analyses with no table in
-    `inp` contribute no rows."""
+    `inp` contribute no rows. With `inp.similarity`, the Fig 1 and Fig 2 rows also say whether the other
+    measures agree (`robust`, `measures`; see `_robustness`)."""
     out = Rows()
     for part in (_fig1, _fig2, _fig3_5, _fig6, _fig7, _fig8, _fig9_10, _fig11_13, _fig12):
         part(inp, out)
     df = pd.DataFrame(out.rows, columns=COLUMNS)
     df["seen"] = df["seen"].astype(object)
+    df["robust"] = df["robust"].astype(object)
+    _robustness(inp, df)
     return df

@@ -6,12 +6,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
 
-COLUMNS = ["figure", "claim", "model", "metric", "value", "se", "seen", "note"]
+COLUMNS = [
+    "figure", "claim", "model", "metric", "value", "se", "seen", "note", "robust", "measures",
+]  # fmt: skip
 
 
 # A comparison is "seen" only when its difference exceeds this many combined standard errors (where known).
@@ -67,7 +69,9 @@ class ClaimInputs:
     family in the claim texts where `families` only says "cnn"); `attention`: model → (distance table,
     uniform-attention distance px); `head_subset_cnn`: ViT → the CNN its Fig 5 table compares with (optional:
     else the only CNN, or "CNN"); `no_skip`: model → (removed block, reference model or None) as from
-    `no_skip_specs`.
+    `no_skip_specs`; `similarity`: (a, a) self and (a, b) cross long tables of several similarity measures
+    (`results/similarity/…`: `measure`, tap columns, `value`, `se`, `constant`, …), under which the Fig 1 and
+    Fig 2 findings are read again (the `robust` and `measures` columns; linear CKA still decides `seen`).
     """
 
     families: Mapping[str, str]
@@ -83,6 +87,7 @@ class ClaimInputs:
     no_skip: Mapping[str, tuple[int, str | None]] = field(default_factory=dict)
     archs: Mapping[str, str] = field(default_factory=dict)
     head_subset_cnn: Mapping[str, str] = field(default_factory=dict)
+    similarity: Mapping[tuple[str, str], pd.DataFrame] = field(default_factory=dict)
 
     def is_vit(self, model: str) -> bool:
         return self.families.get(model) == "vit"
@@ -97,7 +102,8 @@ class ClaimInputs:
 
 
 class Rows:
-    """Collects summary rows; NaN values give seen = None (nothing to decide on)."""
+    """Collects summary rows; NaN values give seen = None (nothing to decide on). `robust` and `measures` start
+    empty: `seelike.claims.findings.summarise` fills them once every row is in."""
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
@@ -126,8 +132,47 @@ class Rows:
                 "se": float(se),
                 "seen": None if seen is None else bool(seen),
                 "note": note,
+                "robust": None,
+                "measures": "",
             }
         )
+
+
+# ---------------------------------------------------------------- the other similarity measures (Figs 1, 2)
+REFERENCE_MEASURE = "linear_cka"  # the measure of `self_cka` / `cross_cka`: it decides `seen`
+
+
+def other_measures(similarity: Mapping[tuple[str, str], pd.DataFrame]) -> list[str]:
+    """The measures of the similarity tables other than linear CKA, in the order the tables list them (the
+    workflow's configured order; `seelike.similarity.MEASURES` is not imported: it brings torch)."""
+    order = dict.fromkeys(m for df in similarity.values() for m in df["measure"].astype(str))
+    return [m for m in order if m != REFERENCE_MEASURE]
+
+
+def measure_inputs(inp: ClaimInputs, measure: str) -> ClaimInputs:
+    """`inp` with its self and cross CKA tables replaced by `measure`'s rows of the similarity tables (`value` as
+    `cka`, `se` as `cka_se`), so that the Fig 1 and Fig 2 code reads that measure unchanged."""
+    frames = {}
+    for key, df in inp.similarity.items():
+        d = df[df["measure"].astype(str) == measure]
+        if len(d):
+            frames[key] = d.drop(columns="measure").rename(columns={"value": "cka", "se": "cka_se"})
+    return replace(
+        inp,
+        self_cka={a: d for (a, b), d in frames.items() if a == b},
+        cross_cka={(a, b): d for (a, b), d in frames.items() if a != b},
+    )
+
+
+def measure_verdict(
+    measure: str, row: dict[str, Any] | None, decides: bool
+) -> tuple[str, bool | None]:
+    """One measure's part of the `measures` string and its decision (None: it cannot decide this row)."""
+    if row is None or not math.isfinite(row["value"]) or (decides and row["seen"] is None):
+        return f"{measure} n/a", None
+    if not decides:  # a descriptive row: the value alone
+        return f"{measure} {row['value']:.3g}", None
+    return f"{measure} {'yes' if row['seen'] else 'no'} {row['value']:.3g}", bool(row["seen"])
 
 
 def combined_se(*ses: float) -> float:
@@ -165,18 +210,20 @@ def _fmt(v: Any) -> str:
 
 
 def to_markdown(df: pd.DataFrame, title: str | None = None) -> str:
-    """The claims table as a GitHub markdown table (no tabulate dependency); seen as yes / no / n/a."""
+    """The claims table as a GitHub markdown table (no tabulate dependency); seen and robust as yes / no / n/a."""
     lines = [f"# {title}", ""] if title else []
     lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in df[COLUMNS].itertuples(index=False):
         cells = []
         for col, v in zip(COLUMNS, row):
-            if col == "seen":
+            if col in ("seen", "robust"):
                 v = (
                     "n/a"
                     if v is None or (isinstance(v, float) and math.isnan(v))
                     else ("yes" if v else "no")
                 )
+            elif col in ("note", "measures") and not isinstance(v, str):
+                v = ""  # an empty text read back from a CSV is NaN
             cells.append(_fmt(v).replace("|", "\\|"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
