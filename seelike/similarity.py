@@ -79,8 +79,9 @@ CKA_FAMILY: tuple[str, ...] = (
     "linear_cka_minus_pc",
 )
 RSA_CORRELATIONS = ("spearman", "pearson")
-# eigenvalues below this fraction of a Gram's largest are rounding noise of a PSD matrix (set to 0), so that a
-# representation of rank ≤ k is exactly constant once its top k directions are removed
+# eigenvalues below this fraction of a Gram's largest (or below its numerical rank, `rank_tolerance`) are
+# rounding noise of a PSD matrix (set to 0), so that a representation of rank ≤ k is exactly constant once its
+# top k directions are removed
 EIG_RTOL = 1e-12
 # RSA (Spearman): squared distances closer than this many eps of the Gram's dtype × its largest diagonal entry
 # are tied (the rounding of d² = Kᵢᵢ + Kⱼⱼ − 2Kᵢⱼ)
@@ -163,7 +164,7 @@ def pcs_removed_kernel(k: int) -> GramKernel:
         full = _join(hd, ho, n)
         evals, evecs = torch.linalg.eigh(full)  # ascending
         evals = torch.where(
-            evals > EIG_RTOL * evals[..., -1:].clamp_min(0), evals, torch.zeros_like(evals)
+            evals > rank_tolerance(evals, packed.dtype, n), evals, torch.zeros_like(evals)
         )
         keep = max(n - k, 0)
         v = evecs[..., :keep]
@@ -171,6 +172,13 @@ def pcs_removed_kernel(k: int) -> GramKernel:
         return split_packed(pack_upper(kept), n)
 
     return kernel
+
+
+def rank_tolerance(evals: torch.Tensor, dtype: torch.dtype, n: int) -> torch.Tensor:
+    """Eigenvalues (ascending, last axis) at or below this are rounding of a PSD Gram stored in `dtype`: the
+    numerical rank of numpy.linalg.matrix_rank, n·eps·λ_max (at least EIG_RTOL·λ_max). A float32 cache leaves
+    ~1e-8·λ_max behind in the directions a low-rank tap does not have."""
+    return max(n * torch.finfo(dtype).eps, EIG_RTOL) * evals[..., -1:].clamp_min(0)
 
 
 def _join(diag: torch.Tensor, off: torch.Tensor, n: int) -> torch.Tensor:
@@ -240,7 +248,7 @@ class MeanAccumulator:
 
     # -- rsa: RDM vectors, ranked (Spearman) or not, standardised to unit norm: correlations are dot products
     def _rdm_vectors(self, grams, n: int) -> tuple[torch.Tensor, np.ndarray]:
-        out = []
+        out, flags = [], []
         for start in range(0, grams.shape[0], self.chunk):
             packed = self._packed(grams[start : start + self.chunk])
             diag, off = split_packed(packed, n)
@@ -252,16 +260,14 @@ class MeanAccumulator:
                 d = average_ranks(d2, tol)
             else:
                 d = d2.sqrt()
+            raw = d.norm(dim=-1)
             d = d - d.mean(-1, keepdim=True)
-            out.append(d)
-        v = torch.cat(out)
-        norm = v.norm(dim=-1, keepdim=True)
-        constant = (norm[..., 0] <= 1e-12 * v.abs().amax(-1).clamp_min(1e-300)) | (
-            norm[..., 0] == 0
-        )
-        v = torch.where(norm > 0, v / norm.clamp_min(1e-300), torch.zeros_like(v))
-        v[constant] = 0.0
-        return v, constant.cpu().numpy()
+            # an RDM with (numerically) one value has no correlation: all images equidistant, or coinciding
+            constant = d.norm(dim=-1) <= 1e-12 * raw
+            d = torch.where(constant[:, None], torch.zeros_like(d), d)
+            out.append(d / d.norm(dim=-1, keepdim=True).clamp_min(1e-300))
+            flags.append(constant)
+        return torch.cat(out), torch.cat(flags).cpu().numpy()
 
     def _rsa(self, grams_a, grams_b, n: int, perms) -> tuple[np.ndarray, np.ndarray | None]:
         va, ca = self._rdm_vectors(grams_a, n)
@@ -290,9 +296,8 @@ class MeanAccumulator:
             diag, off = split_packed(sub, n)
             hd, ho = h_centre_split(diag, off, n)
             evals, evecs = torch.linalg.eigh(_join(hd, ho, n))
-            # numerical rank as numpy.linalg.matrix_rank: eigenvalues below n·eps(Gram dtype)·λ_max are the
-            # rounding of a stored fp32 Gram, and their square roots would add up to ~1e-4 of noise
-            tol = n * torch.finfo(sub.dtype).eps * evals[..., -1:].clamp_min(0)
+            # below the numerical rank the eigenvalues are rounding, and their square roots would add ~1e-4
+            tol = rank_tolerance(evals, sub.dtype, n)
             evals = torch.where(evals > tol, evals, torch.zeros_like(evals))
             r = evecs * evals.sqrt()[..., None, :]
             for t, f, tr in zip(idx, r, hd.sum(-1)):

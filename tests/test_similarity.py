@@ -552,3 +552,26 @@ def test_minus_pc_rank_k_representation_is_constant_after_removal():
         df = similarity_matrix({"rank1": rank1, "x": xs}, {"y": ys}, measure="linear_cka_minus_pc")
     assert df.loc["rank1", "y"] == 0.0
     assert df.loc["x", "y"] == pytest.approx(reference(xs, ys, "linear_cka_minus_pc"), rel=RTOL64)
+
+
+def test_float32_low_rank_tap_is_constant_once_its_directions_are_removed():
+    """A rank-1 tap stored as a float32 Gram leaves ~1e-8·λ_max of rounding in its other directions: below the
+    numerical rank, so the tap is constant after removing 1 PC (0 and a warning), not a CKA of noise."""
+    r = np.random.default_rng(7)
+    x = np.outer(r.normal(size=20), r.normal(size=30)).astype(np.float32)
+    y = r.normal(size=(20, 8)).astype(np.float32)
+    with pytest.warns(ConstantRepresentationWarning):
+        v = similarity_matrix({"x": [x]}, {"y": [y]}, "linear_cka_minus_pc")
+    assert v.iloc[0, 0] == 0.0
+
+
+@pytest.mark.parametrize("correlation", ["spearman", "pearson"])
+def test_rsa_of_equidistant_images_is_flagged_constant(correlation):
+    """One-hot images are all √2 apart: the RDM has one value and no correlation (0 and a warning)."""
+    x = np.eye(12) * 3.0
+    y = np.random.default_rng(8).normal(size=(12, 5))
+    with pytest.warns(ConstantRepresentationWarning):
+        v = similarity_matrix(
+            {"x": [x]}, {"y": [y]}, "rsa", MeasureOptions(rsa_correlation=correlation)
+        )
+    assert v.iloc[0, 0] == 0.0

@@ -156,7 +156,7 @@ def measures_from_caches(
         cols, const_a, const_b = _combine_repeats(runs[m], permutations, same)
         constant_a |= {taps_a[i]["name"] for i in np.flatnonzero(const_a)}
         constant_b |= {taps_b[j]["name"] for j in np.flatnonzero(const_b)}
-        floors[m] = _null_floor(cols["null_sd"], same)
+        floors[m] = _null_floor(cols["null_sd"], const_a[:, None] | const_b[None, :])
         frames.append(_long_table(m, taps_a, taps_b, cols, const_a, const_b))
     if constant_a or constant_b:
         log.warning(
@@ -177,7 +177,7 @@ def measures_from_caches(
             "null": "second model's images permuted within each minibatch (P L Pᵀ), seeded by "
             "(plan seed, minibatch); null of the mean over repeats",
             "null_z_threshold": NULL_Z,
-            "null_floor": floors[measures[0]],
+            "null_floor": floors.get("linear_cka", floors[measures[0]]),
             "null_floor_by_measure": floors,
         },
         "dropped_batches": dropped,
@@ -280,11 +280,12 @@ def _long_table(
     )
 
 
-def _null_floor(null_sd: np.ndarray, same: bool) -> float | None:
-    """The protocol's null floor: NULL_Z × the median null SD over the cells (a self diagonal excluded) —
-    cells below it cannot be told from independent representations."""
+def _null_floor(null_sd: np.ndarray, constant: np.ndarray) -> float | None:
+    """The protocol's null floor: NULL_Z × the median null SD over the cells (a self diagonal and constant cells,
+    whose null SD is 0 by construction, excluded) — cells below it cannot be told from independent
+    representations."""
     sd = np.asarray(null_sd, dtype=np.float64)
-    sd = sd[np.isfinite(sd)]
+    sd = sd[np.isfinite(sd) & ~np.broadcast_to(constant, sd.shape)]
     return float(NULL_Z * np.median(sd)) if sd.size else None
 
 
