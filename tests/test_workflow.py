@@ -9,6 +9,7 @@ import yaml
 from conftest import REPO, prepare_workdir, run_snakemake
 
 from seelike.io import read_json, read_table
+from seelike.similarity import MEASURES
 
 
 def _config_with(tmp_path, edit):
@@ -232,12 +233,36 @@ def test_end_to_end_outputs(workflow_run):
         assert value == cross[(cross.tap_a == tap) & (cross.tap_b == tap)]["cka"].item()
     variant = read_json(res / "models" / "vit_variant" / "model.json")
     assert variant["remove_skip"]["blocks"] == [1] and variant["metrics"]["train_images"] == 128
+    # every measure of cka.measures, per pair, with the CKA rule's linear CKA rows unchanged
+    for a, b in (
+        ("vit", "vit"),
+        ("resnet", "resnet"),
+        ("vit_variant", "vit_variant"),
+        ("vit", "resnet"),
+    ):
+        sim, meta = read_table(res / "similarity" / "digits" / f"{a}__{b}.parquet")
+        cka, _ = read_table(res / "cka" / "digits" / f"{a}__{b}.parquet")
+        assert list(dict.fromkeys(sim["measure"])) == list(MEASURES) and set(
+            meta["measures"]
+        ) == set(MEASURES)
+        assert sim[sim.measure == "linear_cka"]["value"].tolist() == cka["cka"].tolist()
+        live = sim[~sim.constant & (sim.measure != "bures")]
+        assert live["value"].notna().all() and live["se"].notna().all()
+        assert sim[sim.measure == "bures"]["value"].notna().sum() > 0
+    agreement = pd.read_csv(res / "similarity" / "digits" / "agreement.csv")
+    assert len(agreement) == 4 * len(MEASURES) * (len(MEASURES) - 1) // 2
+    claims = pd.read_csv(res / "claims" / "digits.csv")
+    fig1 = claims[(claims.figure.astype(str) == "1") & claims.seen.notna()]
+    assert fig1["robust"].notna().all() and fig1["measures"].str.contains("dcor").all()
     for fig in (
         "fig1_self_cka/vit",
         "fig1_self_cka/resnet",
         "fig1_self_cka/vit_variant",
         "fig2_cross_cka/vit__resnet",
         "fig12_per_block_cka",
+        "measures/vit__resnet",
+        "measures/vit__vit",
+        "measure_agreement",
     ):
         for ext in ("png", "pdf"):
             assert (res / "figures" / "digits" / f"{fig}.{ext}").stat().st_size > 5000
@@ -333,7 +358,13 @@ def _edit(fn):
     "name,edit,expected_rules",
     [
         ("cka.pairs", lambda c: c["cka"]["pairs"].append(["vit_variant", "resnet"]),
-         {"cka", "plot_cross_cka", "claims"}),
+         {"cka", "plot_cross_cka", "claims", "similarity", "plot_measures", "measure_agreement"}),
+        # the measures: only the tables of the measures and what reads them, never a cache or a CKA table
+        ("cka.rbf_sigma", lambda c: c["cka"].update(rbf_sigma=0.5),
+         {"similarity", "plot_measures", "measure_agreement", "claims"}),
+        ("cka.measures (one fewer)", lambda c: c["cka"]["measures"].remove("bures"),
+         {"similarity", "plot_measures", "measure_agreement", "claims"}),
+        ("cka.measure_figures (off)", lambda c: c["cka"].update(measure_figures=False), set()),
         ("probes.lambdas", lambda c: c["probes"].update(lambdas={"num": 9}),
          {"linear_probes", "plot_probes", "claims"}),
         ("probes.holdout", lambda c: c["probes"].update(holdout=0.3),
@@ -387,7 +418,12 @@ def test_adding_a_model_schedules_only_its_own_jobs(workflow_run, tmp_path):
     assert others <= {
         "linear_probes", "plot_self_cka", "plot_cross_cka", "plot_erf", "plot_skip", "plot_probes",
         "plot_localisation", "plot_localisation_summary", "claims",
+        "similarity", "plot_measures", "measure_agreement",
     }, jobs  # fmt: skip
+    assert sorted(w for r, w in jobs if r == "similarity") == [
+        "dataset=digits, a=vit2, b=resnet",
+        "dataset=digits, a=vit2, b=vit2",
+    ]
     assert all(
         "vit2" in w for r, w in jobs if r in ("linear_probes", "plot_self_cka", "plot_localisation")
     )
