@@ -31,6 +31,8 @@ __all__ = [
     "CkaAccumulator",
     "ConstantRepresentationWarning",
     "GramKernel",
+    "activation_grams",
+    "check_paired_batches",
     "cka_from_grams",
     "cka_matrix",
     "gram",
@@ -434,8 +436,43 @@ def _batch_n(grams) -> int:
     return grams.shape[-1] if grams.ndim == 3 else n_from_packed(grams.shape[-1])
 
 
-def _stack_grams(batches_by_tap: Sequence[Sequence], i: int, device: torch.device) -> torch.Tensor:
-    return torch.stack([gram(batches[i], device) for batches in batches_by_tap])
+def activation_grams(
+    xs_by_tap: Mapping[str, Sequence],
+    ys_by_tap: Mapping[str, Sequence] | None,
+    device: torch.device,
+) -> tuple[Iterator[tuple[torch.Tensor, torch.Tensor | None]], list[str], list[str] | None]:
+    """Per minibatch i, the stacked Grams of every tap's batch i (`gram`) for both models (None for b when
+    `ys_by_tap` is None), made lazily, and the tap names of each; every tap needs the same number of batches."""
+    names_a = list(xs_by_tap)
+    names_b = list(ys_by_tap) if ys_by_tap is not None else None
+    lens = {len(v) for v in xs_by_tap.values()} | (
+        {len(v) for v in ys_by_tap.values()} if ys_by_tap else set()
+    )
+    if len(lens) != 1:
+        raise ValueError(f"every tap needs the same number of minibatches, got {sorted(lens)}")
+
+    def stack(by_tap, names, i):
+        return torch.stack([gram(by_tap[t][i], device) for t in names])
+
+    grams = (
+        (
+            stack(xs_by_tap, names_a, i),
+            None if names_b is None else stack(ys_by_tap, names_b, i),
+        )
+        for i in range(lens.pop())
+    )
+    return grams, names_a, names_b
+
+
+def check_paired_batches(xs: Sequence, ys: Sequence) -> None:
+    """Two sequences of activation batches of the same images: as many batches, as many examples each."""
+    if len(xs) != len(ys):
+        raise ValueError(
+            f"xs and ys need the same number of minibatches, got {len(xs)} and {len(ys)}"
+        )
+    for i, (x, y) in enumerate(zip(xs, ys)):
+        if len(x) != len(y):
+            raise ValueError(f"minibatch {i}: {len(x)} examples in xs but {len(y)} in ys")
 
 
 def cka_from_grams(
@@ -488,30 +525,11 @@ def cka_matrix(
     `df.attrs["constant_rows"/"constant_cols"]`, warned about, and given CKA 0 (`cka_from_grams`).
     """
     device = torch.device(device)
-    names_a = list(xs_by_tap)
-    names_b = list(ys_by_tap) if ys_by_tap is not None else None
-    lens = {len(v) for v in xs_by_tap.values()} | (
-        {len(v) for v in ys_by_tap.values()} if ys_by_tap else set()
-    )
-    if len(lens) != 1:
-        raise ValueError(f"every tap needs the same number of minibatches, got {sorted(lens)}")
-    grams = (
-        (
-            _stack_grams([xs_by_tap[t] for t in names_a], i, device),
-            None if names_b is None else _stack_grams([ys_by_tap[t] for t in names_b], i, device),
-        )
-        for i in range(lens.pop())
-    )
+    grams, names_a, names_b = activation_grams(xs_by_tap, ys_by_tap, device)
     return cka_from_grams(grams, names_a, names_b, device)
 
 
 def minibatch_cka(xs: Sequence, ys: Sequence) -> float:
     """Minibatch CKA of two equal-length sequences of activation batches (n_i, ...) of the same images."""
-    if len(xs) != len(ys):
-        raise ValueError(
-            f"xs and ys need the same number of minibatches, got {len(xs)} and {len(ys)}"
-        )
-    for i, (x, y) in enumerate(zip(xs, ys)):
-        if len(x) != len(y):
-            raise ValueError(f"minibatch {i}: {len(x)} examples in xs but {len(y)} in ys")
+    check_paired_batches(xs, ys)
     return float(cka_matrix({"x": list(xs)}, {"y": list(ys)}).iloc[0, 0])

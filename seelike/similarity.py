@@ -43,7 +43,8 @@ from seelike.cka import (
     GramKernel,
     _batch_n,
     _strict,
-    gram,
+    activation_grams,
+    check_paired_batches,
     h_centre_split,
     pack_upper,
     permuted_upper_index,
@@ -465,22 +466,7 @@ def similarity_matrix(
     """
     check_measure(measure)
     device = torch.device(device)
-    names_a = list(xs_by_tap)
-    names_b = list(ys_by_tap) if ys_by_tap is not None else None
-    lens = {len(v) for v in xs_by_tap.values()} | (
-        {len(v) for v in ys_by_tap.values()} if ys_by_tap else set()
-    )
-    if len(lens) != 1:
-        raise ValueError(f"every tap needs the same number of minibatches, got {sorted(lens)}")
-    grams = (
-        (
-            torch.stack([gram(xs_by_tap[t][i], device) for t in names_a]),
-            None
-            if names_b is None
-            else torch.stack([gram(ys_by_tap[t][i], device) for t in names_b]),
-        )
-        for i in range(lens.pop())
-    )
+    grams, names_a, names_b = activation_grams(xs_by_tap, ys_by_tap, device)
     return measures_from_grams(grams, names_a, names_b, [measure], options, device)[measure]
 
 
@@ -488,12 +474,6 @@ def minibatch_similarity(
     xs: Sequence, ys: Sequence, measure: str, options: MeasureOptions | None = None
 ) -> float:
     """`measure` of two equal-length sequences of activation batches (n_i, ...) of the same images."""
-    if len(xs) != len(ys):
-        raise ValueError(
-            f"xs and ys need the same number of minibatches, got {len(xs)} and {len(ys)}"
-        )
-    for i, (x, y) in enumerate(zip(xs, ys)):
-        if len(x) != len(y):
-            raise ValueError(f"minibatch {i}: {len(x)} examples in xs but {len(y)} in ys")
+    check_paired_batches(xs, ys)
     v = similarity_matrix({"x": list(xs)}, {"y": list(ys)}, measure, options).iloc[0, 0]
     return float(v) if not math.isnan(v) else math.nan
