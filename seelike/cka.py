@@ -32,6 +32,7 @@ __all__ = [
     "ConstantRepresentationWarning",
     "GramKernel",
     "activation_grams",
+    "batch_images",
     "check_paired_batches",
     "cka_from_grams",
     "cka_matrix",
@@ -44,6 +45,7 @@ __all__ = [
     "packed_size",
     "permuted_upper_index",
     "split_packed",
+    "strict_upper",
     "u_centre",
     "u_centre_packed",
     "u_centre_strict",
@@ -165,7 +167,7 @@ def _triu(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
 _STRICT: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
 
-def _strict(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def strict_upper(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Row and column indices of the strict upper triangle (row-major, i < j), and the positions of those
     entries in a packed triangle (with diagonal), cached per (n, device): the CKA step's hot path."""
     key = (n, str(device))
@@ -197,7 +199,7 @@ def split_packed(packed: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tens
     """(diagonal (..., n), strict upper triangle (..., n(n−1)/2)) of packed Grams (..., n(n+1)/2), in float64:
     the form a `GramKernel` takes and returns."""
     i, j = _triu(n, packed.device)
-    _, _, off = _strict(n, packed.device)
+    _, _, off = strict_upper(n, packed.device)
     return packed[..., torch.nonzero(i == j).squeeze(1)].double(), packed[..., off].double()
 
 
@@ -207,7 +209,7 @@ def u_centre_strict(v: torch.Tensor, n: int) -> torch.Tensor:
     Σr/((n−1)(n−2)) for i < j, with r the row sums of K without its diagonal. No n×n matrix is formed."""
     if n < MIN_BATCH:
         raise ValueError(f"HSIC₁ needs a batch of at least {MIN_BATCH} examples, got {n}")
-    i, j, _ = _strict(n, v.device)
+    i, j, _ = strict_upper(n, v.device)
     rows = v.new_zeros((*v.shape[:-1], n))
     rows.index_add_(-1, i, v)
     rows.index_add_(-1, j, v)
@@ -220,7 +222,7 @@ def u_centre_packed(packed: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.T
     (`u_centre_strict`). Also returns the off-diagonal values of K (for the energy test of constant taps)."""
     if n < MIN_BATCH:
         raise ValueError(f"HSIC₁ needs a batch of at least {MIN_BATCH} examples, got {n}")
-    _, _, off = _strict(n, packed.device)
+    _, _, off = strict_upper(n, packed.device)
     v = packed[..., off].double()
     return u_centre_strict(v, n), v
 
@@ -230,7 +232,7 @@ def h_centre_split(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Double centring HKH (H = I − 11ᵀ/n) of symmetric matrices given as (diagonal, strict upper triangle):
     (HKH)[i,j] = K[i,j] − r_i/n − r_j/n + Σr/n², r the full row sums. Returns HKH in the same split form."""
-    i, j, _ = _strict(n, off.device)
+    i, j, _ = strict_upper(n, off.device)
     rows = diag.clone()
     rows.index_add_(-1, i, off)
     rows.index_add_(-1, j, off)
@@ -347,7 +349,7 @@ class CkaAccumulator:
     def add(self, grams_a, grams_b=None, batch_id: int = -1) -> bool:
         """Add one minibatch of stacked Grams, full (T, n, n) or packed (T, n(n+1)/2) — the same stack twice
         (or None) for self-similarity; returns False (and records it) when n < 4 makes HSIC₁ undefined."""
-        n = _batch_n(grams_a)
+        n = batch_images(grams_a)
         if n < MIN_BATCH:
             self.dropped.append(batch_id if batch_id >= 0 else self.batches + len(self.dropped))
             return False
@@ -355,9 +357,9 @@ class CkaAccumulator:
         if grams_b is None:
             vb, eb = va, ea
         else:
-            if _batch_n(grams_b) != n:
+            if batch_images(grams_b) != n:
                 raise ValueError(
-                    f"minibatch sizes differ between models: {n} vs {_batch_n(grams_b)}"
+                    f"minibatch sizes differ between models: {n} vs {batch_images(grams_b)}"
                 )
             vb, eb = self._upper(grams_b)
         cross, self_a, self_b = va @ vb.T, (va * va).sum(-1), (vb * vb).sum(-1)
@@ -422,7 +424,7 @@ def permuted_upper_index(
 ) -> torch.Tensor:
     """Index into a strict-upper-triangle vector (row-major, i < j) that permutes the matrix's rows and
     columns: v[idx] is the strict upper triangle of P M Pᵀ, (P M Pᵀ)[i, j] = M[perm[i], perm[j]]."""
-    i, j, _ = _strict(n, torch.device("cpu"))
+    i, j, _ = strict_upper(n, torch.device("cpu"))
     p = torch.as_tensor(perm, dtype=torch.long)
     a, b = p[i], p[j]
     lo, hi = torch.minimum(a, b), torch.maximum(a, b)
@@ -431,7 +433,7 @@ def permuted_upper_index(
     return pos.to(device) if device is not None else pos
 
 
-def _batch_n(grams) -> int:
+def batch_images(grams) -> int:
     """Images in one minibatch of stacked Grams, full (T, n, n) or packed (T, n(n+1)/2)."""
     return grams.shape[-1] if grams.ndim == 3 else n_from_packed(grams.shape[-1])
 

@@ -41,14 +41,14 @@ from seelike.cka import (
     CkaAccumulator,
     ConstantRepresentationWarning,
     GramKernel,
-    _batch_n,
-    _strict,
     activation_grams,
+    batch_images,
     check_paired_batches,
     h_centre_split,
     pack_upper,
     permuted_upper_index,
     split_packed,
+    strict_upper,
 )
 
 __all__ = [
@@ -119,7 +119,7 @@ def check_measure(measure: str) -> None:
 def squared_distances(diag: torch.Tensor, off: torch.Tensor, n: int) -> torch.Tensor:
     """Squared Euclidean distances d²ᵢⱼ = Kᵢᵢ + Kⱼⱼ − 2Kᵢⱼ (i < j, strict upper order) from a Gram in split form;
     clamped at 0 (rounding can make a tiny distance negative)."""
-    i, j, _ = _strict(n, off.device)
+    i, j, _ = strict_upper(n, off.device)
     return (diag[..., i] + diag[..., j] - 2 * off).clamp_min(0)
 
 
@@ -184,7 +184,7 @@ def rank_tolerance(evals: torch.Tensor, dtype: torch.dtype, n: int) -> torch.Ten
 
 def _join(diag: torch.Tensor, off: torch.Tensor, n: int) -> torch.Tensor:
     """Symmetric (..., n, n) matrices from their split form."""
-    i, j, _ = _strict(n, off.device)
+    i, j, _ = strict_upper(n, off.device)
     out = off.new_zeros((*off.shape[:-1], n, n))
     out[..., i, j] = off
     out[..., j, i] = off
@@ -231,12 +231,14 @@ class MeanAccumulator:
         return pack_upper(g) if g.ndim == 3 else g
 
     def add(self, grams_a, grams_b=None, batch_id: int = -1) -> bool:
-        n = _batch_n(grams_a)
+        n = batch_images(grams_a)
         if n < MIN_BATCH:
             self.dropped.append(batch_id if batch_id >= 0 else self.batches + len(self.dropped))
             return False
-        if grams_b is not None and _batch_n(grams_b) != n:
-            raise ValueError(f"minibatch sizes differ between models: {n} vs {_batch_n(grams_b)}")
+        if grams_b is not None and batch_images(grams_b) != n:
+            raise ValueError(
+                f"minibatch sizes differ between models: {n} vs {batch_images(grams_b)}"
+            )
         rng = np.random.default_rng([self.seed, batch_id if batch_id >= 0 else self.batches])
         perms = [rng.permutation(n) for _ in range(self.permutations)]
         step = self._rsa if self.measure == "rsa" else self._bures
