@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -143,11 +145,26 @@ BAD_CONFIGS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def bad_config_runs(tmp_path_factory):
+    """The dry run of every BAD_CONFIGS entry, two at a time: each is mostly interpreter start-up and imports
+    (one core's worth), so the 2-core CI machine runs them in half the time."""
+    root = tmp_path_factory.mktemp("bad_configs")
+
+    def dry_run(i):
+        (root / f"bad{i}").mkdir()
+        cfg = _config_with(root / f"bad{i}", BAD_CONFIGS[i][0])
+        return run_snakemake(cfg, "-n", "--cores", "1", check=False)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(dry_run, range(len(BAD_CONFIGS))))
+
+
 @pytest.mark.parametrize(
-    "edit,message", BAD_CONFIGS, ids=[f"bad{i}" for i in range(len(BAD_CONFIGS))]
+    "i", range(len(BAD_CONFIGS)), ids=[f"bad{i}" for i in range(len(BAD_CONFIGS))]
 )
-def test_bad_config_stops_with_a_message_naming_the_key(tmp_path, edit, message):
-    proc = run_snakemake(_config_with(tmp_path, edit), "-n", "--cores", "1", check=False)
+def test_bad_config_stops_with_a_message_naming_the_key(bad_config_runs, i):
+    proc, message = bad_config_runs[i], BAD_CONFIGS[i][1]
     assert proc.returncode != 0
     for part in (message,) if isinstance(message, str) else message:
         assert part in proc.stdout + proc.stderr, proc.stderr[-3000:]
@@ -260,8 +277,6 @@ def test_end_to_end_outputs(workflow_run):
         "fig1_self_cka/vit_variant",
         "fig2_cross_cka/vit__resnet",
         "fig12_per_block_cka",
-        "measures/vit__resnet",
-        "measures/vit__vit",
         "measure_agreement",
     ):
         for ext in ("png", "pdf"):
@@ -358,13 +373,14 @@ def _edit(fn):
     "name,edit,expected_rules",
     [
         ("cka.pairs", lambda c: c["cka"]["pairs"].append(["vit_variant", "resnet"]),
-         {"cka", "plot_cross_cka", "claims", "similarity", "plot_measures", "measure_agreement"}),
+         {"cka", "plot_cross_cka", "claims", "similarity", "measure_agreement"}),
         # the measures: only the tables of the measures and what reads them, never a cache or a CKA table
         ("cka.rbf_sigma", lambda c: c["cka"].update(rbf_sigma=0.5),
-         {"similarity", "plot_measures", "measure_agreement", "claims"}),
+         {"similarity", "measure_agreement", "claims"}),
         ("cka.measures (one fewer)", lambda c: c["cka"]["measures"].remove("bures"),
-         {"similarity", "plot_measures", "measure_agreement", "claims"}),
-        ("cka.measure_figures (off)", lambda c: c["cka"].update(measure_figures=False), set()),
+         {"similarity", "measure_agreement", "claims"}),
+        ("cka.measure_figures (on)", lambda c: c["cka"].update(measure_figures=True),
+         {"plot_measures"}),
         ("probes.lambdas", lambda c: c["probes"].update(lambdas={"num": 9}),
          {"linear_probes", "plot_probes", "claims"}),
         ("probes.holdout", lambda c: c["probes"].update(holdout=0.3),
