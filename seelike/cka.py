@@ -42,6 +42,7 @@ __all__ = [
     "minibatch_cka",
     "n_from_packed",
     "pack_upper",
+    "packed_on",
     "packed_size",
     "permuted_upper_index",
     "split_packed",
@@ -178,6 +179,14 @@ def strict_upper(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tens
     return _STRICT[key]
 
 
+def packed_on(grams, device: torch.device) -> torch.Tensor:
+    """A slice of stacked Grams, full (T, n, n) or packed (T, n(n+1)/2), tensor or (memory-mapped) array, as a
+    packed tensor on `device`: what the accumulators read, a chunk of taps at a time."""
+    g = grams if isinstance(grams, torch.Tensor) else torch.from_numpy(np.array(grams))
+    g = g.to(device)
+    return pack_upper(g) if g.ndim == 3 else g
+
+
 def pack_upper(k: torch.Tensor) -> torch.Tensor:
     """(..., n, n) symmetric matrices → (..., n(n+1)/2) upper triangles with the diagonal."""
     i, j = _triu(k.shape[-1], k.device)
@@ -309,15 +318,10 @@ class CkaAccumulator:
 
         `grams` is a stack of full Grams (T, n, n) or of packed ones (T, n(n+1)/2), e.g. a memory-mapped
         cache file; either way only `chunk` Grams at a time are converted to float64."""
-        full = grams.ndim == 3
-        n = grams.shape[-1] if full else n_from_packed(grams.shape[-1])
+        n = batch_images(grams)
         out, energy = [], []
         for start in range(0, grams.shape[0], self.chunk):
-            g = grams[start : start + self.chunk]
-            g = (g if isinstance(g, torch.Tensor) else torch.from_numpy(np.array(g))).to(
-                self.device
-            )
-            g = pack_upper(g) if full else g
+            g = packed_on(grams[start : start + self.chunk], self.device)
             if self.kernel is None and not self.biased:  # the linear CKA hot path
                 u, off = u_centre_packed(g, n)
                 out.append(u)

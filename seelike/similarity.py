@@ -46,6 +46,7 @@ from seelike.cka import (
     check_paired_batches,
     h_centre_split,
     pack_upper,
+    packed_on,
     permuted_upper_index,
     split_packed,
     strict_upper,
@@ -225,11 +226,6 @@ class MeanAccumulator:
         self.const_a = np.zeros(self.n_a, bool)
         self.const_b = np.zeros(self.n_b, bool)
 
-    def _packed(self, grams) -> torch.Tensor:
-        g = grams if isinstance(grams, torch.Tensor) else torch.from_numpy(np.array(grams))
-        g = g.to(self.device)
-        return pack_upper(g) if g.ndim == 3 else g
-
     def add(self, grams_a, grams_b=None, batch_id: int = -1) -> bool:
         n = batch_images(grams_a)
         if n < MIN_BATCH:
@@ -253,7 +249,7 @@ class MeanAccumulator:
     def _rdm_vectors(self, grams, n: int) -> tuple[torch.Tensor, np.ndarray]:
         out, flags = [], []
         for start in range(0, grams.shape[0], self.chunk):
-            packed = self._packed(grams[start : start + self.chunk])
+            packed = packed_on(grams[start : start + self.chunk], self.device)
             diag, off = split_packed(packed, n)
             d2 = squared_distances(diag, off, n)
             if self.options.rsa_correlation == "spearman":
@@ -293,8 +289,9 @@ class MeanAccumulator:
         factors, traces = {}, {}
         for start in range(0, len(taps), self.chunk):
             idx = taps[start : start + self.chunk]
-            sub = self._packed(
-                grams[idx] if isinstance(grams, np.ndarray) else grams[torch.as_tensor(idx)]
+            sub = packed_on(
+                grams[idx] if isinstance(grams, np.ndarray) else grams[torch.as_tensor(idx)],
+                self.device,
             )
             diag, off = split_packed(sub, n)
             hd, ho = h_centre_split(diag, off, n)
