@@ -282,14 +282,17 @@ def cka(ctx: RuleContext) -> None:
 
 @entry()
 def similarity(ctx: RuleContext) -> None:
+    from dataclasses import fields
+
     from seelike.analyses.cache import read_cache_meta
     from seelike.analyses.cka_tables import measures_from_caches, with_linear_cka
     from seelike.io import read_table, write_table
     from seelike.similarity import MeasureOptions
 
     cfg = ctx.params.cka
+    # the job's params hold only the requested measures' settings; the rest keep their defaults
     options = MeasureOptions(
-        **{k: cfg[k] for k in ("rbf_sigma", "rsa_correlation", "pcs_removed") if k in cfg}
+        **{f.name: cfg[f.name] for f in fields(MeasureOptions) if f.name in cfg}
     )
     others = [m for m in cfg["measures"] if m != "linear_cka"]
     df, fields = measures_from_caches(
