@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -28,8 +28,8 @@ __all__ = [
     "Tap",
     "TapFiringError",
     "discover_taps",
+    "probe_layouts",
     "record_taps",
-    "register_family",
     "tap_family",
     "tap_record",
     "taps_table",
@@ -44,6 +44,20 @@ class Tap:
     where: str  # "output" or "input"
     block: int | None  # running block index across the model (None for stem / final norm)
     index: int = 0  # position in forward order
+    occurrence: int = 0  # which firing of the module in one forward (a drop_path shared by a block's branches)
+    # filled in by the probe forward pass (`probe_layouts`): seelike.models.layout
+    layout: str = "unknown"  # nchw, nhwc, tokens, vector, other
+    grid_hw: tuple[int, int] | None = None  # spatial positions at probe_hw
+    num_prefix_tokens: int = 0  # tokens: non-spatial tokens first
+    shape: tuple[int, ...] | None = None  # per-image activation shape at probe_hw
+    probe_hw: tuple[int, int] | None = None
+
+    @property
+    def spatial(self) -> bool:
+        """The tap has grid positions (a map, or tokens on a grid)."""
+        return self.layout in ("nchw", "nhwc") or (
+            self.layout == "tokens" and self.grid_hw is not None
+        )
 
 
 def tap_record(tap: Tap, shape) -> dict:
@@ -54,6 +68,9 @@ def tap_record(tap: Tap, shape) -> dict:
         "index": tap.index,
         "block": tap.block,
         "shape": shape,
+        "layout": tap.layout,
+        "grid_hw": list(tap.grid_hw) if tap.grid_hw else None,
+        "num_prefix_tokens": tap.num_prefix_tokens,
     }
 
 
@@ -66,283 +83,128 @@ class TapFiringError(RuntimeError):
     """A tap fired a number of times other than once in a forward pass (a reused module)."""
 
 
-Discoverer = Callable[[nn.Module], list[tuple[str, str, str, str, int | None]]]
-_FAMILIES: list[tuple[str, Callable[[nn.Module], bool], Discoverer]] = []
+def tap_family(model: nn.Module) -> str:
+    """The name of the family record (`seelike.models.families.FAMILIES`) that describes `model`."""
+    from seelike.models.families import family_of
 
-
-def register_family(name: str, detect: Callable[[nn.Module], bool], discover: Discoverer) -> None:
-    """Add a model family; families are tried in registration order, `generic` last."""
-    _FAMILIES.append((name, detect, discover))
-
-
-def _has(m: nn.Module, *names: str) -> bool:
-    return all(hasattr(m, n) for n in names)
-
-
-def _is_identity(m: nn.Module | None) -> bool:
-    return m is None or isinstance(m, nn.Identity)
-
-
-# ---------------------------------------------------------------- ViT-like (ViT, DeiT, BEiT-style blocks)
-def _is_vit(model: nn.Module) -> bool:
-    blocks = getattr(model, "blocks", None)
-    return (
-        isinstance(blocks, (nn.Sequential, nn.ModuleList))
-        and len(blocks) > 0
-        and all(_has(b, "attn", "norm1", "norm2", "mlp") for b in blocks)
-    )
-
-
-def _vit_taps(model: nn.Module) -> list[tuple[str, str, str, str, int | None]]:
-    out: list[tuple[str, str, str, str, int | None]] = [
-        ("embed", "embed", "blocks.0", "input", None)
-    ]
-    for i, blk in enumerate(model.blocks):
-        p = f"blocks.{i}"
-        # With LayerScale the branch is the ls output; BEiT-style gamma parameters have no module, so the
-        # attention output stands in (documented in the README).
-        attn_branch = f"{p}.ls1" if not _is_identity(getattr(blk, "ls1", None)) else f"{p}.attn"
-        mlp_branch = f"{p}.ls2" if not _is_identity(getattr(blk, "ls2", None)) else f"{p}.mlp"
-        out += [
-            (f"{p}.norm1", "norm1", f"{p}.norm1", "output", i),
-            (f"{p}.attn", "attn", attn_branch, "output", i),
-            (f"{p}.attn_res", "attn_res", f"{p}.norm2", "input", i),
-            (f"{p}.norm2", "norm2", f"{p}.norm2", "output", i),
-        ]
-        if hasattr(blk.mlp, "act"):
-            out.append((f"{p}.mlp_hidden", "mlp_hidden", f"{p}.mlp.act", "output", i))
-        out += [
-            (f"{p}.mlp", "mlp", mlp_branch, "output", i),
-            (f"{p}.block", "block", p, "output", i),
-        ]
-    if not _is_identity(getattr(model, "norm", None)):
-        out.append(("norm", "norm", "norm", "output", None))
-    return out
-
-
-# ---------------------------------------------------------------- timm ResNet (post-activation)
-def _is_resnet(model: nn.Module) -> bool:
-    return _has(model, "conv1", "bn1", "layer1", "layer4")
-
-
-def _resnet_taps(model: nn.Module) -> list[tuple[str, str, str, str, int | None]]:
-    # stem: conv1 (a Sequential ending in a conv for deep stems) → bn1 → act1 → maxpool
-    out: list[tuple[str, str, str, str, int | None]] = [
-        ("stem_conv", "stem_conv", "conv1", "output", None),
-        ("stem", "stem", "maxpool", "output", None),
-    ]
-    k = 0
-    for s in range(1, 5):
-        for b, blk in enumerate(getattr(model, f"layer{s}")):
-            p = f"layer{s}.{b}"
-            if hasattr(blk, "conv3"):  # Bottleneck
-                branch = f"{p}.se" if not _is_identity(getattr(blk, "se", None)) else f"{p}.bn3"
-                out += [
-                    (f"{p}.conv1", "conv1", f"{p}.act1", "output", k),
-                    (f"{p}.conv2", "conv2", f"{p}.act2", "output", k),
-                    (f"{p}.branch", "branch", branch, "output", k),
-                ]
-                last_act = f"{p}.act3"
-            else:  # BasicBlock
-                branch = f"{p}.se" if not _is_identity(getattr(blk, "se", None)) else f"{p}.bn2"
-                out += [
-                    (f"{p}.conv1", "conv1", f"{p}.act1", "output", k),
-                    (f"{p}.branch", "branch", branch, "output", k),
-                ]
-                last_act = f"{p}.act2"
-            if not _is_identity(getattr(blk, "downsample", None)):
-                out.append((f"{p}.shortcut", "shortcut", f"{p}.downsample", "output", k))
-            out += [
-                (f"{p}.sum", "sum", last_act, "input", k),
-                (f"{p}.out", "out", p, "output", k),
-            ]
-            k += 1
-    return out
-
-
-# ---------------------------------------------------------------- timm ResNetV2 (pre-activation, BiT)
-def _is_resnetv2(model: nn.Module) -> bool:
-    stages = getattr(model, "stages", None)
-    return (
-        _has(model, "stem", "stages")
-        and isinstance(stages, nn.Sequential)
-        and all(hasattr(s, "blocks") for s in stages)
-        and all(hasattr(b, "conv3") for s in stages for b in s.blocks)
-    )
-
-
-def _resnetv2_taps(model: nn.Module) -> list[tuple[str, str, str, str, int | None]]:
-    # stem: conv (or conv1..conv3 with norms for deep stems), [norm for non-pre-activation nets], pad, pool
-    stem_convs = [n for n in ("conv", "conv3") if hasattr(model.stem, n)]
-    out: list[tuple[str, str, str, str, int | None]] = [
-        ("stem_conv", "stem_conv", f"stem.{c}", "output", None) for c in stem_convs[:1]
-    ]
-    out.append(("stem", "stem", "stem", "output", None))
-    k = 0
-    for s, stage in enumerate(model.stages):
-        for b, blk in enumerate(stage.blocks):
-            p = f"stages.{s}.blocks.{b}"
-            preact = type(blk).__name__.startswith("PreAct")
-            if preact:  # norm → conv order: norm1 is the pre-activation shared with the shortcut
-                seq = [("preact", "norm1"), ("conv1", "conv1"), ("norm2", "norm2")]
-                seq += [("conv2", "conv2"), ("norm3", "norm3"), ("branch", "conv3")]
-            else:  # conv → norm order, sum activated by act3
-                seq = [("conv1", "norm1"), ("conv2", "norm2"), ("branch", "norm3")]
-            if not _is_identity(getattr(blk, "downsample", None)):
-                # the shortcut projection runs before the residual branch in both block types
-                seq.insert(1 if preact else 0, ("shortcut", "downsample"))
-            out += [(f"{p}.{kind}", kind, f"{p}.{mod}", "output", k) for kind, mod in seq]
-            if not preact and hasattr(blk, "act3"):
-                out.append((f"{p}.sum", "sum", f"{p}.act3", "input", k))
-            out.append((f"{p}.out", "out", p, "output", k))
-            k += 1
-    if not _is_identity(getattr(model, "norm", None)):
-        out.append(("norm", "norm", "norm", "output", None))
-    return out
-
-
-# ---------------------------------------------------------------- timm EfficientNet (MBConv blocks)
-def _effnet_block_layout(blk: nn.Module) -> tuple[list[str], str] | None:
-    """(inner norm modules in forward order, the projection's norm module) of one timm EfficientNet block, or
-    None for a block type this family does not know. Norms are BatchNormAct2d: their output is after the act."""
-    # InvertedResidual (MBConv; CondConvResidual too): 1×1 expansion, depthwise, 1×1 projection
-    if _has(blk, "conv_pw", "conv_dw", "conv_pwl", "bn1", "bn2", "bn3"):
-        return ["bn1", "bn2"], "bn3"
-    # EdgeResidual (fused MBConv, EfficientNetV2): full expansion conv, 1×1 projection
-    if _has(blk, "conv_exp", "conv_pwl", "bn1", "bn2"):
-        return ["bn1"], "bn2"
-    # DepthwiseSeparableConv (the first block): depthwise, 1×1 projection
-    if _has(blk, "conv_dw", "conv_pw", "bn1", "bn2"):
-        return ["bn1"], "bn2"
-    # ConvBnAct (EfficientNetV2, MobileNetV3): one conv; anti-aliasing (aa) runs after bn1, before the add
-    if type(blk).__name__ == "ConvBnAct" and _has(blk, "conv", "bn1"):
-        return [], "aa" if not _is_identity(getattr(blk, "aa", None)) else "bn1"
-    return None
-
-
-def _is_efficientnet(model: nn.Module) -> bool:
-    stages = getattr(model, "blocks", None)
-    return (
-        _has(model, "conv_stem", "bn1")
-        and isinstance(stages, nn.Sequential)
-        and len(stages) > 0
-        and all(isinstance(s, nn.Sequential) for s in stages)
-        and all(_effnet_block_layout(b) is not None for s in stages for b in s)
-    )
-
-
-def _efficientnet_taps(model: nn.Module) -> list[tuple[str, str, str, str, int | None]]:
-    """timm EfficientNet / -Lite / -V2, MobileNetV2, MnasNet, MixNet (and MobileNetV3's blocks).
-
-    `stem_conv` (the stem convolution's raw output), `stem` (stem conv + norm + act); per block `conv1`, `conv2` (the inner convolutions after their norm and act:
-    MBConv expansion 1×1 then depthwise; depthwise-separable and fused blocks have one), `branch` (projection norm
-    output, before the add) and `out` (block output: the residual sum where the block has a skip). A block without
-    a skip (stride 2 or a channel change) has no `branch`: its projection IS its output, and a duplicate tap would
-    only add a CKA-1 row. There is no `sum` tap: no activation follows the add, so the sum is `out` itself. No
-    `shortcut`: EfficientNet skips are identities (the unit input). Then `head` (1×1 head conv + norm + act).
-    Squeeze-excitation gates are not tapped (the next conv consumes them inside the branch).
-    """
-    out: list[tuple[str, str, str, str, int | None]] = [
-        ("stem_conv", "stem_conv", "conv_stem", "output", None),
-        ("stem", "stem", "bn1", "output", None),
-    ]
-    k = 0
-    for s, stage in enumerate(model.blocks):
-        for b, blk in enumerate(stage):
-            p = f"blocks.{s}.{b}"
-            inner, proj = _effnet_block_layout(blk)  # type: ignore[misc]  # checked by _is_efficientnet
-            out += [
-                (f"{p}.conv{i + 1}", f"conv{i + 1}", f"{p}.{m}", "output", k)
-                for i, m in enumerate(inner)
-            ]
-            if getattr(blk, "has_skip", False):
-                out.append((f"{p}.branch", "branch", f"{p}.{proj}", "output", k))
-            out.append((f"{p}.out", "out", p, "output", k))
-            k += 1
-    # EfficientNet's head conv runs on the final map (MobileNetV3's runs after pooling, with no `bn2`)
-    head, norm = getattr(model, "conv_head", None), getattr(model, "bn2", None)
-    if not _is_identity(head) and not _is_identity(norm):
-        out.append(("head", "head", "bn2", "output", None))
-    return out
-
-
-# ---------------------------------------------------------------- generic fallback
-_SKIP_LEAVES = (nn.Identity, nn.Dropout, nn.Dropout2d, nn.Flatten)
-
-
-def _generic_taps(model: nn.Module) -> list[tuple[str, str, str, str, int | None]]:
-    """Named leaf modules that fire exactly once, in firing order (found with one dummy forward)."""
-    head = _classifier_path(model)
-    leaves = {
-        n: m
-        for n, m in model.named_modules()
-        if n and not list(m.children()) and not isinstance(m, _SKIP_LEAVES) and n != head
-    }
-    counts: dict[str, int] = {n: 0 for n in leaves}
-    order: list[str] = []
-    handles = []
-    for n, m in leaves.items():
-
-        def hook(_m, _i, _o, n=n):
-            if counts[n] == 0:
-                order.append(n)
-            counts[n] += 1
-
-        handles.append(m.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            was_training = model.training
-            model.eval()
-            model(torch.zeros(1, *input_size(model)))
-            model.train(was_training)
-    finally:
-        for h in handles:
-            h.remove()
-    reused = [n for n in order if counts[n] != 1]
-    if reused:
-        warnings.warn(
-            f"generic taps: skipping modules that fire more than once: {reused}", stacklevel=2
-        )
-    return [
-        (n, type(leaves[n]).__name__.lower(), n, "output", None) for n in order if counts[n] == 1
-    ]
-
-
-def _classifier_path(model: nn.Module) -> str | None:
-    get = getattr(model, "default_cfg", None) or {}
-    return get.get("classifier") if isinstance(get, dict) else None
+    return family_of(model).name
 
 
 def input_size(model: nn.Module) -> tuple[int, int, int]:
+    """(C, H, W) the model is built for: its patch embedding's `img_size` where it has one (a ViT built with
+    `kwargs.img_size`), else timm's pretrained config, else 3×224×224."""
+    from seelike.models.load import built_input_size
+
+    built = built_input_size(model)
+    if built is not None:
+        return built
     cfg = getattr(model, "pretrained_cfg", None) or {}
     return tuple(cfg.get("input_size", (3, 224, 224)))  # type: ignore[return-value]
 
 
-register_family("vit", _is_vit, _vit_taps)
-register_family("resnet", _is_resnet, _resnet_taps)
-register_family("resnetv2", _is_resnetv2, _resnetv2_taps)
-register_family("efficientnet", _is_efficientnet, _efficientnet_taps)
+def _tensor_of(o) -> torch.Tensor | None:
+    if isinstance(o, (tuple, list)):
+        o = o[0] if o else None
+    return o if isinstance(o, torch.Tensor) else None
 
 
-def tap_family(model: nn.Module) -> str:
-    for name, detect, _ in _FAMILIES:
-        if detect(model):
-            return name
-    return "generic"
+def discover_taps(model: nn.Module, img_hw: Sequence[int] | None = None) -> list[Tap]:
+    """The model's taps in forward order, each with its layout and spatial grid.
 
+    The model's family record (`seelike.models.families`) names the taps; one probe forward pass of two blank
+    images (at `img_hw`, default the model's input size; on the model's device, the meta device included) orders
+    them as they fire, reads each one's layout (`seelike.models.layout.infer_layout`) and leaves out what is not a
+    per-image representation: a module whose output's first dimension is not the batch (windowed or unfolded
+    attention internals), that returns no tensor, or that does not fire.
+    """
+    from seelike.models.families import family_of
 
-def discover_taps(model: nn.Module) -> list[Tap]:
-    """The model's taps in forward order (see module docstring for the families)."""
-    family = tap_family(model)
-    discover = next((d for n, _, d in _FAMILIES if n == family), _generic_taps)
-    raw = discover(model)
+    fam = family_of(model)
+    raw = fam.discover(model)
     modules = dict(model.named_modules())
-    missing = [path for _, _, path, _, _ in raw if path not in modules]
+    missing = [r[2] for r in raw if r[2] not in modules]
     if missing:
         raise RuntimeError(
-            f"tap discovery for family '{family}' names absent modules: {missing[:5]}"
+            f"tap discovery for family '{fam.name}' names absent modules: {missing[:5]}"
         )
-    return [Tap(n, k, p, w, b, i) for i, (n, k, p, w, b) in enumerate(raw)]
+    taps = [Tap(*r[:5], index=i, occurrence=r[5] if len(r) > 5 else 0) for i, r in enumerate(raw)]
+    return probe_layouts(model, taps, img_hw, strict=fam.exact)
+
+
+BATCH_PROBE = 2  # a batch size no attention partition produces as its leading dimension for a 2-image batch
+
+
+def probe_layouts(
+    model: nn.Module, taps: list[Tap], img_hw: Sequence[int] | None = None, strict: bool = True
+) -> list[Tap]:
+    """`taps` in firing order with `layout`, `grid_hw`, `num_prefix_tokens` and `probe_hw` filled in from one
+    forward pass of BATCH_PROBE blank images. With `strict`, a tap that fires wrongly (not once, no tensor, a
+    leading dimension other than the batch) is an error (a family rule that names the wrong module); otherwise
+    it is left out (the generic rule's leaf modules)."""
+    from seelike.models.layout import infer_layout
+
+    c, h, w = input_size(model)
+    if img_hw is not None:
+        h, w = int(img_hw[0]), int(img_hw[1])
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    seen: dict[str, tuple[int, tuple[int, ...] | None]] = {}
+    order: list[str] = []
+    expected: dict[tuple[str, str], int] = {}
+    for tap in taps:
+        site = (tap.module_path, tap.where)
+        expected[site] = max(expected.get(site, 0), tap.occurrence + 1)
+
+    def cb(tap: Tap, t) -> None:
+        order.append(tap.name)
+        x = _tensor_of(t)
+        seen[tap.name] = (len(order), tuple(x.shape) if x is not None else None)
+
+    was_training = model.training
+    model.eval()
+    try:
+        with record_taps(model, taps, cb, check_once=False, raw=True) as fired, torch.no_grad():
+            model(torch.zeros(BATCH_PROBE, c, h, w, device=device))
+            counts = dict(fired)
+    finally:
+        model.train(was_training)
+    declared = getattr(model, "num_prefix_tokens", None)
+    channels_last = str(getattr(model, "output_fmt", "") or "").upper() == "NHWC"
+    out, bad = [], []
+    for tap in taps:
+        shape = seen.get(tap.name, (0, None))[1]
+        n_fired, n_expected = counts.get(tap.name, 0), expected[(tap.module_path, tap.where)]
+        if n_fired != n_expected or shape is None or shape[0] != BATCH_PROBE:
+            why = (
+                (
+                    f"its module fires more than once ({n_fired} times, expected {n_expected})"
+                    if n_fired > n_expected
+                    else f"its module fired {n_fired} times, expected {n_expected}"
+                )
+                if n_fired != n_expected
+                else ("gave no tensor" if shape is None else f"gave shape {shape}, not batch-first")
+            )
+            bad.append(f"{tap.name} ({tap.module_path}: {why})")
+            continue
+        lay = infer_layout(shape[1:], (h, w), declared, channels_last)
+        out.append(
+            replace(
+                tap,
+                layout=lay.kind,
+                grid_hw=lay.grid_hw,
+                num_prefix_tokens=lay.num_prefix_tokens,
+                shape=tuple(shape[1:]),
+                probe_hw=(h, w),
+            )
+        )
+    if bad and strict:
+        raise TapFiringError(f"taps that are not one per-image representation: {bad[:5]}")
+    if bad:
+        warnings.warn(f"left out of the taps (not one per-image representation): {bad[:8]}", stacklevel=2)
+    out.sort(key=lambda t: seen[t.name][0])
+    return [replace(t, index=i) for i, t in enumerate(out)]
 
 
 def taps_named(taps: Sequence[Tap], names: Sequence[str], key: str) -> list[Tap]:
@@ -371,41 +233,55 @@ def record_taps(
     taps: list[Tap],
     callback: Callable[[Tap, torch.Tensor], None],
     check_once: bool = True,
+    raw: bool = False,
 ) -> Iterator[dict[str, int]]:
     """Hook every tap; `callback(tap, activation)` runs inside the hook, so in-place ops that follow
-    (timm ResNet's `x += shortcut`, inplace ReLU) cannot corrupt what it sees. Yields per-tap fire counts
-    for the current forward; with `check_once`, a tap firing more than once raises `TapFiringError`.
+    (timm ResNet's `x += shortcut`, inplace ReLU) cannot corrupt what it sees. A tap reads firing number
+    `tap.occurrence` of its module (a block whose branches share one drop_path module fires it once per branch).
+    Yields, per tap, how often its module fired in the current forward; with `check_once`, a module firing more
+    often than its taps expect raises `TapFiringError`. `raw`: pass the hook's value as is (a tuple, a list,
+    anything), not its first tensor.
     """
     modules = dict(model.named_modules())
-    counts = {t.name: 0 for t in taps}
-    handles = []
-
-    def fire(tap: Tap, tensor: torch.Tensor) -> None:
-        counts[tap.name] += 1
-        if check_once and counts[tap.name] > 1:
-            raise TapFiringError(
-                f"tap '{tap.name}' ({tap.module_path}) fired twice in one forward: the module is reused; "
-                "reset counts between forwards with `counts.clear()`-free usage, or register a family discoverer"
-            )
-        callback(tap, tensor)
-
+    sites: dict[tuple[str, str], list[Tap]] = {}
     for tap in taps:
-        mod = modules[tap.module_path]
-        if tap.where == "output":
-            handles.append(
-                mod.register_forward_hook(
-                    lambda _m, _i, o, tap=tap: fire(tap, o[0] if isinstance(o, tuple) else o)
-                )
-            )
-        elif tap.where == "input":
-            handles.append(mod.register_forward_pre_hook(lambda _m, i, tap=tap: fire(tap, i[0])))
-        else:
+        if tap.where not in ("output", "input"):
             raise ValueError(
                 f"tap '{tap.name}': where must be 'output' or 'input', got {tap.where!r}"
             )
+        sites.setdefault((tap.module_path, tap.where), []).append(tap)
+    counts = {t.name: 0 for t in taps}
+    fired: dict[tuple[str, str], int] = {}
+    handles = []
+
+    def fire(site: tuple[str, str], value) -> None:
+        k = fired[site] = fired.get(site, 0) + 1
+        group = sites[site]
+        for tap in group:
+            counts[tap.name] = k
+        expected = max(t.occurrence for t in group) + 1
+        if check_once and k > expected:
+            raise TapFiringError(
+                f"tap '{group[0].name}' ({site[0]}) fired {'twice' if k == 2 else f'{k} times'} in one forward, "
+                f"expected {expected}: the "
+                "module is reused; its family record must name each firing (Tap.occurrence)"
+            )
+        if not raw and isinstance(value, (tuple, list)):
+            value = value[0]
+        for tap in group:
+            if tap.occurrence == k - 1:
+                callback(tap, value)
+
+    for site in sites:
+        mod = modules[site[0]]
+        if site[1] == "output":
+            handles.append(mod.register_forward_hook(lambda _m, _i, o, s=site: fire(s, o)))
+        else:
+            handles.append(mod.register_forward_pre_hook(lambda _m, i, s=site: fire(s, i)))
 
     # Counts reset before each forward so `check_once` is per pass.
     def reset(_m, _i):
+        fired.clear()
         for k in counts:
             counts[k] = 0
 
