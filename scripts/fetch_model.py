@@ -1,4 +1,5 @@
-"""Rules fetch_model / train_model: build (hub, checkpoint) or train a timm model; write model.json + taps."""
+"""Rules fetch_model / train_model / python_model: build (hub, checkpoint, python factory) or train a model;
+write model.json + taps."""
 
 from seelike.rules import run
 

@@ -319,6 +319,7 @@ def test_configfile_on_the_command_line_replaces_the_default(tmp_path):
 MODEL_RULES = {
     "fetch_model",
     "train_model",
+    "python_model",
     "cache",
     "attention_distance",
     "head_subset_cka",

@@ -1,4 +1,7 @@
-"""The model rule's work: build or train a model from its config entry and write `model.json` (+ weights)."""
+"""The model rule's work: build or train a model from its config entry and write `model.json` (+ weights).
+
+A `source: python` model's weights are saved (weights.safetensors) whatever the factory does to get them, so
+every analysis rule loads exactly the acquired model."""
 
 from __future__ import annotations
 
@@ -40,13 +43,20 @@ def acquire_model(
         seed_everything(
             int(spec["train"]["seed"])
         )  # before construction: the initial weights are random
-    model = create_model(spec)
+    python = spec["source"] == "python"
+    if python:  # a factory that initialises at random gets the same weights on every run
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = create_model({**spec, "name": name})
+    else:
+        model = create_model({**spec, "name": name})
     data_config = resolve_data_config(model)
     check_input_size(name, spec, model, data_config)
     info: dict[str, Any] = {
         "name": name,
         "source": spec["source"],
-        "arch": spec["arch"],
+        # python: the factory string, for code that reads info["arch"] as the model's architecture
+        "arch": spec["factory"] if python else spec["arch"],
         "kwargs": spec.get("kwargs") or {},
         "data_config": data_config,
         "family": tap_family(model),
@@ -61,10 +71,21 @@ def acquire_model(
         info["remove_skip"] = spec["remove_skip"]
     if spec.get("data_config"):
         info["data_config_overlay"] = spec["data_config"]
-    if spec["source"] == "checkpoint":
+    if python:
+        info["factory"] = spec["factory"]
+        if spec.get("taps"):
+            info["taps"] = list(spec["taps"])
+    if spec["source"] == "checkpoint" or (python and spec.get("path")):
         info["path"] = str(Path(spec["path"]).expanduser().resolve())
         info["checkpoint_sha256"] = sha256_file(info["path"])
         info["strict"] = bool(spec.get("strict", True))
+    if python:  # the analysis rules load these, not the factory's own (a download, a random init)
+        from safetensors.torch import save_model
+
+        weights = out_json.parent / "weights.safetensors"
+        with atomic_write(weights) as tmp:
+            save_model(model, str(tmp), force_contiguous=True)
+        info.update(weights=weights.name, weights_sha256=sha256_file(weights))
     if spec["source"] == "train":
         from safetensors.torch import save_file
 
@@ -115,7 +136,14 @@ def check_input_size(
         accepted = fixed_input_size(model)
         kwargs = spec.get("kwargs") or {}
         why = f"{type(e).__name__}: {e}"
-        if given is not None:
+        if spec["source"] == "python":  # no timm attributes to point at: the factory's own settings
+            fix = (
+                f"models.{name}.data_config.input_size is {list(given or size)} but the model of "
+                f"{spec.get('factory')!r}, built with kwargs {kwargs}, does not run at that size. Fix: set "
+                f"models.{name}.data_config.input_size to a size the model accepts ([channels, height, "
+                f"width]), or change models.{name}.kwargs so that it is built for {size[1]}×{size[2]}."
+            )
+        elif given is not None:
             fix = (
                 f"models.{name}.data_config.input_size is {list(given)} but the model, built with "
                 f"kwargs {kwargs}, "

@@ -463,7 +463,8 @@ def _generic_taps(model: nn.Module) -> list[RawTap]:
         names = [
             n for n, _ in model.named_modules() if n and any(fnmatch.fnmatchcase(n, p) for p in patterns)
         ]
-        return [(n, "module", n, "output", None) for n in names]
+        # the user's chosen representations are the model's blocks (block outputs: per-block CKA, probes)
+        return [(n, "block", n, "output", i) for i, n in enumerate(names)]
     head = _classifier_path(model)
     return [
         (n, type(m).__name__.lower(), n, "output", None)

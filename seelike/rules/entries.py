@@ -50,7 +50,7 @@ def samples(ctx: RuleContext) -> None:
     )
 
 
-@entry("fetch_model", "train_model")
+@entry("fetch_model", "train_model", "python_model")
 def model(ctx: RuleContext) -> None:
     from seelike.models.acquire import acquire_model
 

@@ -15,7 +15,13 @@ import timm
 from snakemake.utils import validate
 
 from seelike.data.sources import DatasetConfigError, open_source
-from seelike.models.families import family_traits, model_family, model_tap_names
+from seelike.models.families import (
+    analysis_support,
+    family_traits,
+    model_family,
+    model_structure,
+    model_tap_names,
+)
 from seelike.rules import Execution
 
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
@@ -37,6 +43,32 @@ class ConfigError(ValueError):
 def _check_models(cfg):
     datasets, models = cfg["datasets"], cfg["models"]
     for name, spec in models.items():
+        if spec["source"] == "python":
+            # the factory imports and returns an nn.Module, data_config, path, every tap pattern matches a
+            # module (seelike.models.load.check_python_spec); arch is set to the factory, the architecture
+            # name the rest of the workflow reads (model.json records the same)
+            from seelike.models.load import ModelConfigError, check_python_spec
+
+            try:
+                check_python_spec(name, spec)
+            except ModelConfigError as e:
+                raise ConfigError(f"config: {e}") from e
+            spec.setdefault("arch", spec["factory"])
+            try:
+                model_family(spec)
+            except Exception as e:
+                raise ConfigError(
+                    f"config: models.{name}: the structure of {spec['factory']!r} with kwargs "
+                    f"{spec.get('kwargs') or {}} could not be read ({type(e).__name__}: {e}); fix "
+                    f"models.{name}.factory or .kwargs"
+                ) from e
+            continue
+        for key in ("factory", "taps"):
+            if key in spec:
+                raise ConfigError(
+                    f"config: models.{name}.{key} is read for source: python only (source: {spec['source']} "
+                    f"builds timm's {spec['arch']!r} with its family's taps); drop it, or set source: python"
+                )
         arch = spec["arch"].split(".")[0]
         if not timm.is_model(arch):
             close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.6)
@@ -123,12 +155,15 @@ def _check_model_lists(cfg):
                 f"config: {section}.models names {unknown}, not keys of models {sorted(models)}; list configured "
                 f"model names, or set {section}.models: null for the default list"
             )
-    for m in cfg["attention"]["models"] or []:
-        if not traits(m)["has_attention"]:
-            raise ConfigError(
-                f"config: attention.models names {m!r}, a {family(m)!r}-family model without ViT attention "
-                "blocks; list only ViT-family models in attention.models (or null for all of them)"
-            )
+    for section in LISTED_SECTIONS:
+        for m in cfg[section]["models"] or []:
+            why = refusal(m, section)
+            if why:
+                raise ConfigError(
+                    f"config: {section}.models lists {m!r} ({config['models'][m]['arch']}), but {SECTION_NAMES[section]} "
+                    f"does not apply to it: {why}; drop {m!r} from {section}.models (or set {section}.models: null "
+                    "for every model it applies to)"
+                )
     cnn = cfg["attention"]["head_subsets"]["cnn"]
     if cnn is not None and cnn not in models:
         raise ConfigError(
@@ -248,21 +283,31 @@ def traits(name):
     return family_traits(family(name))
 
 
+SECTION_NAMES = {
+    "attention": "mean attention distance",
+    "erf": "the effective receptive field",
+    "skip": "skip-connection statistics",
+    "probes": "linear probes",
+    "localisation": "localisation",
+}
+
+
+def _listed_taps(section, name):
+    """The taps the config names for `section` and model `name` (erf.taps, localisation.taps, probes.taps)."""
+    taps = (config[section].get("taps") or {}).get(name)
+    return [taps] if isinstance(taps, str) else taps
+
+
+def refusal(name, section):
+    """Why `section` cannot run on configured model `name`, or None: decided from its family record and its
+    taps' layouts (seelike.models.families.analysis_support), the same function the rules ask."""
+    s = model_structure(config["models"][name])
+    return analysis_support(s.family, s.taps, section, _listed_taps(section, name))
+
+
 def _default_models(section):
-    """Null `models:` of each analysis: ViT-family models for attention, families with known residual units
-    (plus models with explicit taps) for ERF, those units for skip statistics, every model otherwise.
-    """
-    if section == "attention":
-        return [m for m in MODELS if traits(m)["has_attention"]]
-    if section == "erf":
-        return [
-            m
-            for m in MODELS
-            if traits(m)["has_residual_units"] or m in config["erf"]["taps"]
-        ]
-    if section == "skip":
-        return [m for m in MODELS if traits(m)["has_residual_units"]]
-    return list(MODELS)
+    """Null `models:` of each analysis: every model it applies to (`refusal`)."""
+    return [m for m in MODELS if refusal(m, section) is None]
 
 
 def analysis_models(section):
@@ -474,7 +519,7 @@ def train_samples(wildcards):
 
 def checkpoint_file(wildcards):
     spec = config["models"][wildcards.model]
-    return [spec["path"]] if spec["source"] == "checkpoint" else []
+    return [spec["path"]] if spec["source"] in ("checkpoint", "python") and spec.get("path") else []
 
 
 def _tables(pattern, models):
@@ -694,7 +739,7 @@ def claims_models():
     return canonical(
         {
             m: {
-                "family": "vit" if traits(m)["has_attention"] else "cnn",
+                "family": "vit" if family(m) == "vit" else "cnn",
                 "arch": spec["arch"],
                 "kwargs": spec.get("kwargs") or {},
                 "remove_skip": spec.get("remove_skip"),
