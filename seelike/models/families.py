@@ -146,7 +146,8 @@ def _xcit_taps(model: nn.Module) -> list[RawTap]:
     for i, blk in enumerate(model.blocks):
         p = f"blocks.{i}"
         (attn, a_occ), (mlp, m_occ), (lpi, l_occ) = _branch_paths(blk, p, 3)
-        if not hasattr(blk, "drop_path1"):  # one shared drop_path: fired in forward order attn, lpi, mlp
+        # one shared drop_path: fired in forward order attn, lpi, mlp
+        if not hasattr(blk, "drop_path1"):
             (attn, a_occ), (lpi, l_occ), (mlp, m_occ) = _branch_paths(blk, p, 3)
         out += [
             (f"{p}.norm1", "norm1", f"{p}.norm1", "output", i),
@@ -313,7 +314,6 @@ def _efficientnet_taps(model: nn.Module) -> list[RawTap]:
     return out
 
 
-
 # ---------------------------------------------------------------- any timm model: feature_info stages
 _CONTAINERS = (nn.Sequential, nn.ModuleList)
 
@@ -326,7 +326,8 @@ def _blocks_of(path: str, m: nn.Module) -> list[str]:
         return [f"{path}.blocks.{n}" for n, _ in inner.named_children()]
     if isinstance(m, _CONTAINERS) and len(m):
         out = []
-        for n, c in m.named_children():  # a ModuleList inside is never called: its items are (Twins)
+        # a ModuleList inside is never called: its items are (Twins)
+        for n, c in m.named_children():
             out += _blocks_of(f"{path}.{n}", c) if isinstance(c, nn.ModuleList) else [f"{path}.{n}"]
         return out
     kids = list(m.named_children())
@@ -353,7 +354,9 @@ def _stage_paths(model: nn.Module) -> list[str]:
         paths = [
             n
             for n, c in model.named_children()
-            if isinstance(c, _CONTAINERS) and len(c) and n.rstrip("0123456789") in ("layer", "stage")
+            if isinstance(c, _CONTAINERS)
+            and len(c)
+            and n.rstrip("0123456789") in ("layer", "stage")
         ]
     return paths
 
@@ -383,9 +386,7 @@ def _firings(model: nn.Module, paths: list[str]) -> dict[str, list[tuple[int, ..
     def hook(_m, _i, o, p):
         shapes[p].append(tuple(o.shape) if isinstance(o, torch.Tensor) else None)
 
-    handles = [
-        mods[p].register_forward_hook(lambda m, i, o, p=p: hook(m, i, o, p)) for p in paths
-    ]
+    handles = [mods[p].register_forward_hook(lambda m, i, o, p=p: hook(m, i, o, p)) for p in paths]
     try:
         device = next(model.parameters()).device
     except StopIteration:
@@ -412,9 +413,9 @@ def _timm_stage_taps(model: nn.Module) -> list[RawTap]:
     # feature_info's first entry is the stem itself where it is one module at stride ≤ 2 (RegNet, MaxViT,
     # DenseNet, VGG): its output is the stem, the blocks start after it
     stem: RawTap = ("stem", "stem", blocks[0], "input", None)
-    if len(blocks) > 1 and info and info[0].get("module") == blocks[0]:
-        if int(info[0].get("reduction", 4)) <= 2:
-            stem = ("stem", "stem", blocks.pop(0), "output", None)
+    first_is_stem = info and info[0].get("module") == blocks[0] and info[0].get("reduction", 4) <= 2
+    if len(blocks) > 1 and first_is_stem:
+        stem = ("stem", "stem", blocks.pop(0), "output", None)
     drop = {
         b: [f"{b}.{n}" for n, _ in mods[b].named_children() if n.startswith("drop_path")]
         for b in blocks
@@ -461,7 +462,9 @@ def _generic_taps(model: nn.Module) -> list[RawTap]:
     patterns = getattr(model, "seelike_tap_patterns", None)
     if patterns:
         names = [
-            n for n, _ in model.named_modules() if n and any(fnmatch.fnmatchcase(n, p) for p in patterns)
+            n
+            for n, _ in model.named_modules()
+            if n and any(fnmatch.fnmatchcase(n, p) for p in patterns)
         ]
         # the user's chosen representations are the model's blocks (block outputs: per-block CKA, probes)
         return [(n, "block", n, "output", i) for i, n in enumerate(names)]

@@ -97,6 +97,11 @@ def token_grid(model: nn.Module, img_hw: Sequence[int]) -> TokenGrid:
         grid = tuple(int(v) for v in pe.grid_size)
     else:
         grid = ((h - patch[0]) // stride[0] + 1, (w - patch[1]) // stride[1] + 1)
+    if isinstance(getattr(pe, "backbone", None), nn.Module):
+        # hybrid ViT (timm HybridEmbed): `patch_size` is the projection's patch on the CNN's feature map, not on
+        # the image; one token is one cell of the image at the total stride, image size / grid size
+        stride = (max(1, round(h / grid[0])), max(1, round(w / grid[1])))
+        patch = stride
     if getattr(model, "num_prefix_tokens", None) is not None:
         prefix = int(model.num_prefix_tokens)
     else:
@@ -146,3 +151,66 @@ def cnn_position_grid(map_hw: Sequence[int], img_hw: Sequence[int]) -> PositionG
     regular = H % h == 0 and W % w == 0
     kernel = (H // h, W // w) if regular else None
     return PositionGrid((h, w), (H, W), 0, regions, kernel, kernel)
+
+
+@dataclass(frozen=True)
+class WindowGeometry:
+    """Where the tokens of a windowed (Swin) attention block sit on its stage's grid.
+
+    timm's Swin blocks (V1, V2, V2-CR) roll the (H, W) map by (-s_h, -s_w) (the cyclic shift of shifted-window
+    blocks), pad it at the bottom / right to whole windows, and cut it into windows in row-major order, tokens
+    row-major inside a window: token t of window w is at (i, j) = (a·w_h + t // w_w, b·w_w + t % w_w) of the rolled,
+    padded map, with (a, b) = divmod(w, n_windows_w). Its true position on the un-shifted map is
+    ((i + s_h) mod H, (j + s_w) mod W) when i < H and j < W, else it is padding (no position on the image).
+
+    `positions` (nW, N, 2): true (row, col) of every window token, -1 for padding; `valid` (nW, N): not padding;
+    `distances` (nW, N, N) float64: Euclidean distance in input pixels between the true positions (cell centres at
+    the stage's stride, `stride_px`), 0 where either token is padding. A key that wrapped around the map in a
+    shifted window is at its true, far position (its pairs are masked by the block: ~0 probability).
+    """
+
+    grid_hw: tuple[int, int]
+    window: tuple[int, int]
+    shift: tuple[int, int]
+    stride_px: tuple[float, float]
+    positions: np.ndarray
+    valid: np.ndarray
+    distances: np.ndarray
+
+    @property
+    def num_windows(self) -> int:
+        return int(self.positions.shape[0])
+
+    @property
+    def window_area(self) -> int:
+        return int(self.positions.shape[1])
+
+
+def window_geometry(
+    grid_hw: Sequence[int],
+    window: Sequence[int],
+    shift: Sequence[int],
+    stride_px: float | Sequence[int | float],
+) -> WindowGeometry:
+    """The `WindowGeometry` of a Swin block on an (H, W) map with window (w_h, w_w) and cyclic shift (s_h, s_w)."""
+    gh, gw = int(grid_hw[0]), int(grid_hw[1])
+    wh, ww = int(window[0]), int(window[1])
+    sh, sw = int(shift[0]), int(shift[1])
+    if min(gh, gw, wh, ww) < 1:
+        raise ValueError(f"grid {grid_hw} and window {window} must be positive")
+    nh, nw = -(-gh // wh), -(-gw // ww)
+    # rolled, padded map coordinates of every (window, token)
+    a, b = np.divmod(np.arange(nh * nw), nw)
+    u, v = np.divmod(np.arange(wh * ww), ww)
+    i = a[:, None] * wh + u[None, :]
+    j = b[:, None] * ww + v[None, :]
+    valid = (i < gh) & (j < gw)
+    pos = np.stack([(i + sh) % gh, (j + sw) % gw], axis=-1)
+    pos[~valid] = -1
+    ph, pw = _pair(stride_px)
+    d = np.sqrt(
+        ((pos[:, :, None, 0] - pos[:, None, :, 0]) * ph) ** 2
+        + ((pos[:, :, None, 1] - pos[:, None, :, 1]) * pw) ** 2
+    )
+    d = np.where(valid[:, :, None] & valid[:, None, :], d, 0.0)
+    return WindowGeometry((gh, gw), (wh, ww), (sh, sw), (ph, pw), pos, valid, d.astype(np.float64))

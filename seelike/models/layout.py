@@ -25,7 +25,15 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["LAYOUTS", "SPATIAL_LAYOUTS", "Layout", "infer_layout", "positions", "prefix", "tap_grid"]
+__all__ = [
+    "LAYOUTS",
+    "SPATIAL_LAYOUTS",
+    "Layout",
+    "infer_layout",
+    "positions",
+    "prefix",
+    "tap_grid",
+]
 
 LAYOUTS = ("nchw", "nhwc", "tokens", "vector", "other")
 SPATIAL_LAYOUTS = ("nchw", "nhwc", "tokens")
@@ -85,7 +93,7 @@ def infer_layout(
     if len(shape) == 2:
         n = shape[0]
         declared = int(num_prefix_tokens or 0)
-        for p in [declared] + [p for p in range(0, 9) if p != declared]:
+        for p in [declared] + [p for p in range(9) if p != declared]:
             if p > n:
                 break
             if p == n:

@@ -1,9 +1,12 @@
 """Taps: the intermediate representations a model exposes, named in the paper's terms, in forward order.
 
-A registry maps a model family to a discoverer, so a new family is one entry (`register_family`), not a branch
-in every analysis. Each tap is a (module, where) pair: `where="output"` hooks the module's output,
-`where="input"` its first positional input (e.g. the post-attention residual sum is the input of `norm2`,
-the ResNet residual sum the input of the final activation) — sums that are no module's output.
+The model's family record (`seelike.models.families.FAMILIES`) names its taps; each tap is a (module, where,
+occurrence) triple: `where="output"` hooks the module's output, `where="input"` its first positional input (e.g. the
+post-attention residual sum is the input of `norm2`, the ResNet residual sum the input of the final activation) —
+sums that are no module's output; `occurrence` picks one firing of a module a block calls several times (CaiT's one
+drop_path for both branches). One probe forward pass (`probe_layouts`) then orders the taps as they fire and records
+each one's layout (`seelike.models.layout`: nchw, nhwc, tokens with prefix tokens, vector) and spatial grid, which
+every analysis reads instead of guessing from shapes.
 
 CNN families start with `stem_conv`, the raw output of the stem convolution (before any norm, activation or
 pooling; an analogue of a ViT's patch embedding), then `stem`, the stem's output as the first unit sees it (after
@@ -44,7 +47,8 @@ class Tap:
     where: str  # "output" or "input"
     block: int | None  # running block index across the model (None for stem / final norm)
     index: int = 0  # position in forward order
-    occurrence: int = 0  # which firing of the module in one forward (a drop_path shared by a block's branches)
+    # which firing of the module in one forward (a drop_path shared by a block's branches)
+    occurrence: int = 0
     # filled in by the probe forward pass (`probe_layouts`): seelike.models.layout
     layout: str = "unknown"  # nchw, nhwc, tokens, vector, other
     grid_hw: tuple[int, int] | None = None  # spatial positions at probe_hw
@@ -131,7 +135,8 @@ def discover_taps(model: nn.Module, img_hw: Sequence[int] | None = None) -> list
     return probe_layouts(model, taps, img_hw, strict=fam.exact)
 
 
-BATCH_PROBE = 2  # a batch size no attention partition produces as its leading dimension for a 2-image batch
+# the probe's batch size: a window partition of 2 images has another leading dimension
+BATCH_PROBE = 2
 
 
 def probe_layouts(
@@ -202,7 +207,9 @@ def probe_layouts(
     if bad and strict:
         raise TapFiringError(f"taps that are not one per-image representation: {bad[:5]}")
     if bad:
-        warnings.warn(f"left out of the taps (not one per-image representation): {bad[:8]}", stacklevel=2)
+        warnings.warn(
+            f"left out of the taps (not one per-image representation): {bad[:8]}", stacklevel=2
+        )
     out.sort(key=lambda t: seen[t.name][0])
     return [replace(t, index=i) for i, t in enumerate(out)]
 
