@@ -65,9 +65,34 @@ BAD_CONFIGS = [
         )
         for section in ("attention", "erf", "skip", "probes", "localisation")
     ],
+    # an analysis that does not apply to a listed model: refused with the model, the analysis and the reason
     (
         lambda c: c["attention"].update(models=["vit", "resnet"]),
-        ("attention.models names 'resnet'", "'resnet'-family", "list only ViT-family models"),
+        (
+            "attention.models lists 'resnet'",
+            "mean attention distance does not apply to it",
+            "no self-attention",
+            "drop 'resnet' from attention.models",
+        ),
+    ),
+    (
+        lambda c: (
+            c["models"].update(
+                vgg={
+                    "source": "train",
+                    "arch": "vgg11",
+                    "kwargs": {"num_classes": 10},
+                    "train": {"dataset": "digits"},
+                }
+            ),
+            c["skip"].update(models=["vgg"]),
+        ),
+        (
+            "skip.models lists 'vgg' (vgg11)",
+            "skip-connection statistics does not apply to it",
+            "residual branch",
+            "drop 'vgg' from skip.models",
+        ),
     ),
     (
         lambda c: c["attention"]["head_subsets"].update(cnn="nope"),

@@ -64,8 +64,8 @@ def cnn_label(family: str | None, arch: str | None = None) -> str:
 class ClaimInputs:
     """The tables of one analysis dataset, keyed by model (or (a, b) pair), plus what is known of each model.
 
-    `families`: model → "vit", "cnn", or a tap family (`seelike.models.taps.tap_family`: vit, resnet, resnetv2,
-    efficientnet, generic; every non-ViT family is a CNN); `archs`: model → timm arch (optional: names the CNN
+    `families`: model → "vit", "cnn", "other" (neither: Swin, PVT, MLP-Mixer; `seelike.models.families.model_class`),
+    or a tap family (vit, resnet, resnetv2, efficientnet, generic: every other family is a CNN); `archs`: model → timm arch (optional: names the CNN
     family in the claim texts where `families` only says "cnn"); `attention`: model → (distance table,
     uniform-attention distance px); `head_subset_cnn`: ViT → the CNN its Fig 5 table compares with (optional:
     else the only CNN, or "CNN"); `no_skip`: model → (removed block, reference model or None) as from
@@ -93,8 +93,9 @@ class ClaimInputs:
         return self.families.get(model) == "vit"
 
     def is_cnn(self, model: str) -> bool:
+        # "other" (Swin, PVT, MLP-Mixer: seelike.models.families.model_class) is on neither side
         fam = self.families.get(model)
-        return fam is not None and fam != "vit"
+        return fam is not None and fam not in ("vit", "other")
 
     def cnn_name(self, model: str) -> str:
         """The CNN family's name of `model` for claim texts (`cnn_label`)."""

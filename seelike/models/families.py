@@ -38,7 +38,7 @@ __all__ = [
     "Family",
     "analysis_support",
     "family_of",
-    "family_traits",
+    "model_class",
     "model_family",
     "model_structure",
     "model_tap_names",
@@ -63,6 +63,11 @@ class Family:
     attention: str | None = None
     attention_reason: str = "it has no self-attention over image positions"
     exact: bool = True  # tap rules name exactly the modules to hook (a wrong one is an error)
+    # Fig 5's head subsets, where attention distances apply but a head's output is not that head's (CaiT)
+    head_subsets_reason: str | None = None
+    # token taps lie row-major on a grid (False: Hiera's unrolled mask units; no spatial analysis reads them)
+    tokens_on_grid: bool = True
+    is_vit: bool = False  # a vision transformer with global attention (claims: the ViT side)
 
 
 def _has(m: nn.Module, *names: str) -> bool:
@@ -170,7 +175,15 @@ def _xcit_taps(model: nn.Module) -> list[RawTap]:
 
 # ---------------------------------------------------------------- timm ResNet (post-activation)
 def _is_resnet(model: nn.Module) -> bool:
-    return _has(model, "conv1", "bn1", "act1", "layer1", "layer4")  # timm naming (not torchvision)
+    # timm naming (not torchvision), and every block has the modules `_resnet_taps` names (Res2Net's
+    # Bottle2neck, with one `relu`, does not: it is left to the generic stage rules)
+    return _has(model, "conv1", "bn1", "act1", "layer1", "layer4") and all(
+        _has(b, "act1", "act2", "act3", "bn3")
+        if hasattr(b, "conv3")
+        else _has(b, "act1", "act2", "bn2")
+        for s in range(1, 5)
+        for b in getattr(model, f"layer{s}", ())
+    )
 
 
 def _resnet_taps(model: nn.Module) -> list[RawTap]:
@@ -215,7 +228,12 @@ def _is_resnetv2(model: nn.Module) -> bool:
         _has(model, "stem", "stages")
         and isinstance(stages, nn.Sequential)
         and all(hasattr(s, "blocks") for s in stages)
-        and all(hasattr(b, "conv3") for s in stages for b in s.blocks)
+        # the modules `_resnetv2_taps` names (CSPNet's bottlenecks have conv1..3 without norm1..3)
+        and all(
+            _has(b, "conv1", "norm1", "conv2", "norm2", "conv3", "norm3")
+            for s in stages
+            for b in s.blocks
+        )
     )
 
 
@@ -346,18 +364,28 @@ def _stage_paths(model: nn.Module) -> list[str]:
     info = getattr(model, "feature_info", None) or []
     paths = [d.get("module") for d in info if isinstance(d, dict)]
     paths = [p for p in dict.fromkeys(paths) if p and p in mods]
+    # feature_info names only the stage ends of one container of like blocks (Hiera 'blocks.1', 'blocks.4', ...;
+    # GhostNet): every item of that container is a block
+    for parent in {p.rsplit(".", 1)[0] for p in paths if "." in p}:
+        items = [c for _, c in mods[parent].named_children()] if parent in mods else []
+        if isinstance(mods.get(parent), _CONTAINERS) and len({type(c) for c in items}) == 1:
+            group = [p for p in paths if p.rsplit(".", 1)[0] == parent]
+            at = paths.index(group[0])
+            paths = [p for p in paths if p not in group]
+            paths[at:at] = [f"{parent}.{k}" for k, _ in mods[parent].named_children()]
     for n, c in model.named_children():
         covered = any(p == n or p.startswith(n + ".") for p in paths)
         if not covered and "block" in n and isinstance(c, _CONTAINERS) and len(c):
             paths.append(n)
     if not paths:
-        paths = [
-            n
-            for n, c in model.named_children()
-            if isinstance(c, _CONTAINERS)
-            and len(c)
-            and n.rstrip("0123456789") in ("layer", "stage")
-        ]
+        for n, c in model.named_children():
+            if not (isinstance(c, _CONTAINERS) and len(c)):
+                continue
+            if n.rstrip("0123456789") in ("layer", "stage"):
+                paths.append(n)
+            # one container of stages (MViTv2, whose feature_info names absent `block.i` modules)
+            elif n in ("layers", "stages"):
+                paths += [f"{n}.{k}" for k, _ in c.named_children()]
     return paths
 
 
@@ -375,9 +403,12 @@ def _is_timm_stages(model: nn.Module) -> bool:
     return bool(getattr(model, "pretrained_cfg", None)) and bool(_stage_blocks(model))
 
 
-def _firings(model: nn.Module, paths: list[str]) -> dict[str, list[tuple[int, ...] | None]]:
+def _firings(
+    model: nn.Module, paths: list[str], order: list[str] | None = None
+) -> dict[str, list[tuple[int, ...] | None]]:
     """The output shape of each firing of each module in one forward of two blank images (on the model's
-    device, meta included); None for a firing that gives no tensor."""
+    device, meta included); None for a firing that gives no tensor. `order`, when given, gets the path of each
+    firing as it ends, in firing order."""
     from seelike.models.taps import input_size
 
     mods = dict(model.named_modules())
@@ -385,6 +416,8 @@ def _firings(model: nn.Module, paths: list[str]) -> dict[str, list[tuple[int, ..
 
     def hook(_m, _i, o, p):
         shapes[p].append(tuple(o.shape) if isinstance(o, torch.Tensor) else None)
+        if order is not None:
+            order.append(p)
 
     handles = [mods[p].register_forward_hook(lambda m, i, o, p=p: hook(m, i, o, p)) for p in paths]
     try:
@@ -403,10 +436,81 @@ def _firings(model: nn.Module, paths: list[str]) -> dict[str, list[tuple[int, ..
     return shapes
 
 
+_ACTIVATIONS = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.GELU,
+    nn.SiLU,
+    nn.Hardswish,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.Mish,
+    nn.PReLU,
+)
+
+
+def _residual_unit(mods: dict[str, nn.Module], b: str) -> str:
+    """The module that holds block `b`'s residual: `b` itself, or, for a block with no drop_path of its own that
+    wraps one module (RegNet's one-block stages: `s1` is `s1.b1`), the first one inside that has drop_paths."""
+    path = b
+    while not any(n.startswith("drop_path") for n, _ in mods[path].named_children()):
+        kids = list(mods[path].named_children())
+        if len(kids) != 1:
+            return b
+        path = f"{path}.{kids[0][0]}"
+    return path
+
+
+def _branch_reads(
+    mods: dict[str, nn.Module], unit: str, order: list[str], drops: list[str], shortcut: str | None
+) -> tuple[list[tuple[str, int]], tuple[str, int] | None] | None:
+    """Where block `unit`'s residual branches are read as they are added, from its children's firing order:
+    each drop_path firing, or the LayerScale module applied right after it (MetaFormer's `layer_scale1`:
+    `x + layer_scale1(drop_path1(...))`), as (path, occurrence) in firing order; and the activation applied to
+    the residual sum (RegNet's act3, ByobNet's act: the one module to fire after the branches and the shortcut),
+    None when the block ends with the add. None for a block whose adds are not z + Σ branches as far as its
+    structure tells: a scaled identity path (MetaFormer's `res_scale`), or something other than one activation
+    running after the last add."""
+    if any(
+        n.startswith("res_scale") and not _is_identity(m) for n, m in mods[unit].named_children()
+    ):
+        return None
+    kids = [p for p in order if p.rsplit(".", 1)[0] == unit]
+    occ, count = [], {}
+    for p in kids:
+        occ.append(count.get(p, 0))
+        count[p] = count.get(p, 0) + 1
+    reads, last = [], -1
+    for j, p in enumerate(kids):
+        if p not in drops:
+            continue
+        nxt = kids[j + 1] if j + 1 < len(kids) else ""
+        if nxt.rsplit(".", 1)[-1].startswith(("layer_scale", "ls")) and not _is_identity(mods[nxt]):
+            j += 1
+        reads.append((kids[j], occ[j]))
+        last = max(last, j)
+    if shortcut is not None:
+        last = max([last] + [j for j, p in enumerate(kids) if p == shortcut])
+    after = [
+        (kids[j], occ[j]) for j in range(last + 1, len(kids)) if not _is_identity(mods[kids[j]])
+    ]
+    if not after:
+        return reads, None
+    path = after[0][0]
+    if len(after) == 1 and (
+        isinstance(mods[path], _ACTIVATIONS) or path.rsplit(".", 1)[1].startswith("act")
+    ):
+        return reads, after[0]
+    return None
+
+
 def _timm_stage_taps(model: nn.Module) -> list[RawTap]:
     """`stem` (the first block's input), per block its `shortcut` (a `shortcut` / `downsample` child), its
-    residual branches `branch` (each firing of its drop_path modules, in order) and its output `block`; then the
-    final `norm`. Blocks without drop_path modules have no branch taps (no readable residual)."""
+    residual branches `branch` (each firing of its drop_path modules, or the LayerScale module right after one,
+    in firing order: `_branch_reads`), its residual `sum` where an activation follows the add (the activation's
+    input: RegNet's act3) and its output `block`; then the final `norm`. Blocks without drop_path modules, or
+    whose adds are not identity + branches (`_branch_reads`), have no branch taps (no readable residual). A block
+    with no drop_path of its own that wraps one module is read through it (RegNet's one-block stages)."""
     blocks = _stage_blocks(model)
     mods = dict(model.named_modules())
     info = [d for d in getattr(model, "feature_info", None) or [] if isinstance(d, dict)]
@@ -416,17 +520,23 @@ def _timm_stage_taps(model: nn.Module) -> list[RawTap]:
     first_is_stem = info and info[0].get("module") == blocks[0] and info[0].get("reduction", 4) <= 2
     if len(blocks) > 1 and first_is_stem:
         stem = ("stem", "stem", blocks.pop(0), "output", None)
+    units = {b: _residual_unit(mods, b) for b in blocks}
     drop = {
-        b: [f"{b}.{n}" for n, _ in mods[b].named_children() if n.startswith("drop_path")]
-        for b in blocks
+        b: [f"{u}.{n}" for n, _ in mods[u].named_children() if n.startswith("drop_path")]
+        for b, u in units.items()
     }
-    fired = _firings(model, [p for ps in drop.values() for p in ps] + blocks)
+    kids = [f"{u}.{n}" for u in dict.fromkeys(units.values()) for n, _ in mods[u].named_children()]
+    order: list[str] = []
+    fired = _firings(model, list(dict.fromkeys(kids + blocks)), order)
     out: list[RawTap] = [stem]
     for i, b in enumerate(blocks):
-        blk = mods[b]
+        unit = units[b]
+        blk = mods[unit]
+        shortcut = None
         for sc in ("shortcut", "downsample"):
             if isinstance(getattr(blk, sc, None), nn.Module):
-                out.append((f"{b}.shortcut", "shortcut", f"{b}.{sc}", "output", i))
+                shortcut = f"{unit}.{sc}"
+                out.append((f"{b}.shortcut", "shortcut", shortcut, "output", i))
                 break
         # a block's branches are readable when every drop_path firing is a whole per-image tensor of the
         # block's size (SAM's windowed attention branch is not: that block gets no branch taps)
@@ -436,8 +546,12 @@ def _timm_stage_taps(model: nn.Module) -> list[RawTap]:
             sh is not None and sh[0] == size[0] and math.prod(sh) == math.prod(size)
             for _, _, sh in firings
         )
-        for k, (p, occ, _) in enumerate(firings if whole else [], start=1):
+        read = _branch_reads(mods, unit, order, drop[b], shortcut) if whole and firings else None
+        reads, act = read or ([], None)
+        for k, (p, occ) in enumerate(reads, start=1):
             out.append((f"{b}.branch{k}", "branch", p, "output", i, occ))
+        if act is not None:
+            out.append((f"{b}.sum", "sum", act[0], "input", i, act[1]))
         out.append((f"{b}.block", "block", b, "output", i))
     if not _is_identity(getattr(model, "norm", None)) and "norm" not in blocks:
         out.append(("norm", "norm", "norm", "output", None))
@@ -476,6 +590,38 @@ def _generic_taps(model: nn.Module) -> list[RawTap]:
     ]
 
 
+# ---------------------------------------------------------------- timm stage models with attention
+def _is_swin(model: nn.Module) -> bool:
+    """timm Swin / SwinV2 / SwinV2-CR: stage blocks with a window and a cyclic shift around an `attn` module."""
+    return _is_timm_stages(model) and any(
+        _has(m, "window_size", "shift_size", "attn") and hasattr(m.attn, "num_heads")
+        for m in model.modules()
+    )
+
+
+def _is_stage_attention(model: nn.Module) -> bool:
+    """A timm stage model with attention modules (`num_heads`) that are neither global nor Swin windows: PiT,
+    PVT-v2, Twins, LeViT, CoaT, EfficientFormer, MaxViT, MobileViT, ..."""
+    return _is_timm_stages(model) and any(hasattr(m, "num_heads") for m in model.modules())
+
+
+_STAGE_ATTENTION = (
+    "its attention has no per-head distribution over the image positions of a fixed grid to measure distances "
+    "on: keys pooled, reduced or partitioned (PiT, PVT-v2, Twins, LeViT, CoaT, EfficientFormer, MaxViT) or "
+    "tokens that are not image positions (MobileViT's unfolded patches)"
+)
+
+
+def _is_hiera(model: nn.Module) -> bool:
+    """timm Hiera: tokens unrolled into mask units (`unroll` / `reroll`), not row-major."""
+    return _has(model, "unroll", "reroll") and _is_timm_stages(model)
+
+
+def _is_cait(model: nn.Module) -> bool:
+    """A ViT whose attention is talking-heads (CaiT: `proj_l` before, `proj_w` after the softmax)."""
+    return _is_vit(model) and any(hasattr(b.attn, "proj_w") for b in model.blocks)
+
+
 # ---------------------------------------------------------------- the records
 _VIT_PAIRS = (("attn", "attn_res"), ("mlp", "block"))
 _POOLED = "attention over pooled or reduced keys (key positions are not the query grid)"
@@ -485,12 +631,38 @@ FAMILIES: list[Family] = [
         residual_pairs=(("attn", "attn_res"), ("lpi", "lpi_res"), ("mlp", "block")),
         attention_reason="its cross-covariance attention mixes channels, not image positions (XCiT)",
     ),
-    Family("vit", _is_vit, _vit_taps, residual="sublayers", residual_pairs=_VIT_PAIRS, attention="global"),
+    Family(
+        "hiera", _is_hiera, _timm_stage_taps, residual="branches", exact=False, tokens_on_grid=False,
+        attention_reason="its mask-unit attention runs over unrolled tokens, not a row-major image grid (Hiera)",
+    ),
+    Family(
+        "cait", _is_cait, _vit_taps, residual="sublayers", residual_pairs=_VIT_PAIRS, attention="global",
+        is_vit=True,
+        head_subsets_reason=(
+            "its talking-heads attention mixes the heads after the softmax (proj_w): a head's output is not "
+            "the output of the head whose distance is measured (CaiT)"
+        ),
+    ),
+    Family(
+        "vit", _is_vit, _vit_taps, residual="sublayers", residual_pairs=_VIT_PAIRS, attention="global",
+        is_vit=True,
+    ),
     Family("resnet", _is_resnet, _resnet_taps, is_cnn=True, residual="unit"),
     Family("resnetv2", _is_resnetv2, _resnetv2_taps, is_cnn=True, residual="unit"),
     Family("efficientnet", _is_efficientnet, _efficientnet_taps, is_cnn=True, residual="unit"),
+    Family(
+        "swin", _is_swin, _timm_stage_taps, residual="branches", attention="window", exact=False,
+        attention_reason="its windowed attention is read per window (Swin)",
+    ),
+    Family(
+        "stage_attention", _is_stage_attention, _timm_stage_taps, residual="branches", exact=False,
+        attention_reason=_STAGE_ATTENTION,
+    ),
     Family("timm_stages", _is_timm_stages, _timm_stage_taps, residual="branches", exact=False),
-    Family("generic", lambda _m: True, _generic_taps, exact=False),
+    Family(
+        "generic", lambda _m: True, _generic_taps, exact=False,
+        residual_reason="its family rule (generic: leaf modules) does not know its residual branches",
+    ),
 ]  # fmt: skip
 
 
@@ -502,19 +674,23 @@ def family_of(model: nn.Module) -> Family:
     return next(f for f in FAMILIES if f.detect(model))
 
 
+def model_class(family: str, taps) -> str:
+    """How the claims read a model: "vit" (a global-attention vision transformer), "cnn" (a CNN family, or a
+    timm stage model without attention whose block outputs are all channels-first maps: ConvNeXt, RegNet, VGG,
+    DenseNet, ...), else "other" (Swin, PVT, MLP-Mixer, ...: neither side of the paper's ViT-vs-CNN findings)."""
+    f = family_record(family)
+    if f.is_vit:
+        return "vit"
+    if f.is_cnn:
+        return "cnn"
+    blocks = [t for t in taps if t.kind in ("stem", "block", "out")]
+    if f.name in ("timm_stages", "generic") and blocks and all(t.layout == "nchw" for t in blocks):
+        return "cnn"
+    return "other"
+
+
 def family_record(name: str) -> Family:
     return next((f for f in FAMILIES if f.name == name), FAMILIES[-1])
-
-
-def family_traits(family: str) -> dict[str, Any]:
-    """has_attention (attention distances and head subsets apply), has_residual_units (skip statistics),
-    is_cnn (a convolutional family)."""
-    f = family_record(family)
-    return {
-        "has_attention": f.attention is not None,
-        "has_residual_units": f.residual is not None,
-        "is_cnn": f.is_cnn,
-    }
 
 
 # ---------------------------------------------------------------- decisions from a weightless build
@@ -543,6 +719,17 @@ def _data_hw(spec: dict[str, Any]) -> tuple[int, int] | None:
     return (int(size[1]), int(size[2])) if size else None
 
 
+def _sized(model: nn.Module, spec: dict[str, Any]) -> nn.Module:
+    """The skeleton with the configured input size in its timm config, as `load.create_model` sets it on the
+    real model: a family's own probe pass (`_firings`) then runs at that size too (a model built for 64 px
+    whose attention biases are fixed to its grid fails at timm's default 224)."""
+    size = (spec.get("data_config") or {}).get("input_size")
+    if size:
+        cfg = {**(getattr(model, "pretrained_cfg", None) or {}), "input_size": tuple(size)}
+        model.pretrained_cfg = model.default_cfg = cfg
+    return model
+
+
 @dataclass(frozen=True)
 class Structure:
     family: str
@@ -554,7 +741,7 @@ def _structure(spec_json: str) -> Structure:
     from seelike.models.taps import discover_taps
 
     spec = json.loads(spec_json)
-    model = _build_skeleton(spec)
+    model = _sized(_build_skeleton(spec), spec)
     family = family_of(model).name
     try:
         taps = tuple(discover_taps(model, _data_hw(spec)))
@@ -564,7 +751,7 @@ def _structure(spec_json: str) -> Structure:
             raise
         with torch.device("cpu"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = _build_skeleton({**spec, "_device": "cpu"})
+            model = _sized(_build_skeleton({**spec, "_device": "cpu"}), spec)
         taps = tuple(discover_taps(model, _data_hw(spec)))
     return Structure(family, taps)
 
@@ -600,20 +787,57 @@ def analysis_support(family: str, taps, analysis: str, tap_names=None) -> str | 
     `tap_names`: the taps the analysis would read (the configured ones), when it reads chosen taps."""
     f = family_record(family)
     if analysis in ("attention", "head_subsets"):
-        return None if f.attention else f"{f.attention_reason} (family {family!r})"
-    if analysis == "skip":
-        if f.residual == "branches" and not any(t.kind == "branch" for t in taps):
-            return f"none of its blocks adds a residual branch through a drop_path module (family {family!r})"
-        return None if f.residual else f"{f.residual_reason} (family {family!r})"
-    if analysis in ("erf", "localisation"):
-        by_name = {t.name: t for t in taps}
-        chosen = [by_name[n] for n in tap_names or () if n in by_name]
-        if tap_names:
-            flat = [t.name for t in chosen if not t.spatial]
-            if flat:
-                return f"taps {flat} have no spatial map or token grid (layouts in taps.csv)"
-            return None
-        if not any(t.spatial for t in taps):
-            return "none of its taps has a spatial map or a token grid"
+        if not f.attention:
+            return f"{f.attention_reason} (family {family!r})"
+        if analysis == "head_subsets" and f.head_subsets_reason:
+            return f"{f.head_subsets_reason} (family {family!r})"
+        if analysis == "head_subsets" and f.attention != "global":
+            return (
+                "Fig 5's head subsets are read from global token attention only: a windowed block's head "
+                f"outputs are per-window tensors (family {family!r})"
+            )
+        if f.attention == "global":
+            # one global attention over a fixed patch grid: every block's output has the same token grid
+            grids = {(t.layout, t.grid_hw) for t in taps if t.kind == "block"}
+            if len(grids) > 1 or any(lay != "tokens" or g is None for lay, g in grids):
+                return (
+                    "its blocks do not all attend over one token grid (pooled or unrolled tokens, e.g. Hiera): "
+                    f"block outputs have {sorted(grids, key=str)} (family {family!r})"
+                )
         return None
+    if analysis == "skip":
+        if not f.residual:
+            return f"{f.residual_reason} (family {family!r})"
+        kinds = {t.kind for t in taps}
+        if f.residual == "sublayers":
+            missing = [k for pair in f.residual_pairs for k in pair if k not in kinds]
+            if missing:
+                return f"its blocks have no {missing} taps to read residual sublayers from (family {family!r})"
+        elif f.residual == "branches" and "branch" not in kinds:
+            return (
+                "none of its blocks adds a whole per-image residual branch through a drop_path module "
+                f"(family {family!r})"
+            )
+        elif "branch" not in kinds:
+            return (
+                f"none of its units has a residual branch (a skip connection) (family {family!r})"
+            )
+        return None
+    if analysis in ("erf", "localisation", "probes"):
+        # the analyses' own choosers answer: the dry run refuses exactly what the rule would refuse
+        if analysis == "erf":
+            from seelike.analyses.receptive_field import erf_support
+
+            why = erf_support(taps, family, tap_names)
+        elif analysis == "localisation":
+            from seelike.analyses.localisation import localisation_support
+
+            if tap_names and len(tap_names) > 1:
+                return f"localisation maps one tap, the config names {list(tap_names)}"
+            why = localisation_support(taps, tap_names[0] if tap_names else None)
+        else:
+            from seelike.analyses.probes import probes_support
+
+            why = probes_support(taps, tap_names)
+        return None if why is None else f"{why} (family {family!r})"
     return None

@@ -456,4 +456,7 @@ def load_model(
     if weights:
         weights = model_json.parent / weights
     model = create_model(info, weights=weights)
+    size = (info.get("data_config") or {}).get("input_size")
+    if size:  # the size the analyses feed it: tap layouts are probed at it (seelike.models.taps.input_size)
+        model.seelike_input_size = tuple(int(v) for v in size)
     return model.eval().to(device), info

@@ -95,10 +95,13 @@ def tap_family(model: nn.Module) -> str:
 
 
 def input_size(model: nn.Module) -> tuple[int, int, int]:
-    """(C, H, W) the model is built for: its patch embedding's `img_size` where it has one (a ViT built with
-    `kwargs.img_size`), else timm's pretrained config, else 3×224×224."""
+    """(C, H, W) the model sees: its data config's input size where the loader recorded one, else its patch
+    embedding's `img_size` (a ViT built with `kwargs.img_size`), else timm's pretrained config, else 3×224×224."""
     from seelike.models.load import built_input_size
 
+    given = getattr(model, "seelike_input_size", None)  # the data config's, set by load_model
+    if given is not None:
+        return tuple(int(v) for v in given)  # type: ignore[return-value]
     built = built_input_size(model)
     if built is not None:
         return built
@@ -132,7 +135,10 @@ def discover_taps(model: nn.Module, img_hw: Sequence[int] | None = None) -> list
             f"tap discovery for family '{fam.name}' names absent modules: {missing[:5]}"
         )
     taps = [Tap(*r[:5], index=i, occurrence=r[5] if len(r) > 5 else 0) for i, r in enumerate(raw)]
-    return probe_layouts(model, taps, img_hw, strict=fam.exact)
+    taps = probe_layouts(model, taps, img_hw, strict=fam.exact)
+    if not fam.tokens_on_grid:  # tokens in another order than row-major: no positions to read
+        taps = [replace(t, grid_hw=None) if t.layout == "tokens" else t for t in taps]
+    return taps
 
 
 # the probe's batch size: a window partition of 2 images has another leading dimension

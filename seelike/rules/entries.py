@@ -111,7 +111,7 @@ def attention_distance(ctx: RuleContext) -> None:
     meta = ctx.metadata(
         "attention_distance", split=cfg["split"], n_images=res.n_images, cls=cfg["cls"],
         grid_hw=g.grid_hw, patch_px=g.patch_px, stride_px=g.stride_px, img_hw=g.img_hw,
-        num_prefix_tokens=g.num_prefix_tokens,
+        num_prefix_tokens=g.num_prefix_tokens, kind=res.kind, blocks=res.geometry(),
     )  # fmt: skip
     write_table(df, ctx.output[0], meta)
     ctx.log.info(

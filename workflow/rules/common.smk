@@ -17,7 +17,7 @@ from snakemake.utils import validate
 from seelike.data.sources import DatasetConfigError, open_source
 from seelike.models.families import (
     analysis_support,
-    family_traits,
+    model_class,
     model_family,
     model_structure,
     model_tap_names,
@@ -279,8 +279,10 @@ def family(name):
     return model_family(config["models"][name])
 
 
-def traits(name):
-    return family_traits(family(name))
+def model_kind(name):
+    """vit, cnn or other: how the claims read a configured model (seelike.models.families.model_class)."""
+    s = model_structure(config["models"][name])
+    return model_class(s.family, s.taps)
 
 
 SECTION_NAMES = {
@@ -343,7 +345,7 @@ def head_subset_cnn():
         return None
     if hs["cnn"] is not None:
         return hs["cnn"]
-    return next((m for m in MODELS if traits(m)["is_cnn"]), None)
+    return next((m for m in MODELS if model_kind(m) == "cnn"), None)
 
 
 def models_with_source(*sources):
@@ -739,7 +741,7 @@ def claims_models():
     return canonical(
         {
             m: {
-                "family": "vit" if family(m) == "vit" else "cnn",
+                "family": model_kind(m),
                 "arch": spec["arch"],
                 "kwargs": spec.get("kwargs") or {},
                 "remove_skip": spec.get("remove_skip"),
