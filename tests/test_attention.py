@@ -294,3 +294,285 @@ def test_default_cnn_taps():
         "stages.0.blocks.0.out", "stages.0.blocks.1.out", "stages.0.blocks.2.out",
         "stages.1.blocks.0.out", "stages.1.blocks.1.out",
     ]  # fmt: skip
+
+
+# ------------------------------------------------------------------ CaiT talking heads, Swin windows, refusals
+def tiny_cait() -> nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model(
+        "cait_xxs24_224", pretrained=False, img_size=32, patch_size=8, depth=2, embed_dim=24,
+        num_heads=3,
+    ).eval()  # fmt: skip
+
+
+SWIN_KW = {"window_size": 4, "embed_dim": 24, "depths": (2, 2), "num_heads": (2, 2)}
+SWINS = {
+    "swin": "swin_tiny_patch4_window7_224",
+    "swinv2": "swinv2_tiny_window8_256",
+    "swinv2_cr": "swinv2_cr_tiny_224",
+}
+
+
+def tiny_swin(kind: str = "swin", img: int = 64) -> nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model(SWINS[kind], pretrained=False, img_size=img, **SWIN_KW).eval()
+
+
+def loop_distance(probs, pos_q, pos_k, stride, cls, valid_q=None, valid_k=None) -> float:
+    """Mean over queries of sum_k p[q, k]·|pos_q − pos_k| (pixels), by plain loops in float64; keys not
+    `valid_k` dropped (drop_renorm) or counted at distance 0 (keep), queries not `valid_q` left out."""
+    nq, nk = len(pos_q), len(pos_k)
+    valid_q = valid_q or [True] * nq
+    valid_k = valid_k or [True] * nk
+    tot, n = 0.0, 0
+    for q in range(nq):
+        if not valid_q[q]:
+            continue
+        s = m = 0.0
+        for k in range(nk):
+            if valid_k[k]:
+                w = float(probs[q][k])
+                dr, dc = (
+                    (pos_q[q][0] - pos_k[k][0]) * stride[0],
+                    (pos_q[q][1] - pos_k[k][1]) * stride[1],
+                )
+                s += w * math.hypot(dr, dc)
+                m += w
+        tot += s / m if cls == "drop_renorm" else s
+        n += 1
+    return tot / n
+
+
+def test_cait_talking_heads_probabilities_and_distances():
+    """CaiT: the per-head distribution is softmax(proj_l(logits)) (before proj_w), recomputed here in float64
+    from the attention's input; the patch blocks have no prefix token although the model declares one."""
+    from seelike.analyses.attention import attention_probabilities, attention_sites
+
+    model = tiny_cait()
+    assert model.num_prefix_tokens == 1
+    sites = attention_sites(model)
+    assert [s.name for s in sites] == ["blocks.0.attn", "blocks.1.attn"]  # not blocks_token_only
+    assert all(s.talking_heads for s in sites)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    inputs: list[torch.Tensor] = []
+    hooks = [s.module.register_forward_pre_hook(lambda _m, a: inputs.append(a[0])) for s in sites]
+    with torch.no_grad(), attention_probabilities(model) as got:
+        model(x)
+    for h in hooks:
+        h.remove()
+    centres = [(r, c) for r in range(4) for c in range(4)]
+    res = attention_distances(model, [x], cls="keep")
+    df = res.to_frame()
+    assert res.prefix_tokens == [0, 0]
+    for i, (s, xin) in enumerate(zip(sites, inputs)):
+        at, y = s.module, xin.double()
+        b, n, _ = y.shape
+        qkv = (
+            (y @ at.qkv.weight.double().T).reshape(b, n, 3, at.num_heads, -1).permute(2, 0, 3, 1, 4)
+        )
+        logits = (qkv[0] * at.scale) @ qkv[1].transpose(-2, -1)
+        mixed = logits.permute(0, 2, 3, 1) @ at.proj_l.weight.double().T + at.proj_l.bias.double()
+        ref = torch.softmax(mixed.permute(0, 3, 1, 2), -1)
+        (probs, _), = got[i]  # fmt: skip
+        assert probs.shape == (2, 3, 16, 16)
+        torch.testing.assert_close(probs.double(), ref, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(probs.sum(-1), torch.ones(2, 3, 16), rtol=0, atol=1e-5)
+        for h in range(3):
+            want = np.mean(
+                [
+                    loop_distance(ref[j, h].tolist(), centres, centres, (8, 8), "keep")
+                    for j in range(2)
+                ]
+            )
+            got_h = df[(df["block"] == i) & (df["head"] == h)]["mean_distance_px"].item()
+            assert got_h == pytest.approx(want, rel=1e-5)
+
+
+def test_cait_head_subsets_refused():
+    with pytest.raises(NotAnAttentionModelError, match="talking-heads"):
+        head_outputs(tiny_cait(), torch.randn(2, 3, 32, 32))
+
+
+def _window_call(blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    f = getattr(blk, "_attn", None) or blk._shifted_window_attn
+    return f(x)
+
+
+@pytest.mark.parametrize("kind", list(SWINS))
+@pytest.mark.parametrize("img", [64, 56])  # 56: maps of 14 and 7 are padded to whole windows
+def test_window_geometry_matches_timm_partition(kind, img):
+    """Tag every position of a block's input map with its (row, col) and read where timm's shift + pad +
+    partition puts it: the tokens the attention module receives must sit at `window_geometry`'s positions."""
+    from seelike.analyses.attention import _block_window, attention_sites
+    from seelike.models.geometry import window_geometry
+
+    model = tiny_swin(kind, img)
+    sites = attention_sites(model)
+    assert [s.name.rsplit(".", 3)[0] for s in sites] == [
+        sites[0].name.split(".")[0] + f".{k}" for k in (0, 0, 1, 1)
+    ]
+    assert len({s.name for s in sites}) == 4
+    shifted = []
+    for s, hw in zip(sites, [(img // 4, img // 4)] * 2 + [(img // 8, img // 8)] * 2):
+        x = torch.zeros(1, *hw, 24 * (1 if hw[0] == img // 4 else 2))
+        x[0, :, :, 0] = torch.arange(hw[0])[:, None] + 1.0
+        x[0, :, :, 1] = torch.arange(hw[1])[None, :] + 1.0
+        seen: list[torch.Tensor] = []
+        h = s.module.register_forward_pre_hook(
+            lambda _m, a, seen=seen: seen.append(a[0][..., :2] - 1)
+        )
+        with torch.no_grad():
+            _window_call(s.block, x)
+        h.remove()
+        window, shift = _block_window(s)
+        shifted.append(any(shift))
+        geom = window_geometry(hw, window, shift, (img / hw[0], img / hw[1]))
+        np.testing.assert_array_equal(seen[0].long().numpy(), geom.positions)
+        # every position of the map is exactly one window token
+        pos = geom.positions[geom.valid]
+        assert len(pos) == hw[0] * hw[1] == len({tuple(p) for p in pos.tolist()})
+    assert shifted == [False, True, False, True]
+
+
+@pytest.mark.parametrize("kind", list(SWINS))
+def test_shifted_windows_mask_exactly_the_wrapped_pairs(kind):
+    """In a shifted block (no padding), the pairs timm masks are exactly those whose true positions are not
+    inside one window extent (a key that wrapped around the map), and they get ~0 probability."""
+    from seelike.analyses.attention import _block_window, attention_probabilities, attention_sites
+    from seelike.models.geometry import window_geometry
+
+    model = tiny_swin(kind)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad(), attention_probabilities(model) as got:
+        model(x)
+    for s, ((probs, hw),) in zip(attention_sites(model), got):
+        window, shift = _block_window(s)
+        geom = window_geometry(hw, window, shift, (64 / hw[0], 64 / hw[1]))
+        d = geom.positions[:, :, None, :] - geom.positions[:, None, :, :]
+        wrapped = (np.abs(d[..., 0]) >= window[0]) | (np.abs(d[..., 1]) >= window[1])
+        assert wrapped.any() == any(shift)
+        mask = s.block.attn_mask
+        if any(shift):
+            np.testing.assert_array_equal(mask.numpy() != 0, wrapped)
+        p = probs.reshape(2, geom.num_windows, -1, *probs.shape[-2:])
+        if wrapped.any():
+            assert p.permute(0, 2, 1, 3, 4)[..., torch.as_tensor(wrapped)].abs().max() < 1e-20
+        torch.testing.assert_close(probs.sum(-1), torch.ones(probs.shape[:-1]), rtol=0, atol=1e-5)
+
+
+def swin_reference(model, x, cls) -> np.ndarray:
+    """(blocks, heads) mean attention distance from the definition: loops over windows, the cyclic shift undone
+    by hand ((i + s) mod H), padding tokens dropped as queries and treated by `cls` as keys."""
+    from seelike.analyses.attention import _block_window, attention_probabilities, attention_sites
+
+    sites = attention_sites(model)
+    with torch.no_grad(), attention_probabilities(model) as got:
+        model(x)
+    img_h, img_w = x.shape[-2:]
+    out = []
+    for s, ((probs, (gh, gw)),) in zip(sites, got):
+        (wh, ww), (sh, sw) = _block_window(s)
+        nh, nw = -(-gh // wh), -(-gw // ww)
+        stride = (img_h / gh, img_w / gw)
+        p = probs.double().reshape(len(x), nh * nw, s.num_heads, wh * ww, wh * ww)
+        per_head = []
+        for h in range(s.num_heads):
+            per_img = []
+            for b in range(len(x)):
+                tot, nq = 0.0, 0
+                for a, c in itertools.product(range(nh), range(nw)):
+                    pos, ok = [], []
+                    for u, v in itertools.product(range(wh), range(ww)):
+                        i, j = a * wh + u, c * ww + v
+                        ok.append(i < gh and j < gw)
+                        pos.append(((i + sh) % gh, (j + sw) % gw))
+                    n_ok = sum(ok)
+                    tot += n_ok * loop_distance(
+                        p[b, a * nw + c, h].tolist(), pos, pos, stride, cls, ok, ok
+                    )
+                    nq += n_ok
+                per_img.append(tot / nq)
+            per_head.append(np.mean(per_img))
+        out.append(per_head)
+    return np.array(out)
+
+
+@pytest.mark.parametrize(
+    "kind,img,cls",
+    [("swin", 64, "drop_renorm"), ("swinv2", 64, "drop_renorm"), ("swin", 56, "drop_renorm"),
+     ("swin", 56, "keep"), ("swinv2_cr", 56, "drop_renorm")],
+)  # fmt: skip
+def test_swin_distances_match_loop_reference(kind, img, cls):
+    model = tiny_swin(kind, img)
+    x = torch.randn(3, 3, img, img, generator=torch.Generator().manual_seed(6))
+    res = attention_distances(model, [x[:2], x[2:]], cls=cls)
+    df = res.to_frame()
+    assert res.n_images == 3 and len(df) == 4 * 2 and df["module"].nunique() == 4
+    got = df.pivot(index="block", columns="head", values="mean_distance_px").to_numpy()
+    np.testing.assert_allclose(got, swin_reference(model, x, cls), rtol=1e-5)
+    geo = res.geometry()
+    assert [g["stride_px"] for g in geo] == [(4.0, 4.0)] * 2 + [(8.0, 8.0)] * 2
+    assert [any(g["shift"]) for g in geo] == [False, True, False, True]
+
+
+def test_window_distance_one_hot_wrapped_key():
+    """A query at the top-left of a shifted map's last window that looks at a key which wrapped around: the
+    distance is the true one across the map, not the distance inside the window."""
+    from seelike.analyses.attention import window_attention_distance
+    from seelike.models.geometry import window_geometry
+
+    geom = window_geometry((4, 4), (2, 2), (1, 1), 10)
+    attn = torch.eye(4).expand(4, 1, 4, 4).clone().double()[None].reshape(4, 1, 4, 4)
+    # last window (a=1, b=1): tokens at rolled (2,2),(2,3),(3,2),(3,3) = true (3,3),(3,0),(0,3),(0,0)
+    assert geom.positions[3].tolist() == [[3, 3], [3, 0], [0, 3], [0, 0]]
+    attn[3, 0, 0] = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64)  # (3,3) looks at (0,0)
+    d = window_attention_distance(attn, geom)
+    assert d.item() == pytest.approx(math.hypot(30, 30) / 16)
+
+
+def test_swin_head_subsets_refused():
+    with pytest.raises(NotAnAttentionModelError, match="windowed"):
+        head_outputs(tiny_swin(), torch.randn(2, 3, 64, 64))
+
+
+def test_hybrid_vit_grid_is_at_total_stride():
+    model = timm.create_model("vit_tiny_r_s16_p8_224", pretrained=False, img_size=64).eval()
+    g = token_grid(model, (64, 64))
+    assert g.grid_hw == (2, 2) and g.stride_px == (32, 32) and g.patch_px == (32, 32)
+
+
+TINY_SPECS = {
+    "vit": ("vit_tiny_patch16_224", {"img_size": 32, "patch_size": 8, "depth": 2}),
+    "cait": ("cait_xxs24_224", {"img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 24}),
+    "swin": ("swin_tiny_patch4_window7_224", {"img_size": 64, **SWIN_KW}),
+    "swinv2": ("swinv2_tiny_window8_256", {"img_size": 64, **SWIN_KW}),
+    "xcit": ("xcit_nano_12_p16_224", {"img_size": 32, "depth": 2}),
+    "pit": ("pit_ti_224", {}),
+    "pvt": ("pvt_v2_b0", {}),
+    "levit": ("levit_128s", {}),
+    "convnext": ("convnext_atto", {}),
+    "hiera": ("hiera_tiny_224", {}),
+}
+
+
+@pytest.mark.parametrize("key", list(TINY_SPECS))
+def test_analysis_support_attention(key):
+    from seelike.models.families import analysis_support, model_structure
+
+    arch, kw = TINY_SPECS[key]
+    size = kw.get("img_size", 224)
+    s = model_structure(
+        {"arch": arch, "kwargs": kw, "data_config": {"input_size": [3, size, size]}}
+    )
+    att = analysis_support(s.family, s.taps, "attention")
+    hs = analysis_support(s.family, s.taps, "head_subsets")
+    if key in ("vit", "cait"):
+        assert s.family == "vit" and att is None and hs is None
+    elif key in ("swin", "swinv2"):
+        assert s.family == "swin" and att is None and "windowed" in hs
+    else:
+        assert att is not None and hs is not None
+        want = {
+            "xcit": "channels", "convnext": "no self-attention", "hiera": "one token grid",
+        }.get(key, "pooled, reduced or partitioned")  # fmt: skip
+        assert want in att, att

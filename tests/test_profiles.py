@@ -13,8 +13,10 @@ def _gpu_rules() -> set[str]:
     rules = set()
     for smk in (REPO / "workflow" / "rules").glob("*.smk"):
         # a rule's body runs to the next top-level statement
-        for m in re.finditer(r"^rule (\w+):\n(.*?)(?=^\S)", smk.read_text() + "\nEND", re.S | re.M):
-            if re.search(r"^\s+gpu\s*=\s*1\b", m.group(2), re.M):
+        for m in re.finditer(
+            r"^rule (\w+):\n(.*?)(?=^\S)", smk.read_text() + "\nEND", re.DOTALL | re.MULTILINE
+        ):
+            if re.search(r"^\s+gpu\s*=\s*1\b", m.group(2), re.MULTILINE):
                 rules.add(m.group(1))
     return rules
 

@@ -205,8 +205,10 @@ def test_schema_defaults_fill_missing_sections(tmp_path):
 
 
 def test_model_families_decide_the_default_model_lists(tmp_path):
-    """A MobileViT (ViT in its name, no ViT blocks) gets no attention, ERF or skip jobs: the default lists
-    follow the structure of the model (seelike.models.families), as the rules do at run time."""
+    """A MobileViT (ViT in its name, no ViT blocks) gets no attention job (its attention runs over unfolded
+    patches, not image positions) and no skip job (its drop_path branches do not add up to its block outputs),
+    but an ERF job (its stage outputs are maps): the default lists follow the structure of the model
+    (seelike.models.families.analysis_support), as the rules do at run time."""
 
     def edit(c):
         c["models"]["mobilevit"] = {
@@ -222,7 +224,7 @@ def test_model_families_decide_the_default_model_lists(tmp_path):
     jobs = _jobs(proc.stdout)
     for rule, expected in (
         ("attention_distance", {"vit", "vit_variant"}),
-        ("receptive_field", {"vit", "vit_variant", "resnet"}),
+        ("receptive_field", {"vit", "vit_variant", "resnet", "mobilevit"}),
         ("skip_stats", {"vit", "vit_variant", "resnet"}),
         ("train_model", {"vit", "vit_variant", "resnet", "mobilevit"}),
     ):

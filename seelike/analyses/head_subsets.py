@@ -11,14 +11,44 @@ import pandas as pd
 import torch
 from torch import nn
 
-from seelike.analyses.attention import attention_modules, unfuse_attention
+from seelike.analyses.attention import (
+    AttentionSite,
+    attention_sites,
+    refuse_attention,
+    unfuse_attention,
+)
 from seelike.analyses.stream import Progress, stream
 from seelike.device import exact_fp32
-from seelike.models.geometry import NotAnAttentionModelError
+from seelike.models.geometry import NotAnAttentionModelError, token_grid
 
 
 class _StopForward(Exception):
     """Raised inside a hook once the wanted activation is captured: the rest of the model need not run."""
+
+
+def head_site(model: nn.Module, block: int = 0) -> AttentionSite:
+    """The attention of block `block` whose head outputs Fig 5 reads. Raises NotAnAttentionModelError where
+    head subsets are not defined: windowed attention (per-window outputs) and talking-heads attention (CaiT: the
+    values are weighted by a mixture across heads, so no head's output follows its own distribution)."""
+    sites = attention_sites(model)
+    if not 0 <= block < len(sites):
+        raise ValueError(f"block {block} out of range: the model has {len(sites)} attention blocks")
+    site = sites[block]
+    if site.kind != "global":
+        raise NotAnAttentionModelError(
+            f"{site.name}: Fig 5's head subsets are read from global token attention only; a windowed block's "
+            "head outputs are per-window tensors"
+        )
+    if site.talking_heads:
+        raise NotAnAttentionModelError(
+            f"{site.name} is talking-heads attention (CaiT): proj_w mixes the heads' distributions before the "
+            "values, so a head's output does not belong to the head whose attention distance is measured"
+        )
+    if not isinstance(getattr(site.module, "proj", None), nn.Module):
+        raise NotAnAttentionModelError(
+            f"{site.name} has no `proj` output projection to read head outputs from"
+        )
+    return site
 
 
 @torch.no_grad()
@@ -29,21 +59,16 @@ def head_outputs(model: nn.Module, x: torch.Tensor, block: int = 0) -> torch.Ten
     head; a head subset's representation is the chosen heads' slices, flattened over tokens × channels. The
     forward pass stops right after that block's attention.
     """
-    mods = attention_modules(model)
-    if not 0 <= block < len(mods):
-        raise ValueError(f"block {block} out of range: the model has {len(mods)} attention blocks")
-    name, attn = mods[block]
-    if not hasattr(attn, "proj"):
-        raise NotAnAttentionModelError(
-            f"{name} has no `proj` output projection to read head outputs from"
-        )
+    site = head_site(model, block)
+    attn = site.module
     got: list[torch.Tensor] = []
 
     def grab(_m: nn.Module, args: tuple) -> None:
         got.append(args[0].detach())
         raise _StopForward
 
-    old = unfuse_attention([(name, attn)])
+    mods = [(site.name, attn)]
+    old = unfuse_attention(mods)
     h = attn.proj.register_forward_pre_hook(grab)
     try:
         model(x)
@@ -51,10 +76,22 @@ def head_outputs(model: nn.Module, x: torch.Tensor, block: int = 0) -> torch.Ten
         pass
     finally:
         h.remove()
-        attn.fused_attn = old[0]
+        refuse_attention(mods, old)
     y = got[0]
-    heads = int(attn.num_heads)
+    heads = site.num_heads
     return y.reshape(y.shape[0], y.shape[1], heads, y.shape[-1] // heads)
+
+
+def head_prefix_tokens(model: nn.Module, heads: torch.Tensor, img_hw) -> int:
+    """Prefix tokens of a block's head outputs (B, N, heads, hd): N minus the patch grid (CaiT's and ConViT's
+    patch-only blocks have none although the model declares a CLS token)."""
+    g = token_grid(model, img_hw)
+    prefix = heads.shape[1] - g.grid_hw[0] * g.grid_hw[1]
+    if prefix < 0:
+        raise NotAnAttentionModelError(
+            f"{heads.shape[1]} tokens are fewer than the {g.grid_hw[0]}x{g.grid_hw[1]} patch grid"
+        )
+    return prefix
 
 
 def group_heads(mean_distance: Sequence[float], subset_size: int) -> list[list[int]]:
@@ -118,7 +155,7 @@ def head_subset_cka(
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval().to(device)
-    prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
+    head_site(model, block)  # refuses before any image is read
     acc: CkaAccumulator | None = None
     batches = stream(vit_batches, device, progress=progress, n_batches=n_batches)
     for i, (batch, g_cnn) in enumerate(zip(batches, cnn_grams, strict=True)):
@@ -129,7 +166,9 @@ def head_subset_cka(
                 f"minibatch {i}: {x.shape[0]} images for the ViT but CNN Grams of {g_cnn.shape[-1]} images; "
                 "both must come from the same sample plan"
             )
-        g_vit = head_subset_grams(head_outputs(model, x, block), groups, prefix, tokens)
+        heads = head_outputs(model, x, block)
+        prefix = head_prefix_tokens(model, heads, x.shape[-2:])
+        g_vit = head_subset_grams(heads, groups, prefix, tokens)
         if acc is None:
             acc = CkaAccumulator(len(groups), g_cnn.shape[0])
         acc.add(g_vit.cpu(), g_cnn, batch_id=i)

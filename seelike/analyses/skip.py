@@ -1,20 +1,31 @@
 """Skip-connection statistics (Raghu et al. 2021, Fig 7 and App. E.2).
 
-For every residual unit, z is the identity path and f(z) the branch added to it:
+For every residual sublayer, z is the identity path, f(z) the branch added to it and s = z + f(z) the sum. What is
+read where comes from the model's family record (`seelike.models.families.Family.residual`), never from its name:
 
-- ViT block i, attention sublayer: z = block input, f = attention branch (`ls1` output); the sum is the
-  post-attention residual (input of `norm2`).
-- ViT block i, MLP sublayer: z = post-attention residual, f = MLP branch (`ls2` output); the sum is the block output.
-- ResNet unit: z = shortcut (block input, or the downsample projection), f = residual branch before the add;
-  the sum is taken before the unit's final activation (timm ResNet applies ReLU after the add).
-- EfficientNet block with a skip: z = block input, f = projection norm output; the sum is the block output. Blocks
-  without a skip (stride 2 or a channel change: no `branch` tap) have no residual and are left out.
+- "sublayers" (ViT, DeiT, BEiT, CaiT: attention then MLP; XCiT: attention, local patch interaction, MLP): per
+  block, for each (branch kind, sum kind) of the record's `residual_pairs` in order, z = the previous sum (first:
+  the block input), f = the branch tap (the LayerScale output, or the drop_path firing of gamma-scaled blocks), s =
+  the sum tap (e.g. the post-attention residual, input of `norm2`; last: the block output).
+- "unit" (ResNet, ResNetV2, EfficientNet): z = shortcut (block input, or the downsample projection), f = residual
+  branch before the add (timm ResNet applies ReLU after the add; EfficientNet blocks without a skip have no
+  `branch` tap and are left out).
+- "branches" (timm_stages: ConvNeXt, Swin, SwinV2, MLP-Mixer, ResMLP, RegNet, ...): per block, z0 = its `shortcut`
+  tap (the shortcut / downsample output) if it has one, else the block input; f_i = its `branch` taps (drop_path
+  firings) in order; s_i = s_{i-1} + f_i (z of sublayer i is s_{i-1}, reshaped to f_i's shape: Swin flattens its
+  (B, H, W, C) map to (B, HW, C) between its two branches). The last sum is the block's `sum` tap (the input of an
+  activation after the add, RegNet's act3) or else its output.
 
-Per token (ViT) or spatial position (CNN) and image: ratio = ‖z‖ / ‖f(z)‖ (L2 over channels), and the cosine between
-the sum (the sublayer's output) and f. ViT statistics are kept per token position, CLS and registers separately
-from patches; CNN statistics are pooled over positions (the spatial size changes between stages). Everything is
-reduced inside the forward hooks in float64, over slices of the batch; no activation is copied or outlives its
-block.
+Every sum is checked: a sublayer whose z + f(z) differs from the model's own sum (relative error over an image
+above `SUM_RTOL`) raises `ResidualSumError` naming the block, since its statistics would be wrong numbers.
+
+Per position and image: ratio = ‖z‖ / ‖f(z)‖ (L2 over channels), and the cosine between the sum (the sublayer's
+output) and f. Positions come from the tap's layout (`seelike.models.layout`): token sequences are kept per token
+(CLS and registers as their own token types, from the tap's prefix tokens), maps (channels-first or channels-last)
+are pooled over positions (the spatial size changes between stages); a block whose branches are all token
+sequences is kept per token, any other is pooled. Everything is reduced inside the forward hooks in float64, over
+slices of the batch; no activation is copied or outlives its block (the "branches" chain computes its running sum
+s_i once, in the activations' dtype).
 
 A zero branch (‖f‖ = 0) gives ratio = inf, counted in `n_inf`; 0/0 is undefined, counted in `n_undefined` and
 left out of the mean; a zero vector has no cosine (counted in `cosine_n_undefined`). `ratio_mean` is inf when
@@ -34,7 +45,7 @@ from torch import nn
 from seelike.analyses.stream import Progress, stream
 from seelike.device import exact_fp32
 
-__all__ = ["SkipStats", "ratio_and_cosine", "skip_statistics"]
+__all__ = ["ResidualSumError", "SkipStats", "ratio_and_cosine", "skip_statistics"]
 
 
 def ratio_and_cosine(z: torch.Tensor, f: torch.Tensor, s: torch.Tensor, dim: int = -1):
@@ -63,24 +74,66 @@ def _ratio_cosine_norms(z: torch.Tensor, f: torch.Tensor, s: torch.Tensor, dim: 
 # statistics of a unit are computed over slices of its images, so their memory does not grow with the batch.
 CHUNK_VALUES = 1 << 21
 
+# The largest relative difference (per image, ‖z + f - s‖ / ‖s‖) between a sublayer's z + f(z) and the model's own
+# sum that is taken as the same sum (float32 adds in another order); above it the read is wrong.
+SUM_RTOL = 1e-4
 
-def _unit_statistics(z: torch.Tensor, f: torch.Tensor, s: torch.Tensor | None, pooled: bool):
-    """(ratio, cosine, ‖z‖, ‖f‖), each (B, P) float64, of one residual unit, computed over slices of images.
 
-    Tokens (B, N, C) keep positions apart (P = N); maps (B, C, H, W) give positions as rows, (B·H·W, 1).
-    `s` None means s = z + f. Each image's numbers are those of one unsliced call (reductions run per position).
+class ResidualSumError(RuntimeError):
+    """z + f(z) is not the model's sum at a block: the taps read a wrong branch or identity path there."""
+
+
+def _rows(tap, t: torch.Tensor) -> torch.Tensor:
+    """(b, P, C) rows of a tap's activation chunk: token sequences as they are (prefix tokens included), maps
+    (nchw / nhwc) as their positions, row-major (`seelike.models.layout.positions`)."""
+    from seelike.models.layout import positions
+
+    if tap.layout == "tokens" and t.ndim == 3:
+        return t
+    if tap.layout in ("nchw", "nhwc"):
+        return positions(tap, t)
+    raise ValueError(
+        f"tap {tap.name!r} has layout {tap.layout!r} {tuple(t.shape[1:])}: skip statistics need token sequences "
+        "or feature maps"
+    )
+
+
+def _unit_statistics(
+    z: torch.Tensor,
+    f: torch.Tensor,
+    s: torch.Tensor | None,
+    pooled: bool,
+    tap=None,
+):
+    """(ratio, cosine, ‖z‖, ‖f‖), each (B, P) float64, of one residual sublayer, computed over slices of images,
+    and the largest per-image relative error ‖z + f - s‖ / ‖s‖ (0 when `s` is None: s = z + f).
+
+    `tap` (the branch's tap) gives the layout: rows are its tokens or map positions (`_rows`); without a tap, maps
+    are (B, C, H, W). Per token (P = N) unless `pooled`: positions as rows, (B·P, 1). Each image's numbers are
+    those of one unsliced call (reductions run per position).
     """
     per_image = max(1, z[:1].numel())
     step = max(1, CHUNK_VALUES // per_image)
-    parts = []
+    parts, err = [], 0.0
     for i in range(0, z.shape[0], step):
         zc, fc = z[i : i + step], f[i : i + step]
         sc = zc + fc if s is None else s[i : i + step]
-        if pooled:  # (b, C, H, W) → positions as rows, pooled into one column
-            zc, fc, sc = (t.movedim(1, -1).reshape(-1, 1, t.shape[1]) for t in (zc, fc, sc))
+        if tap is not None:
+            zc, fc, sc = (_rows(tap, t) for t in (zc, fc, sc))
+        elif pooled:  # (b, C, H, W) → positions
+            zc, fc, sc = (
+                t.movedim(1, -1).reshape(t.shape[0], -1, t.shape[1]) for t in (zc, fc, sc)
+            )
+        if s is not None:
+            d = (zc.double() + fc.double() - sc.double()).flatten(1).norm(dim=1)
+            ref = sc.double().flatten(1).norm(dim=1).clamp_min(1e-30)
+            err = max(err, float((d / ref).max()))
+            del d, ref
+        if pooled:  # positions as rows, pooled into one column
+            zc, fc, sc = (t.reshape(-1, 1, t.shape[-1]) for t in (zc, fc, sc))
         parts.append(_ratio_cosine_norms(zc, fc, sc))
         del zc, fc, sc
-    return tuple(torch.cat(p) for p in zip(*parts))
+    return (*(torch.cat(p) for p in zip(*parts)), err)
 
 
 @dataclass
@@ -126,14 +179,20 @@ class SkipStats:
     family: str
     accs: dict[tuple[int, str, str], _Acc] = field(
         default_factory=dict
-    )  # (block, unit, branch) → sums
-    token_types: list[str] = field(default_factory=list)
+    )  # (block, unit, branch) → sums, in forward order
+    # per (block, unit, branch): the token type of each position kept apart, None when pooled over positions
+    types: dict[tuple[int, str, str], list[str] | None] = field(default_factory=dict)
+    token_types: list[str] = field(
+        default_factory=list
+    )  # the first per-token sublayer's (ViT: every block's)
     n_images: int = 0
 
     def to_frame(self) -> pd.DataFrame:
-        """Tidy table: one row per block × branch × token (ViT) or block (CNN, token = -1, type 'spatial')."""
+        """Tidy table: one row per sublayer × token (per-token sublayers) or per sublayer (pooled: token = -1,
+        type 'spatial'). `sublayer` counts residual sublayers in forward order."""
         rows = []
-        for (block, unit, branch), a in self.accs.items():
+        for sub, ((block, unit, branch), a) in enumerate(self.accs.items()):
+            types = self.types.get((block, unit, branch))
             for p in range(len(a.n)):
                 with np.errstate(divide="ignore", invalid="ignore"):
                     mean = a.ratio_sum[p] / a.ratio_n[p] if a.ratio_n[p] else np.nan
@@ -145,8 +204,9 @@ class SkipStats:
                         "block": block,
                         "unit": unit,
                         "branch": branch,
-                        "token": p if self.token_types else -1,
-                        "token_type": self.token_types[p] if self.token_types else "spatial",
+                        "sublayer": sub,
+                        "token": p if types else -1,
+                        "token_type": types[p] if types else "spatial",
                         "ratio_mean": float(mean),
                         "ratio_n": int(a.ratio_n[p]),
                         "n_inf": int(a.n_inf[p]),
@@ -162,17 +222,80 @@ class SkipStats:
         return pd.DataFrame(rows)
 
 
-def _token_types(model: nn.Module, n_tokens: int) -> list[str]:
-    prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
+def _token_types(model: nn.Module, n_tokens: int, n_prefix: int | None = None) -> list[str]:
+    """cls / register / patch per token; `n_prefix` (the tap's prefix tokens; default the model's): a count other
+    than the model's own (CaiT and XCiT blocks run before the CLS token is added: none) is labelled as it is."""
+    declared = int(getattr(model, "num_prefix_tokens", 0) or 0)
+    prefix = declared if n_prefix is None else int(n_prefix)
     has_cls = getattr(model, "cls_token", None) is not None
     types = []
     for i in range(prefix):
-        types.append("cls" if (has_cls and i == 0) else "register")
+        if prefix == declared:
+            types.append("cls" if (has_cls and i == 0) else "register")
+        else:
+            types.append("prefix")
     return types + ["patch"] * (n_tokens - prefix)
 
 
 def _unit_of(tap) -> str:
     return tap.name.rsplit(".", 1)[0]
+
+
+@dataclass
+class _Unit:
+    """One residual block: where its input is read and what its sublayers are."""
+
+    name: str  # tap-name prefix and module path of the block
+    block: int
+    taps: dict[
+        str, object
+    ]  # role → tap: sublayers: branch kinds and sum kinds; branches: shortcut, branch1.., end
+    branch_names: list[
+        str
+    ]  # sublayer names in order (ViT: attn, mlp; branches: branch1, branch2, ...)
+    per_token: bool = True
+
+
+def _plan(fam, all_taps) -> list[_Unit]:
+    """The residual blocks of a model from its family record and its taps."""
+    by_block: dict[str, list] = {}
+    for t in all_taps:
+        if t.block is not None:
+            by_block.setdefault(_unit_of(t), []).append(t)
+    units = []
+    for name, taps in by_block.items():
+        kinds: dict[str, list] = {}
+        for t in taps:
+            kinds.setdefault(t.kind, []).append(t)
+        block = int(taps[0].block)
+        if fam.residual == "sublayers":
+            pairs = fam.residual_pairs
+            if not all(b in kinds and s in kinds for b, s in pairs):
+                continue
+            roles = {k: kinds[k][0] for pair in pairs for k in pair}
+            per_token = all(roles[b].layout == "tokens" for b, _ in pairs)
+            units.append(_Unit(name, block, roles, [b for b, _ in pairs], per_token))
+        elif fam.residual == "unit":
+            if "branch" not in kinds:  # EfficientNet: not every block has a skip
+                continue
+            roles = {"branch": kinds["branch"][0]}
+            if "shortcut" in kinds:
+                roles["shortcut"] = kinds["shortcut"][0]
+            units.append(_Unit(name, block, roles, ["residual"], False))
+        elif fam.residual == "branches":
+            branches = kinds.get("branch", [])
+            end = (kinds.get("sum") or kinds.get("block") or [None])[0]
+            if not branches or end is None:
+                continue
+            roles = {f"f{i}": t for i, t in enumerate(branches)}
+            roles["end"] = end
+            if "shortcut" in kinds:
+                roles["shortcut"] = kinds["shortcut"][0]
+            per_token = all(t.layout == "tokens" for t in [*branches, end])
+            units.append(
+                _Unit(name, block, roles, [t.name.rsplit(".", 1)[1] for t in branches], per_token)
+            )
+    return units
 
 
 @exact_fp32()
@@ -185,43 +308,54 @@ def skip_statistics(
     device: str | torch.device | None = None,
     progress: Progress | None = None,
 ) -> SkipStats:
-    """Stream images through `model` and accumulate skip-connection statistics for every residual unit
+    """Stream images through `model` and accumulate skip-connection statistics for every residual sublayer
     (`seelike.analyses.stream`: at most `n_images` images, `progress` after each batch).
 
-    Supports the tap families of `seelike.models.taps` with residual structure: vit, resnet, resnetv2,
-    efficientnet.
+    Reads the residual structure of the model's family record (`Family.residual`: sublayers, unit or branches);
+    a model whose family has none, or no readable branch, raises ValueError with the reason
+    (`seelike.models.families.analysis_support`). A block whose z + f(z) is not the model's own sum raises
+    `ResidualSumError`.
     """
-    from seelike.models.taps import discover_taps, record_taps, tap_family
+    from seelike.models.families import analysis_support, family_of
+    from seelike.models.taps import discover_taps, record_taps
 
-    family = tap_family(model)
-    if family not in ("vit", "resnet", "resnetv2", "efficientnet"):
-        raise ValueError(
-            f"skip-connection statistics need a model with known residual units (ViT blocks or ResNet units); "
-            f"{type(model).__name__} is of tap family {family!r}; drop it from `skip.models`"
-        )
+    fam = family_of(model)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval().to(device)
     all_taps = discover_taps(model)
-    if family == "vit":
-        wanted = {"attn", "attn_res", "mlp", "block"}
-    else:
-        wanted = {"branch", "shortcut"}
-    taps = [t for t in all_taps if t.kind in wanted]
-    if family != "vit":
-        # a CNN unit is residual when it has a branch tap (EfficientNet: not every block has a skip)
-        residual = {_unit_of(t) for t in taps if t.kind == "branch"}
-        taps = [t for t in taps if _unit_of(t) in residual]
-    units = {_unit_of(t): t.block for t in taps}
-    with_shortcut = {_unit_of(t) for t in taps if t.kind == "shortcut"}
+    reason = analysis_support(fam.name, all_taps, "skip")
+    if reason is None and not _plan(fam, all_taps):
+        reason = f"none of its blocks has the taps of a residual sublayer (family {fam.name!r})"
+    if reason is not None:
+        raise ValueError(
+            f"skip-connection statistics cannot be read from {type(model).__name__}: {reason}; "
+            "drop it from `skip.models`"
+        )
+    units = {u.name: u for u in _plan(fam, all_taps)}
+    role_of = {t.name: (u.name, role) for u in units.values() for role, t in u.taps.items()}
+    taps = [t for u in units.values() for t in u.taps.values()]
     mods = dict(model.named_modules())
-    stats = SkipStats(family)
+    stats = SkipStats(fam.name)
     held: dict[str, dict[str, tuple[torch.Tensor, int | None]]] = {u: {} for u in units}
+    step: dict[str, int] = dict.fromkeys(units, 0)
 
-    def acc(block: int, unit: str, branch: str, z, f, s, pooled: bool) -> None:
-        ratio, cos, nz, nf = _unit_statistics(z, f, s, pooled)
-        key = (block, unit, branch)
+    def acc(u: _Unit, branch: str, z, f, s, per_token: bool, tap) -> None:
+        ratio, cos, nz, nf, err = _unit_statistics(z, f, s, not per_token, tap)
+        if err > SUM_RTOL:
+            raise ResidualSumError(
+                f"{u.name}: z + f(z) of its {branch!r} sublayer differs from the model's sum by {err:.2e} "
+                f"(relative, > {SUM_RTOL:g}) in family {fam.name!r}: the taps do not read this block's identity "
+                "path and branch, so its skip statistics would be wrong numbers"
+            )
+        key = (u.block, u.name, branch)
         if key not in stats.accs:
             stats.accs[key] = _Acc.zeros(ratio.shape[1])
+            types = None
+            if per_token:
+                types = _token_types(model, ratio.shape[1], tap.num_prefix_tokens)
+                if not stats.token_types:
+                    stats.token_types = types
+            stats.types[key] = types
         stats.accs[key].add(ratio, cos, nz, nf)
 
     def hold(t: torch.Tensor) -> tuple[torch.Tensor, int | None]:
@@ -245,35 +379,104 @@ def skip_statistics(
     def on_unit_input(unit: str):
         def pre(_m, args):
             held[unit] = {"input": hold(args[0])}
+            step[unit] = 0
 
         return pre
 
-    def cb(tap, t: torch.Tensor) -> None:
-        unit = _unit_of(tap)
-        held[unit][tap.kind] = hold(t)
-        b = int(tap.block)
-        if family == "vit":
-            if not stats.token_types:
-                stats.token_types = _token_types(model, t.shape[1])
-            if tap.kind == "attn_res":
-                z, f, s = (get(unit, k) for k in ("input", "attn", "attn_res"))
-                acc(b, unit, "attn", z, f, s, pooled=False)
-                del held[unit]["input"], held[unit]["attn"]
-            elif tap.kind == "block":
-                z, f, s = (get(unit, k) for k in ("attn_res", "mlp", "block"))
-                acc(b, unit, "mlp", z, f, s, pooled=False)
-                held[unit] = {}
+    def per_image(a: torch.Tensor, like: torch.Tensor, what: str, u: _Unit) -> torch.Tensor:
+        """`a` in the shape of `like` (the same values per image: Swin's (B, H, W, C) ↔ (B, HW, C))."""
+        if a.shape == like.shape:
+            return a
+        if a.shape[0] != like.shape[0] or a[:1].numel() != like[:1].numel():
+            raise ResidualSumError(
+                f"{u.name}: {what} {tuple(a.shape)} cannot be added to {tuple(like.shape)} (family {fam.name!r})"
+            )
+        return a.reshape(like.shape)
+
+    def sublayers(u: _Unit, role: str, t: torch.Tensor) -> None:
+        """ViT-style: the branch tap of pair i holds f; its sum tap closes the sublayer (z = previous sum)."""
+        pairs = fam.residual_pairs
+        i = step[u.name]
+        if i >= len(pairs):
             return
-        # CNN: z (the shortcut projection, or the unit input) and f (the branch) fire before the add
-        z_kind = "shortcut" if unit in with_shortcut else "input"
-        if tap.kind in ("branch", "shortcut") and {"branch", z_kind} <= held[unit].keys():
-            z, f = get(unit, z_kind), get(unit, "branch")
+        branch, sum_kind = pairs[i]
+        if role == branch:
+            held[u.name]["f"] = hold(t)
+        elif role == sum_kind:
+            if "f" not in held[u.name]:
+                raise ResidualSumError(
+                    f"{u.name}: its {sum_kind!r} sum fired before its {branch!r} branch (family {fam.name!r})"
+                )
+            z, f = get(u.name, "input"), get(u.name, "f")
+            acc(
+                u,
+                branch,
+                per_image(z, f, "z", u),
+                f,
+                per_image(t, f, "the sum", u),
+                u.per_token,
+                u.taps[branch],
+            )
+            held[u.name] = {"input": hold(t)}  # the next sublayer's z
+            step[u.name] = i + 1
+
+    def unit(u: _Unit, role: str, t: torch.Tensor) -> None:
+        """CNN unit: z (the shortcut projection, or the unit input) and f (the branch) fire before the add."""
+        held[u.name][role] = hold(t)
+        z_kind = "shortcut" if "shortcut" in u.taps else "input"
+        if {"branch", z_kind} <= held[u.name].keys():
+            z, f = get(u.name, z_kind), get(u.name, "branch")
             if z.shape != f.shape:
                 raise RuntimeError(
-                    f"{unit}: shortcut {tuple(z.shape)} and branch {tuple(f.shape)} differ"
+                    f"{u.name}: shortcut {tuple(z.shape)} and branch {tuple(f.shape)} differ"
                 )
-            acc(b, unit, "residual", z, f, None, pooled=True)
-            held[unit] = {}
+            acc(u, "residual", z, f, None, False, u.taps["branch"])
+            held[u.name] = {}
+
+    def branches(u: _Unit, role: str, t: torch.Tensor) -> None:
+        """z0 + f1 + f2 + ...: each sublayer as soon as its z and f are known; the last sum against the end."""
+        h = held[u.name]
+        if role != "end":
+            h[role] = hold(t)
+        n = len(u.branch_names)
+        while step[u.name] < n:
+            i = step[u.name]
+            z_role = "s" if i else ("shortcut" if "shortcut" in u.taps else "input")
+            if z_role not in h or f"f{i}" not in h:
+                break
+            f = get(u.name, f"f{i}")
+            z = per_image(get(u.name, z_role), f, "z", u)
+            acc(u, u.branch_names[i], z, f, None, u.per_token, u.taps[f"f{i}"])
+            s = (
+                z + f
+            )  # the model's own add (same operands, same dtype), checked against the block's sum below
+            for k in (z_role, f"f{i}"):
+                h.pop(k, None)
+            h["s"] = (s, None)
+            step[u.name] = i + 1
+        if role == "end":
+            if step[u.name] < n:
+                missing = [u.branch_names[i] for i in range(step[u.name], n)]
+                raise ResidualSumError(
+                    f"{u.name}: its output fired before its identity path or its branches {missing} "
+                    f"(family {fam.name!r})"
+                )
+            s = per_image(h["s"][0], t, "the sum of its branches", u)
+            err = _relative_error(s, t)
+            if err > SUM_RTOL:
+                raise ResidualSumError(
+                    f"{u.name}: its identity path plus its branches {u.branch_names} differs from the block's "
+                    f"{'sum' if u.taps['end'].kind == 'sum' else 'output'} by {err:.2e} (relative, > {SUM_RTOL:g}) "
+                    f"in family {fam.name!r}: something other than the residual adds runs in this block, so its "
+                    "skip statistics would be wrong numbers"
+                )
+            held[u.name] = {}
+
+    handler = {"sublayers": sublayers, "unit": unit, "branches": branches}[fam.residual]
+
+    def cb(tap, t: torch.Tensor) -> None:
+        name, role = role_of[tap.name]
+        handler(units[name], role, t)
 
     handles = [mods[u].register_forward_pre_hook(on_unit_input(u)) for u in units]
     try:
@@ -287,3 +490,13 @@ def skip_statistics(
     if stats.n_images == 0:
         raise ValueError("no images were given: the batch iterable was empty")
     return stats
+
+
+def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max over images of ‖a - b‖ / ‖b‖, in float64 over slices of images."""
+    step = max(1, CHUNK_VALUES // max(1, b[:1].numel()))
+    err = 0.0
+    for i in range(0, b.shape[0], step):
+        ac, bc = a[i : i + step].double().flatten(1), b[i : i + step].double().flatten(1)
+        err = max(err, float(((ac - bc).norm(dim=1) / bc.norm(dim=1).clamp_min(1e-30)).max()))
+    return err

@@ -13,15 +13,24 @@ import seaborn as sns
 from seelike.figures.common import panel_grid, save_figure
 
 
+def _with_sublayer(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with its `sublayer` column (residual sublayers in forward order), derived for tables written before
+    the column existed (ViT: 2·block + MLP; CNN: the unit index)."""
+    d = df.copy()
+    if "sublayer" not in d:
+        d["sublayer"] = d["block"] * 2 + (d["branch"] == "mlp").astype(int)
+        d.loc[d["branch"] == "residual", "sublayer"] = d["block"]
+    return d
+
+
 def sublayer_frame(df: pd.DataFrame) -> pd.DataFrame:
     """Skip-table rows aggregated per sublayer and token type (cls / register / patch / spatial).
 
     The ratio of a group is the mean of its tokens' mean ratios, inf when any token's is inf. `sublayer` counts
-    sublayers in forward order (ViT: 2·block + 0 attention / 1 MLP; CNN: the unit index).
+    sublayers in forward order (the table's `sublayer` column: ViT 2·block + 0 attention / 1 MLP, XCiT three per
+    block, a CNN one per unit).
     """
-    d = df.copy()
-    d["sublayer"] = d["block"] * 2 + (d["branch"] == "mlp").astype(int)
-    d.loc[d["branch"] == "residual", "sublayer"] = d["block"]
+    d = _with_sublayer(df)
 
     def agg(g: pd.DataFrame) -> pd.Series:
         r = g["ratio_mean"].to_numpy()
@@ -53,13 +62,13 @@ def plot_skip_ratio(
 ) -> None:
     """Fig 7: per ViT, a heatmap of log10 ‖z‖/‖f(z)‖ per token × sublayer and lines for CLS vs patch tokens;
     one panel with every CNN's units. Infinite ratios (zero branches) are left blank and counted in the title."""
-    vits = {m: df for m, df in tables.items() if (df["family"] == "vit").all()}
+    # per-token tables (ViT, XCiT, MLP-Mixer: token sequences) get heatmaps; pooled ones (CNNs, Swin) one panel
+    vits = {m: df for m, df in tables.items() if (df["token_type"] != "spatial").any()}
     cnns = {m: df for m, df in tables.items() if m not in vits}
     n_rows = len(vits) + (1 if cnns else 0)
     fig, axes = plt.subplots(n_rows, 2, figsize=(11, 3.4 * n_rows), squeeze=False)
     for i, (model, df) in enumerate(vits.items()):
-        d = df.copy()
-        d["sublayer"] = d["block"] * 2 + (d["branch"] == "mlp").astype(int)
+        d = _with_sublayer(df)
         mat = d.pivot_table(index="sublayer", columns="token", values="ratio_mean", aggfunc="first")
         with np.errstate(divide="ignore"):
             logm = np.log10(np.where(np.isfinite(mat.to_numpy()), mat.to_numpy(), np.nan))
@@ -68,7 +77,7 @@ def plot_skip_ratio(
         sns.heatmap(logm, ax=ax, cmap="viridis", cbar_kws={"label": "log10 ‖z‖/‖f(z)‖"})
         ax.invert_yaxis()
         ax.set_xlabel("token (prefix tokens first)")
-        ax.set_ylabel("sublayer (2·block + MLP)")
+        ax.set_ylabel("residual sublayer (forward order)")
         ax.set_title(f"{model}: per token" + (f" ({n_inf} infinite)" if n_inf else ""))
         ax.set_xticks([])
         s = sublayer_frame(df)
@@ -85,11 +94,11 @@ def plot_skip_ratio(
         ax = axes[-1, 0]
         for model, df in cnns.items():
             s = sublayer_frame(df)
-            ax.plot(s["block"], _finite(s["ratio"]), marker="o", label=model)
+            ax.plot(s["sublayer"], _finite(s["ratio"]), marker="o", label=model)
         ax.set_yscale("log")
-        ax.set_xlabel("residual unit")
+        ax.set_xlabel("residual sublayer (forward order)")
         ax.set_ylabel("‖shortcut‖/‖branch‖")
-        ax.set_title("CNNs (mean over positions)")
+        ax.set_title("pooled over positions (CNNs, maps)")
         ax.legend(fontsize=7)
         axes[-1, 1].set_visible(False)
     fig.suptitle("Skip-connection norm ratio ‖z‖/‖f(z)‖ (z = identity path, f = branch)")

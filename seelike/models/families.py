@@ -42,6 +42,7 @@ __all__ = [
     "model_family",
     "model_structure",
     "model_tap_names",
+    "residual_sums_refusal",
 ]
 
 RawTap = tuple  # (name, kind, module path, "output" | "input", block index | None[, occurrence])
@@ -778,6 +779,46 @@ def model_family(spec: dict[str, Any]) -> str:
 def model_tap_names(spec: dict[str, Any]) -> tuple[str, ...]:
     """The tap names of a model spec, from the same weightless build as `model_family`."""
     return tuple(t.name for t in model_structure(spec).taps)
+
+
+@cache
+def _residual_sums(spec_json: str) -> str | None:
+    from seelike.analyses.skip import ResidualSumError, skip_statistics
+
+    spec = json.loads(spec_json)
+    with torch.device("cpu"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(0)
+        model = _build_skeleton({**spec, "_device": "cpu"})
+        # LayerScale starts at 1e-5 or 1e-6: a wrongly read branch would hide inside the tolerance
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.ndim <= 1:
+                    p.uniform_(0.5, 1.5)
+    hw = _data_hw(spec)
+    if hw is not None:
+        model.seelike_input_size = (3, *hw)
+    from seelike.models.taps import input_size
+
+    x = torch.randn(2, *input_size(model), generator=torch.Generator().manual_seed(0))
+    try:
+        skip_statistics(model, [x], device="cpu")
+    except (ResidualSumError, ValueError) as e:
+        return f"its drop_path branches do not add up to the block outputs ({str(e).splitlines()[0][:200]})"
+    return None
+
+
+def residual_sums_refusal(spec: dict[str, Any]) -> str | None:
+    """Why skip statistics cannot read a `branches` model (timm_stages and its kin: residual branches found by
+    timm's drop_path convention), from the values: one forward of two random images through the model at random
+    init checks z + Σ f(z) = the block's sum at every block (a structural identity, whatever the weights), as the
+    rule would at run time. None where the sums hold, or for families whose rules are exact."""
+    if family_record(model_structure(spec).family).residual != "branches":
+        return None
+    key = {k: spec.get(k) for k in _STRUCTURE_KEYS if spec.get(k) is not None}
+    key["arch"] = str(key.get("arch", "")).split(".")[0]
+    key["source"] = "timm" if key.get("source") != "python" else "python"
+    return _residual_sums(json.dumps(key, sort_keys=True, default=str))
 
 
 # ---------------------------------------------------------------- which analyses apply

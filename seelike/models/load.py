@@ -415,8 +415,10 @@ def checkpoint_filter(arch: str, model: nn.Module) -> Callable | None:
 
 def built_input_size(model: nn.Module) -> tuple[int, int, int] | None:
     """(C, H, W) the model was built for, where it has one (a patch embedding with `img_size`, i.e. a
-    ViT-like model; `kwargs.img_size` sets it); None for models without (CNNs)."""
+    ViT-like model, or an MLP-Mixer's `stem`; `kwargs.img_size` sets it); None for models without (CNNs)."""
     pe = getattr(model, "patch_embed", None)
+    if getattr(pe, "img_size", None) is None:
+        pe = getattr(model, "stem", None)
     size = getattr(pe, "img_size", None)
     if not (isinstance(size, (tuple, list)) and len(size) == 2):
         return None

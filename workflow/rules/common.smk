@@ -21,6 +21,7 @@ from seelike.models.families import (
     model_family,
     model_structure,
     model_tap_names,
+    residual_sums_refusal,
 )
 from seelike.rules import Execution
 
@@ -303,8 +304,12 @@ def _listed_taps(section, name):
 def refusal(name, section):
     """Why `section` cannot run on configured model `name`, or None: decided from its family record and its
     taps' layouts (seelike.models.families.analysis_support), the same function the rules ask."""
-    s = model_structure(config["models"][name])
-    return analysis_support(s.family, s.taps, section, _listed_taps(section, name))
+    spec = config["models"][name]
+    s = model_structure(spec)
+    why = analysis_support(s.family, s.taps, section, _listed_taps(section, name))
+    if why is None and section == "skip":
+        why = residual_sums_refusal(spec)
+    return why
 
 
 def _default_models(section):
