@@ -92,17 +92,41 @@ def test_cnn_grid_regular_and_irregular():
     assert covered.all()
 
 
+def _tap(layout, grid_hw, prefix=0):
+    from seelike.models.taps import Tap
+
+    return Tap(
+        "t", "block", "t", "output", None, layout=layout, grid_hw=grid_hw, num_prefix_tokens=prefix
+    )
+
+
 def test_position_features_vit_and_cnn():
     grid = _grid(2, 2, 4)
     act = torch.randn(3, 5, 7)
-    torch.testing.assert_close(position_features(act, grid)[2], act[:, 3])
+    tok = _tap("tokens", (2, 2), 1)
+    torch.testing.assert_close(position_features(tok, act, grid)[2], act[:, 3])
     cgrid = cnn_position_grid((2, 3), (8, 12))
     m = torch.randn(3, 7, 2, 3)
-    torch.testing.assert_close(position_features(m, cgrid)[4], m[:, :, 1, 1])
-    with pytest.raises(ValueError, match="tokens"):
-        position_features(torch.randn(3, 6, 7), grid)
-    with pytest.raises(ValueError, match="map"):
-        position_features(torch.randn(3, 7), grid)
+    torch.testing.assert_close(position_features(_tap("nchw", (2, 3)), m, cgrid)[4], m[:, :, 1, 1])
+    with pytest.raises(ValueError, match="grid"):
+        position_features(tok, torch.randn(3, 6, 7), grid)  # 5 tokens after the prefix: no 2x2 grid
+    with pytest.raises(ValueError, match="no spatial positions"):
+        position_features(_tap("vector", None), torch.randn(3, 7), grid)
+
+
+def test_position_features_nhwc_match_float64_reference():
+    """A channels-last (B, H, W, C) map: position g = (g // W, g % W) is act[:, g // W, g % W, :] (float64), not
+    a slice of the wrong axes, and the grid is the map's (3, 5), not (5, C)."""
+    act = torch.randn(4, 3, 5, 6, dtype=torch.float64)
+    tap = _tap("nhwc", (3, 5))
+    grid = cnn_position_grid((3, 5), (12, 20))
+    feats = position_features(tap, act, grid)
+    assert feats.shape == (15, 4, 6) and feats.dtype == torch.float64
+    a = act.numpy()
+    ref = np.stack([a[:, g // 5, g % 5, :] for g in range(15)])
+    np.testing.assert_array_equal(feats.numpy(), ref)
+    with pytest.raises(ValueError, match="grid"):
+        position_features(tap, act, cnn_position_grid((5, 6), (20, 24)))
 
 
 def test_default_plot_tokens():
@@ -194,9 +218,10 @@ def _identity_vit():
 
 
 def _image_batches(n_batches, bs, hw, seed=0):
+    hw = (hw, hw) if isinstance(hw, int) else tuple(hw)
     g = torch.Generator().manual_seed(seed)
     return [
-        (torch.randn(bs, 3, hw, hw, generator=g), torch.zeros(bs, dtype=torch.long))
+        (torch.randn(bs, 3, *hw, generator=g), torch.zeros(bs, dtype=torch.long))
         for _ in range(n_batches)
     ]
 
@@ -238,3 +263,91 @@ def test_vit_grid_and_cnn_default_tap():
     assert res.cka.shape == (2, 16) and np.isfinite(res.cka).all()
     with pytest.raises(ValueError, match="not a tap"):
         localisation_maps(cnn, _image_batches(1, 8, 64), tap="nope")
+
+
+# ----------------------------------------------------------------------------- every layout
+HW = (64, 96)
+
+
+def _build(arch, **kw):
+    import timm
+
+    torch.manual_seed(0)
+    return timm.create_model(arch, pretrained=False, num_classes=3, **kw).eval()
+
+
+def _swin():
+    return _build(
+        "swin_tiny_patch4_window7_224", img_size=HW, window_size=4, embed_dim=24, depths=(1, 1),
+        num_heads=(1, 1),
+    )  # fmt: skip
+
+
+def test_swin_grid_is_the_taps_map_and_its_patches_localise():
+    """Swin's channels-last stages: the default tap is the last block output and its grid is its map (8×12 at
+    stride 8, not (12, C) from reading NHWC as NCHW); the patch-embedding stage's positions are 4×4 patches, and
+    the stem (a LayerNorm of each patch's projection) is most similar to its own patch."""
+    from seelike.models.taps import discover_taps
+
+    model = _swin()
+    taps = discover_taps(model)
+    tap = default_localisation_tap(taps)
+    assert (tap.name, tap.layout) == ("layers.1.blocks.0.block", "nhwc")
+    res = localisation_maps(model, _image_batches(2, 8, HW), tokens=[[0, 0], [-1, -1]])
+    assert res.tap == tap.name and res.grid.grid_hw == (8, 12) and res.grid.kernel == (8, 8)
+    assert res.cka.shape == (2, 96) and np.isfinite(res.cka).all()
+    toks = [[0, 0], [3, 5], [7, 11], [15, 23]]
+    stem = localisation_maps(model, _image_batches(4, 24, HW), tap="stem", tokens=toks)
+    assert stem.grid.grid_hw == (16, 24) and stem.grid.kernel == (4, 4)
+    own = [r * 24 + c for r, c in toks]
+    assert (stem.cka.argmax(1) == own).all()
+
+
+def test_token_grids_take_the_taps_own_prefix_and_stride():
+    """CaiT's blocks hold patch tokens only while the model declares a CLS token: positions are the 4×6 patches of
+    the patch embedding, with no prefix; PVT-v2's padded, overlapping patch embedding is not a patch grid: its
+    tokens get the tap's own 16×24 grid over the input."""
+    cait = _build(
+        "cait_xxs24_224", img_size=HW, depth=2, embed_dim=48, num_heads=2, depth_token_only=1
+    )
+    assert cait.num_prefix_tokens == 1
+    res = localisation_maps(cait, _image_batches(1, 8, HW), tokens=[[0, 0]])
+    assert res.tap == "blocks.1.block"
+    assert (
+        res.grid.grid_hw == (4, 6)
+        and res.grid.kernel == (16, 16)
+        and res.grid.num_prefix_tokens == 0
+    )
+    assert res.cka.shape == (1, 24)
+    pvt = _build("pvt_v2_b0", depths=(1, 1, 1, 1))
+    res = localisation_maps(
+        pvt, _image_batches(1, 8, HW), tap="stages.0.blocks.0.block", tokens=[[0, 0]]
+    )
+    assert res.grid.grid_hw == (16, 24) and res.grid.kernel == (4, 4) and res.cka.shape == (1, 384)
+
+
+def test_default_tap_is_never_a_pooled_head_and_refusals_match():
+    from torch import nn
+
+    from seelike.models.families import analysis_support, family_of
+    from seelike.models.taps import discover_taps
+
+    gen = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2),
+    )  # fmt: skip
+    taps = discover_taps(gen, (16, 16))
+    fam = family_of(gen).name
+    assert default_localisation_tap(taps).name == "3"  # not the 1×1 pool
+    assert analysis_support(fam, taps, "localisation") is None
+    assert "no spatial map" in analysis_support(fam, taps, "localisation", ["6"])
+    assert "not a tap" in analysis_support(fam, taps, "localisation", ["nope"])
+    with pytest.raises(ValueError, match="no spatial map"):
+        localisation_maps(gen, [torch.randn(4, 3, 16, 16)], tap="6")
+    pooled = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)
+    )
+    why = analysis_support(
+        "generic", discover_taps(pooled, (3, 3)), "localisation"
+    )  # a 1×1 conv map
+    assert why is not None and "larger than 1×1" in why

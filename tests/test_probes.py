@@ -13,7 +13,7 @@ from seelike.analyses.probes import (
     aggregate,
     aggregation_names,
     extract_probe_features,
-    final_spatial_size,
+    final_grid,
     normalised_depth,
     probe_sample_plan,
     probe_table,
@@ -238,29 +238,82 @@ def test_probe_sample_plan():
 
 
 # ----------------------------------------------------------------------------- aggregations
+def _tap(layout, grid_hw=None, prefix=0, name="t", index=0):
+    from seelike.models.taps import Tap
+
+    return Tap(
+        name,
+        "block",
+        name,
+        "output",
+        None,
+        index,
+        layout=layout,
+        grid_hw=grid_hw,
+        num_prefix_tokens=prefix,
+    )
+
+
 def test_aggregations_tokens():
     x = torch.arange(2 * 5 * 3, dtype=torch.float32).reshape(2, 5, 3)
-    out = aggregate(x, num_prefix=1)
+    tap = _tap("tokens", (2, 2), 1)
+    out = aggregate(tap, x)
     assert set(out) == {"cls", "mean_spatial", "mean_all"}
     torch.testing.assert_close(out["cls"], x[:, 0])
     torch.testing.assert_close(out["mean_spatial"], x[:, 1:].mean(1))
     torch.testing.assert_close(out["mean_all"], x.mean(1))
-    assert set(aggregate(x, num_prefix=0)) == {"mean_spatial", "mean_all"}
-    assert aggregation_names((5, 3), 1, None) == ["cls", "mean_spatial", "mean_all"]
-    torch.testing.assert_close(token_positions(x, 1), x[:, 1:])
+    assert set(aggregate(_tap("tokens", (1, 5), 0), x)) == {"mean_spatial", "mean_all"}
+    assert aggregation_names(tap, None) == ["cls", "mean_spatial", "mean_all"]
+    torch.testing.assert_close(token_positions(tap, x), x[:, 1:])
 
 
 def test_aggregations_cnn_pool_to_final_stage():
     x = torch.randn(2, 3, 8, 8)
-    out = aggregate(x, 0, pool_hw=(2, 2))
+    tap = _tap("nchw", (8, 8))
+    out = aggregate(tap, x, pool_hw=(2, 2))
     # block averages of 4×4 regions, flattened channel-major as torch's flatten(1) of (C, 2, 2)
     ref = x.reshape(2, 3, 2, 4, 2, 4).mean(dim=(3, 5)).reshape(2, 12)
     torch.testing.assert_close(out["pool_final"], ref)
     torch.testing.assert_close(out["mean_spatial"], x.mean(dim=(2, 3)))
-    assert "pool_final" not in aggregate(x, 0, pool_hw=(1, 1))  # the same as the global mean
-    assert aggregation_names((3, 8, 8), 0, (2, 2)) == ["pool_final", "mean_spatial"]
-    assert final_spatial_size({"a": [3, 8, 8], "b": [6, 4, 4], "c": [10]}) == (4, 4)
-    torch.testing.assert_close(token_positions(x, 0)[:, 9], x[:, :, 1, 1])
+    assert "pool_final" not in aggregate(tap, x, pool_hw=(1, 1))  # the same as the global mean
+    assert aggregation_names(tap, (2, 2)) == ["pool_final", "mean_spatial"]
+    taps = [
+        _tap("nchw", name="a", index=0),
+        _tap("nchw", name="b", index=1),
+        _tap("vector", name="c", index=2),
+    ]
+    assert final_grid(taps, {"a": (8, 8), "b": (4, 4), "c": None}) == (4, 4)
+    torch.testing.assert_close(token_positions(tap, x)[:, 9], x[:, :, 1, 1])
+
+
+def test_aggregations_per_layout_match_numpy():
+    """Each layout against an independent float64 numpy computation: NHWC maps pool and average over their
+    (H, W) axes, not over (W, C); tokens drop exactly the tap's prefix; vectors are kept whole."""
+    g = torch.Generator().manual_seed(0)
+    nhwc = torch.randn(3, 4, 6, 5, generator=g, dtype=torch.float64)  # (B, H, W, C)
+    a = nhwc.numpy()
+    out = aggregate(_tap("nhwc", (4, 6)), nhwc, pool_hw=(2, 3))
+    pooled = a.reshape(3, 2, 2, 3, 2, 5).mean(axis=(2, 4))  # (B, 2, 3, C): 2×2 blocks
+    np.testing.assert_allclose(
+        out["pool_final"].numpy(), pooled.transpose(0, 3, 1, 2).reshape(3, -1)
+    )
+    np.testing.assert_allclose(out["mean_spatial"].numpy(), a.mean(axis=(1, 2)))
+    nchw = torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
+    same = aggregate(_tap("nchw", (4, 6)), nchw, pool_hw=(2, 3))
+    for k in ("pool_final", "mean_spatial"):  # one image, either layout: the same features
+        np.testing.assert_allclose(same[k].numpy(), out[k].numpy())
+    toks = torch.randn(3, 2 + 12, 5, generator=g, dtype=torch.float64)
+    t = toks.numpy()
+    out = aggregate(_tap("tokens", (3, 4), 2), toks)
+    np.testing.assert_allclose(out["cls"].numpy(), t[:, 0])
+    np.testing.assert_allclose(out["mean_spatial"].numpy(), t[:, 2:].mean(1))
+    np.testing.assert_allclose(out["mean_all"].numpy(), t.mean(1))
+    gridless = _tap("tokens", None, 1)  # e.g. a class-attention block: no grid, no spatial mean
+    assert aggregation_names(gridless, None) == ["cls", "mean_all"]
+    vec = torch.randn(3, 7, generator=g, dtype=torch.float64)
+    np.testing.assert_array_equal(aggregate(_tap("vector"), vec)["flat"].numpy(), vec.numpy())
+    with pytest.raises(ValueError, match="spatial"):
+        token_positions(_tap("vector"), vec)
 
 
 def test_normalised_depth():
@@ -289,8 +342,9 @@ def _tiny_resnet():
 
 
 def _batches(n, bs, hw, seed=0):
+    hw = (hw, hw) if isinstance(hw, int) else tuple(hw)
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 3, hw, hw, generator=g)
+    x = torch.randn(n, 3, *hw, generator=g)
     y = torch.arange(n) % 3
     return [(x[i : i + bs], y[i : i + bs]) for i in range(0, n, bs)], x, y
 
@@ -385,13 +439,95 @@ def test_solver_on_gpu_matches_cpu():
     )
 
 
-def test_grid_of_positions():
-    from seelike.analyses.probes import _grid_of
+HW = (64, 96)
 
-    assert _grid_of((7, 3, 5), 0, None) == [3, 5]  # CNN map
-    assert _grid_of((1 + 12, 8), 1, (3, 4)) == [
-        3,
-        4,
-    ]  # non-square ViT grid from the patch embedding
-    assert _grid_of((1 + 16, 8), 1, None) == [4, 4]
-    assert _grid_of((10,), 0, None) is None
+
+def _layout_model(arch, **kw):
+    import timm
+
+    torch.manual_seed(0)
+    return timm.create_model(arch, pretrained=False, num_classes=3, **kw).eval()
+
+
+@pytest.mark.parametrize(
+    "arch,kw,layout,grid,aggs",
+    [
+        ("swin_tiny_patch4_window7_224",
+         {"img_size": HW, "window_size": 4, "embed_dim": 24, "depths": (1, 1), "num_heads": (1, 1)},
+         "nhwc", (8, 12), ["pool_final", "mean_spatial"]),
+        # CaiT declares a CLS token that its patch blocks do not hold: no cls, the spatial mean over all 24
+        ("cait_xxs24_224",
+         {"img_size": HW, "depth": 2, "embed_dim": 48, "num_heads": 2, "depth_token_only": 1},
+         "tokens", (4, 6), ["mean_spatial", "mean_all"]),
+        ("pvt_v2_b0", {"depths": (1, 1, 1, 1)}, "tokens", (2, 3), ["mean_spatial", "mean_all"]),
+        ("convnext_atto", {"depths": (1, 1, 1, 1), "dims": (8, 16, 24, 32)}, "nchw", (2, 3),
+         ["pool_final", "mean_spatial"]),
+    ],
+)  # fmt: skip
+def test_extract_features_every_layout(tmp_path, arch, kw, layout, grid, aggs):
+    """The last block output of each layout: its aggregations, its grid in the metadata, and its features equal
+    to a numpy computation on the hooked activation with the layout written out per model."""
+    from seelike.models.taps import discover_taps, record_taps
+
+    model = _layout_model(arch, **kw)
+    taps = [t for t in discover_taps(model, HW) if t.kind in ("stem", "embed", "block")]
+    last = taps[-1]
+    assert last.layout == layout
+    batches, x, _ = _batches(6, 3, HW)
+    meta = extract_probe_features(model, batches, 6, tmp_path / "f", taps, token_taps=[last.name])
+    rec = meta["taps"][-1]
+    assert rec["aggregations"] == aggs and rec["grid_hw"] == list(grid)
+    acts = {}
+    with (
+        record_taps(model, [last], lambda t, a: acts.__setitem__(t.name, a.double().numpy())),
+        torch.no_grad(),
+    ):
+        model(x)
+    a = acts[last.name]
+    positions = {
+        "nhwc": lambda a: a.reshape(len(a), -1, a.shape[-1]),
+        "nchw": lambda a: a.reshape(len(a), a.shape[1], -1).transpose(0, 2, 1),
+        "tokens": lambda a: a,  # no prefix tokens in these blocks
+    }[layout](a)
+    assert positions.shape[1] == grid[0] * grid[1]
+    got = np.load(tmp_path / "f" / f"{last.index:03d}_mean_spatial.npy")
+    np.testing.assert_allclose(got, positions.mean(1), rtol=1e-4, atol=1e-5)
+    tok = np.load(tmp_path / "f" / f"{last.index:03d}_token.npy")
+    np.testing.assert_allclose(tok, positions, rtol=1e-4, atol=1e-5)
+    if "mean_all" in aggs:
+        np.testing.assert_allclose(
+            np.load(tmp_path / "f" / f"{last.index:03d}_mean_all.npy"),
+            a.mean(1),
+            rtol=1e-4,
+            atol=1e-5,
+        )
+    if (
+        "pool_final" in aggs
+    ):  # the final grid is the last block's own: pooling changes nothing but the order
+        pooled = np.load(tmp_path / "f" / f"{last.index:03d}_pool_final.npy")
+        np.testing.assert_allclose(
+            pooled, positions.transpose(0, 2, 1).reshape(6, -1), rtol=1e-4, atol=1e-5
+        )
+
+
+def test_probes_support_matches_the_tap_choice():
+    from torch import nn
+
+    from seelike.analyses.probes import probes_support, select_probe_taps
+    from seelike.models.families import analysis_support, family_of
+    from seelike.models.taps import discover_taps
+
+    gen = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)
+    )
+    taps = discover_taps(gen, (8, 8))
+    fam = family_of(gen).name
+    why = analysis_support(fam, taps, "probes")
+    assert why is not None and "probes.taps" in why
+    with pytest.raises(ValueError, match="no taps of kinds"):
+        select_probe_taps(taps, {"tap_kinds": ["embed", "stem", "block", "out"]}, "gen")
+    assert analysis_support(fam, taps, "probes", ["1", "4"]) is None
+    assert "not taps" in analysis_support(fam, taps, "probes", ["nope"])
+    assert probes_support(taps, tap_kinds=None) is None  # every tap
+    vit = _tiny_vit()
+    assert analysis_support(family_of(vit).name, discover_taps(vit), "probes") is None

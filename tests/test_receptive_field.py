@@ -11,12 +11,16 @@ import torch
 from torch import nn
 
 from seelike.analyses.receptive_field import (
+    ErfTapsError,
     auto_erf_taps,
     centre_activation,
+    choose_erf_taps,
     effective_receptive_fields,
     erf_size,
     erf_sizes_frame,
+    erf_support,
 )
+from seelike.models.families import analysis_support, family_of
 from seelike.models.taps import Tap, discover_taps, tap_family
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -24,7 +28,7 @@ timm = pytest.importorskip("timm")
 
 
 def tap(path: str, where: str = "output") -> Tap:
-    return Tap(path, "out", path, where, None, 0)
+    return Tap(path, "out", path, where, None, 0, layout="nchw")
 
 
 def conv_stack(*specs: tuple[int, int], cin: int = 3, width: int = 4) -> nn.Sequential:
@@ -97,7 +101,7 @@ def finite_difference_erf(
         store.clear()
         with torch.no_grad():
             model(xx)
-        return centre_activation(store[0])  # (B, C)
+        return centre_activation(tap(path), store[0])  # (B, C)
 
     x = x.double()
     out = np.zeros(x.shape[-2:])
@@ -181,7 +185,9 @@ def test_resnet_branch_tap_is_inplace_safe():
     out = torch.relu(branch + stem)
     refs = {}
     for name, y in (("layer1.0.branch", branch), ("layer1.0.out", out)):
-        (g,) = torch.autograd.grad(centre_activation(y).mean(1).sum(), xx, retain_graph=True)
+        (g,) = torch.autograd.grad(
+            y[:, :, y.shape[2] // 2, y.shape[3] // 2].mean(1).sum(), xx, retain_graph=True
+        )
         refs[name] = (g.abs().sum(1).sum(0) / 2).numpy()
     model.float()
     for name, ref in refs.items():
@@ -239,5 +245,214 @@ def test_sizes_frame_and_errors():
         effective_receptive_fields(model, [torch.randn(1, 3, 9, 9)], taps, channel_reduce="max")
     with pytest.raises(ValueError, match="empty"):
         effective_receptive_fields(model, [], taps)
-    with pytest.raises(ValueError, match="TokenGrid"):
-        centre_activation(torch.randn(1, 5, 3))
+    vec = Tap("0", "out", "0", "output", None, 0, layout="vector")
+    with pytest.raises(ValueError, match="no spatial map"):
+        effective_receptive_fields(model, [torch.randn(1, 3, 9, 9)], [vec])
+    tokens = Tap(
+        "0", "out", "0", "output", None, 0, layout="tokens", grid_hw=(2, 2), num_prefix_tokens=1
+    )
+    with pytest.raises(ValueError, match="do not form a grid"):
+        centre_activation(
+            tokens, torch.randn(1, 7, 3)
+        )  # 6 tokens after the prefix: not the 2x2 grid
+
+
+# ----------------------------------------------------------------------------- every layout: NCHW, NHWC, tokens
+HW = (64, 96)  # not square: rows and columns cannot be swapped unnoticed
+# (arch, kwargs, channels-last maps, prefix tokens in the block taps, patch embedding (kernel, stride, padding))
+LAYOUT_MODELS = {
+    "swin": (
+        "swin_tiny_patch4_window7_224",
+        {"img_size": HW, "window_size": 4, "embed_dim": 24, "depths": (1, 1), "num_heads": (1, 1)},
+        True, 0, (4, 4, 0),
+    ),
+    # layer scale 1 (timm: 1e-6): else each block is its LayerNorm-ed input, whose channel mean has no gradient
+    "convnext": (
+        "convnext_atto", {"depths": (1, 1, 1, 1), "dims": (8, 16, 24, 32), "ls_init_value": 1.0}, False, 0,
+        (4, 4, 0),
+    ),
+    "pvt": ("pvt_v2_b0", {"depths": (1, 1, 1, 1)}, False, 0, (7, 4, 3)),
+    # CaiT declares one prefix token (its CLS joins only in the class-attention blocks): the blocks have none
+    "cait": (
+        "cait_xxs24_224",
+        {"img_size": HW, "depth": 2, "embed_dim": 48, "num_heads": 2, "depth_token_only": 1},
+        False, 0, (16, 16, 0),
+    ),
+    "sam": (
+        "samvit_base_patch16",
+        {"img_size": HW, "embed_dim": 32, "depth": 2, "num_heads": 2, "global_attn_indexes": (1,),
+         "window_size": 2, "use_rel_pos": False},
+        True, 0, (16, 16, 0),
+    ),
+}  # fmt: skip
+_BUILT: dict = {}
+
+
+def layout_model(name: str):
+    """(model, taps at HW) of a tiny random-init model, built once per session."""
+    if name not in _BUILT:
+        arch, kw = LAYOUT_MODELS[name][:2]
+        torch.manual_seed(0)
+        model = timm.create_model(arch, pretrained=False, num_classes=3, **kw).eval()
+        _BUILT[name] = (model, discover_taps(model, HW))
+    return _BUILT[name]
+
+
+def ref_centre(
+    act: torch.Tensor, channels_last: bool, n_prefix: int
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The centre position's (B, C) activation and the (rows, cols) grid, written from each model's known layout
+    (independent of seelike.models.layout): maps by their declared channel axis, tokens as `n_prefix` tokens then
+    a row-major grid of the input's aspect."""
+    if act.ndim == 4:
+        if channels_last:
+            gh, gw = act.shape[1], act.shape[2]
+            return act[:, gh // 2, gw // 2, :], (gh, gw)
+        gh, gw = act.shape[2], act.shape[3]
+        return act[:, :, gh // 2, gw // 2], (gh, gw)
+    n = act.shape[1] - n_prefix
+    stride = round((HW[0] * HW[1] / n) ** 0.5)
+    gh, gw = HW[0] // stride, HW[1] // stride
+    assert gh * gw == n
+    return act[:, n_prefix + (gh // 2) * gw + gw // 2], (gh, gw)
+
+
+def ref_erf(model: nn.Module, t: Tap, x: torch.Tensor, channels_last: bool, n_prefix: int):
+    """float64 ERF (grad_of_mean) of tap `t` by a hook on its module and `ref_centre`; and the tap's grid."""
+    model = model.double()
+    mod = dict(model.named_modules())[t.module_path]
+    seen: list[torch.Tensor] = []
+
+    def grab(v):
+        if len(seen) == t.occurrence:
+            seen.append(v[0] if isinstance(v, tuple) else v)
+        else:
+            seen.append(None)
+
+    if t.where == "output":
+        h = mod.register_forward_hook(lambda _m, _i, o: grab(o))
+    else:
+        h = mod.register_forward_pre_hook(lambda _m, i: grab(i))
+    try:
+        xx = x.double().requires_grad_(True)
+        model(xx)
+        centre, grid = ref_centre(seen[t.occurrence], channels_last, n_prefix)
+        (g,) = torch.autograd.grad(centre.mean(1).sum(), xx)
+    finally:
+        h.remove()
+        model.float()
+    return (g.abs().sum(1).sum(0) / len(x)).numpy(), grid
+
+
+@pytest.mark.parametrize("name", list(LAYOUT_MODELS))
+def test_erf_centre_per_layout_matches_float64_reference(name):
+    """The ERF of every default tap (post and pre) is that of the centre of the tap's own grid, read on the
+    right axes (NHWC Swin / SAM maps, prefix-free CaiT blocks, PVT tokens), and its mass is centred within one
+    stride of the centre of that position's receptive region."""
+    model, taps = layout_model(name)
+    _, _, channels_last, n_prefix, _ = LAYOUT_MODELS[name]
+    chosen = choose_erf_taps(taps, family_of(model).name, None, ("post", "pre"), name)
+    assert set(chosen) == {"post", "pre"}
+    x = torch.randn(2, 3, *HW, generator=torch.Generator().manual_seed(1))
+    distinct = list({t.name: t for ts in chosen.values() for t in ts}.values())
+    res = effective_receptive_fields(model, [x], distinct)
+    for t in distinct:
+        ref, (gh, gw) = ref_erf(model, t, x, channels_last, n_prefix)
+        assert t.grid_hw == (gh, gw), t.name
+        if (
+            t.kind == "stem"
+        ):  # ends in a LayerNorm: Σ_c ∂LN_c/∂x = 0, the map is rounding noise (next test)
+            continue
+        np.testing.assert_allclose(
+            res.maps[t.name], ref, rtol=2e-3, atol=2e-3 * ref.max(), err_msg=t.name
+        )
+        sh, sw = HW[0] / gh, HW[1] / gw
+        size = erf_size(res.maps[t.name])
+        assert abs(size["centroid_row"] - (gh // 2 + 0.5) * sh) <= sh, t.name
+        assert abs(size["centroid_col"] - (gw // 2 + 0.5) * sw) <= sw, t.name
+
+
+@pytest.mark.parametrize("name", list(LAYOUT_MODELS))
+def test_stem_erf_is_the_centre_patch(name):
+    """Before any block, the centre position sees exactly its own patch: rows r·s − p … r·s − p + k − 1 (clipped
+    to the image) of the patch embedding (kernel k, stride s, padding p), r = gh // 2; likewise for columns."""
+    model, taps = layout_model(name)
+    k, s, p = LAYOUT_MODELS[name][4]
+    stem = next(t for t in taps if t.kind in ("stem", "embed"))
+    x = torch.randn(2, 3, *HW, generator=torch.Generator().manual_seed(2))
+    m = effective_receptive_fields(model, [x], [stem], channel_reduce="mean_of_abs").maps[stem.name]
+    gh, gw = HW[0] // s, HW[1] // s
+    rows, cols = np.nonzero(m > 0)
+    assert (rows.min(), rows.max()) == (
+        max(0, (gh // 2) * s - p),
+        min(HW[0], (gh // 2) * s - p + k) - 1,
+    )
+    assert (cols.min(), cols.max()) == (
+        max(0, (gw // 2) * s - p),
+        min(HW[1], (gw // 2) * s - p + k) - 1,
+    )
+    assert (m[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] > 0).all()
+
+
+def test_centre_activation_reads_each_layout():
+    """The centre (gh//2, gw//2) of a 3×5 grid through each layout, against explicit indexing."""
+    x = torch.randn(2, 4, 3, 5)
+    nchw = Tap("t", "block", "t", "output", None, layout="nchw", grid_hw=(3, 5))
+    nhwc = Tap("t", "block", "t", "output", None, layout="nhwc", grid_hw=(3, 5))
+    toks = Tap(
+        "t", "block", "t", "output", None, layout="tokens", grid_hw=(3, 5), num_prefix_tokens=2
+    )
+    torch.testing.assert_close(centre_activation(nchw, x), x[:, :, 1, 2])
+    y = x.permute(0, 2, 3, 1)
+    torch.testing.assert_close(centre_activation(nhwc, y), y[:, 1, 2, :])
+    seq = torch.cat(
+        [torch.randn(2, 2, 4), x.flatten(2).transpose(1, 2)], 1
+    )  # 2 prefix tokens, then the grid
+    torch.testing.assert_close(centre_activation(toks, seq), x[:, :, 1, 2])
+
+
+def test_default_taps_per_family_and_refusals():
+    swin = layout_model("swin")[1]
+    assert [t.name for t in auto_erf_taps(swin, "swin", "post")] == [
+        "stem", "layers.0.blocks.0.block", "layers.1.blocks.0.block",
+    ]  # fmt: skip
+    assert [t.name for t in auto_erf_taps(swin, "swin", "pre")] == [
+        "stem", "layers.0.blocks.0.branch2", "layers.1.blocks.0.branch2",
+    ]  # fmt: skip
+    sam = layout_model("sam")[
+        1
+    ]  # one stage: block 0 and the quarter ends; windowed block 0 has no branch
+    assert [t.name for t in auto_erf_taps(sam, "timm_stages", "post")] == [
+        "stem",
+        "blocks.0.block",
+        "blocks.1.block",
+    ]
+    assert [t.name for t in auto_erf_taps(sam, "timm_stages", "pre")] == [
+        "stem",
+        "blocks.1.branch2",
+    ]
+    # generic: leaf modules; the first spatial one and the last before each change of grid; no pre
+    gen = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2),
+    )  # fmt: skip
+    taps = discover_taps(gen, (16, 16))
+    fam = family_of(gen).name
+    assert fam == "generic"
+    assert [t.name for t in auto_erf_taps(taps, fam, "post")] == ["0", "1", "3"]
+    with pytest.raises(ErfTapsError, match="pre-residual"):
+        auto_erf_taps(taps, fam, "pre")
+    with pytest.warns(UserWarning, match="no pre-residual ERF"):
+        assert set(choose_erf_taps(taps, fam, None, ("post", "pre"), "gen")) == {"post"}
+    assert analysis_support(fam, taps, "erf") is None
+    assert "pre-residual" in erf_support(taps, fam, residual=("pre",))
+    # listed taps: unknown or without a grid are refused, by the dry run and the rule alike
+    assert "not taps" in analysis_support(fam, taps, "erf", ["nope"])
+    assert "without a spatial map" in analysis_support(
+        fam, taps, "erf", ["6"]
+    )  # the linear head: a vector
+    with pytest.raises(ErfTapsError, match="without a spatial map"):
+        choose_erf_taps(taps, fam, ["6"], ("post",), "gen")
+    flat = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4), nn.ReLU())
+    ftaps = discover_taps(flat, (8, 8))
+    assert "spatial" in analysis_support(family_of(flat).name, ftaps, "erf")

@@ -1,15 +1,17 @@
 """Spatial localisation (Figs 9, 10): how much of its own input patch a token's representation still holds.
 
-For a chosen tap (default: the last block output) and every chosen token position t, minibatch CKA across
-images between the token's representation [n, D] and the raw input patch at every grid position g
-[n, P·P·3], giving one heatmap over the grid per token. "Raw" is the model's preprocessed input (timm's
-transform: resize, crop, normalise) cut into the regions the positions see:
+For a chosen tap (default: the last block output with a spatial grid larger than 1×1) and every chosen position
+t, minibatch CKA across images between the position's representation [n, D] and the raw input region at every
+grid position g [n, P·P·3], giving one heatmap over the grid per position. Positions are read through the tap's
+layout (`seelike.models.layout.positions`: NCHW and NHWC maps, token sequences after the tap's own prefix tokens,
+which have no position and are left out). "Raw" is the model's preprocessed input (timm's transform: resize,
+crop, normalise) cut into the regions the positions see:
 
-- ViT-like models: the patch embedding's kernel and stride (non-overlapping P×P patches for a standard ViT);
-  prefix tokens (CLS, registers) have no position and are left out.
-- CNNs: the tap's own (h, w) map (the final stage's grid for the default tap) over the input, position (i, j)
-  covering rows ⌊iH/h⌋ … ⌈(i+1)H/h⌉ and likewise for columns (adaptive-pooling boundaries; exact tiles when h
-  divides H).
+- a tap whose grid is the patch embedding's (a ViT's tokens, a Swin's first stage): the patch embedding's kernel
+  and stride (non-overlapping P×P patches for a standard ViT);
+- any other grid (CNN maps, later stages of hierarchical models, overlapping or padded patch embeddings): the
+  tap's own (h, w) grid over the input, position (i, j) covering rows ⌊iH/h⌋ … ⌈(i+1)H/h⌉ and likewise for
+  columns (adaptive-pooling boundaries; exact tiles when h divides H).
 
 The estimator is the unbiased-HSIC minibatch CKA of `seelike.cka` (ratio of means over minibatches). All
 tokens × positions share one accumulator: per minibatch the Grams of every token and every patch are
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -32,7 +34,9 @@ from torch import nn
 from seelike.analyses.stream import Progress, stream
 from seelike.cka import MIN_BATCH, CkaAccumulator, ConstantRepresentationWarning
 from seelike.device import exact_fp32
-from seelike.models.geometry import PositionGrid, cnn_position_grid, vit_position_grid
+from seelike.models.geometry import PositionGrid, cnn_position_grid, token_grid, vit_position_grid
+from seelike.models.kinds import BLOCK_OUTPUT_KINDS
+from seelike.models.layout import positions, tap_grid
 
 
 def patches(images: torch.Tensor, grid: PositionGrid) -> list[torch.Tensor] | torch.Tensor:
@@ -49,23 +53,42 @@ def patches(images: torch.Tensor, grid: PositionGrid) -> list[torch.Tensor] | to
     return [images[:, :, r0:r1, c0:c1].reshape(len(images), -1) for r0, r1, c0, c1 in grid.regions]
 
 
-def position_features(act: torch.Tensor, grid: PositionGrid) -> torch.Tensor:
-    """(G, B, C): one representation per grid position (ViT patch tokens, or CNN map positions)."""
-    if act.dim() == 3:
-        tokens = act[:, grid.num_prefix_tokens :]
-        if tokens.shape[1] != grid.size:
-            raise ValueError(
-                f"activation has {act.shape[1]} tokens, expected {grid.num_prefix_tokens} prefix + {grid.size}"
-            )
-        return tokens.transpose(0, 1)
-    if act.dim() == 4:
-        if tuple(act.shape[-2:]) != grid.grid_hw:
-            raise ValueError(f"map {tuple(act.shape[-2:])} does not match the grid {grid.grid_hw}")
-        return act.flatten(2).permute(2, 0, 1)
-    raise ValueError(
-        f"localisation needs a token (B,N,C) or map (B,C,H,W) activation, got {tuple(act.shape)}; pick such a "
-        "tap in localisation.taps"
+def position_features(tap, act: torch.Tensor, grid: PositionGrid) -> torch.Tensor:
+    """(G, B, C): one representation per grid position of `tap`'s activation, read through its layout."""
+    hw = tap_grid(tap, act)
+    if hw != tuple(grid.grid_hw):
+        raise ValueError(
+            f"tap {tap.name!r} has a {hw[0]}x{hw[1]} grid, the position grid is {grid.grid_hw[0]}x"
+            f"{grid.grid_hw[1]}"
+        )
+    return positions(tap, act).transpose(0, 1)
+
+
+def position_grid(
+    model: nn.Module, tap, grid_hw: Sequence[int], img_hw: Sequence[int]
+) -> PositionGrid:
+    """The input region of every position of a tap with a (gh, gw) grid over (H, W) inputs: the patch
+    embedding's patches where the grid is the patch embedding's (and its convolution is unpadded), else
+    `cnn_position_grid`. `num_prefix_tokens` is the tap's own."""
+    grid_hw = (int(grid_hw[0]), int(grid_hw[1]))
+    grid = None
+    pe = getattr(model, "patch_embed", None)
+    proj = getattr(pe, "proj", None)
+    pad = getattr(proj, "padding", 0)
+    unpadded = (
+        not isinstance(proj, nn.Conv2d)
+        or pad == "valid"
+        or (isinstance(pad, tuple) and not any(pad))
     )
+    if pe is not None and unpadded:
+        try:
+            if tuple(token_grid(model, img_hw).grid_hw) == grid_hw:
+                grid = vit_position_grid(model, img_hw)
+        except (ValueError, AttributeError, TypeError):
+            grid = None
+    if grid is None:
+        grid = cnn_position_grid(grid_hw, img_hw)
+    return replace(grid, num_prefix_tokens=int(tap.num_prefix_tokens))
 
 
 def position_grams(feats: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
@@ -130,13 +153,45 @@ def localisation_cka(
     return CkaMap(acc.result(), n_used, list(acc.dropped), const_t, const_p)
 
 
-def default_localisation_tap(taps: Sequence, family: str):
-    """The last block output (ViT `block`, ResNet / EfficientNet `out`), else the last tap."""
-    kind = {"vit": "block", "resnet": "out", "resnetv2": "out", "efficientnet": "out"}.get(family)
-    chosen = [t for t in taps if t.kind == kind] if kind else []
+def _gridded(t) -> bool:
+    """A spatial tap whose grid has more than one position (a 1×1 map is a pooled head: nothing to localise)."""
+    return bool(t.spatial) and t.grid_hw is not None and t.grid_hw[0] * t.grid_hw[1] > 1
+
+
+def default_localisation_tap(taps: Sequence, family: str | None = None):
+    """The last block output (`BLOCK_OUTPUT_KINDS`: ViT / timm_stages `block`, CNN `out`, ...) with a spatial
+    map or token grid larger than 1×1, never a pooled head; for a model without block outputs (family
+    `generic`), the last such tap. A ValueError (its message the reason) when there is none. `family` is
+    accepted for compatibility; the taps decide."""
+    del family
+    spatial = [t for t in taps if _gridded(t)]
+    chosen = [t for t in spatial if t.kind in BLOCK_OUTPUT_KINDS]
+    if not any(t.kind in BLOCK_OUTPUT_KINDS for t in taps):
+        chosen = spatial
     if not chosen:
-        chosen = list(taps)
+        raise ValueError(
+            "none of its block outputs has a spatial map or token grid larger than 1×1 at the model's input size; "
+            "name a tap in localisation.taps.<model>"
+        )
     return chosen[-1]
+
+
+def localisation_support(taps: Sequence, tap_name: str | None = None) -> str | None:
+    """None when `localisation_maps` can run on a model with `taps` (and the tap named in the config, if any),
+    else the reason (the dry run's refusal)."""
+    if tap_name is not None:
+        by_name = {t.name: t for t in taps}
+        if tap_name not in by_name:
+            return f"localisation.taps names {tap_name!r}: not a tap of this model (taps.csv lists them)"
+        t = by_name[tap_name]
+        if not t.spatial:
+            return f"tap {tap_name!r} has no spatial map or token grid (layout {t.layout}); layouts in taps.csv"
+        return None
+    try:
+        default_localisation_tap(taps)
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 def default_plot_tokens(grid_hw: Sequence[int]) -> list[int]:
@@ -220,17 +275,29 @@ def localisation_maps(
     progress: Progress | None = None,
 ) -> LocalisationResult:
     """Run the model over `batches` (images, or (images, labels)) and build the localisation map of one tap
-    (`tap`: a Tap, a tap name, or None for `default_localisation_tap`); `tokens` as in `token_indices`.
+    (`tap`: a Tap, a tap name, or None for `default_localisation_tap`; it must have a spatial map or token
+    grid); `tokens` as in `token_indices`.
     At most `n_images` images; `progress` as in `seelike.analyses.stream`."""
-    from seelike.models.taps import discover_taps, record_taps, tap_family, taps_named
+    from seelike.models.taps import discover_taps, record_taps, taps_named
 
     device = torch.device(device)
-    taps = discover_taps(model)
+    batch_it = stream(batches, device, n_images=n_images, progress=progress)
+    first = next(batch_it, None)
+    if first is None:
+        raise ValueError("no images to localise over")
+    img_hw = (int(first.x.shape[-2]), int(first.x.shape[-1]))
+    taps = discover_taps(model, img_hw)  # layouts and grids at the size of the images
     if tap is None:
-        tap = default_localisation_tap(taps, tap_family(model))
+        tap = default_localisation_tap(taps)
     elif isinstance(tap, str):
         (tap,) = taps_named(taps, [tap], "localisation.taps")
-    is_vit = hasattr(model, "patch_embed")
+    else:  # a Tap: as discovered at this input size, where discovery names it
+        tap = next((t for t in taps if t.name == tap.name), tap)
+    if not tap.spatial:
+        raise ValueError(
+            f"tap {tap.name!r} has no spatial map or token grid (layout {tap.layout}): localisation needs one; "
+            "choose another tap in localisation.taps (layouts in taps.csv)"
+        )
     grid: list[PositionGrid] = []
     captured: list[torch.Tensor] = []
 
@@ -239,31 +306,20 @@ def localisation_maps(
 
     def features():
         with record_taps(model, [tap], on_tap), torch.inference_mode():
-            for batch in stream(batches, device, n_images=n_images, progress=progress):
+            for batch in _chain(first, batch_it):
                 x = batch.x
                 captured.clear()
                 model(x)
                 act = captured[0]
                 if not grid:
-                    img_hw = tuple(x.shape[-2:])
-                    if is_vit and act.dim() == 3:
-                        grid.append(vit_position_grid(model, img_hw))
-                    elif act.dim() == 4:
-                        grid.append(cnn_position_grid(act.shape[-2:], img_hw))
-                    else:
-                        raise ValueError(
-                            f"tap {tap.name!r} gives {tuple(act.shape)}: localisation needs a token grid or a "
-                            "spatial map; choose another tap in localisation.taps"
-                        )
-                yield position_features(act, grid[0]), x
+                    grid.append(position_grid(model, tap, tap_grid(tap, act), img_hw))
+                yield position_features(tap, act, grid[0]), x
 
     it = features()
-    first = next(it, None)
-    if first is None:
-        raise ValueError("no images to localise over")
+    head = next(it)
 
     def chained():
-        yield first
+        yield head
         yield from it
 
     toks = token_indices(tokens, grid[0])
@@ -271,6 +327,11 @@ def localisation_maps(
     return LocalisationResult(
         tap.name, grid[0], toks, m.cka, m.n_images, m.dropped, m.token_constant, m.patch_constant
     )
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
 
 
 def token_indices(tokens: Sequence[int | Sequence[int]] | None, grid: PositionGrid) -> list[int]:

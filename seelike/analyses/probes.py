@@ -1,17 +1,18 @@
 """Linear probes per tap (Figs 11, 13): the probe feature store (one streaming pass per model) and the probe table
 (closed-form ridge probes of `seelike.analyses.ridge` fitted per tap, aggregation and shot count).
 
-Aggregations of one tap activation (`aggregate`): tokens (B, N, C) → `cls` (first prefix token, when there is
-one), `mean_spatial` (mean of the patch tokens), `mean_all` (mean of all tokens); CNN maps (B, C, H, W) →
-`pool_final` (adaptive average pool to the final stage's spatial size, flattened; skipped when that is 1×1) and
-`mean_spatial` (global mean); anything else → `flat`. Per-token probes (`token`) use every position of chosen taps.
+Aggregations of one tap activation (`aggregate`), read through the tap's layout (`seelike.models.layout`):
+token sequences → `cls` (the first prefix token, when the tap has prefix tokens), `mean_spatial` (mean over the
+grid positions, prefix tokens left out; only with a token grid), `mean_all` (mean of all tokens); maps of either
+layout (NCHW, NHWC) → `pool_final` (adaptive average pool to the final grid, flattened channel-major; skipped when
+that is 1×1) and `mean_spatial` (mean over positions); anything else (pooled vectors) → `flat`. Per-token probes
+(`token`) use every grid position of chosen taps (`seelike.models.layout.positions`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -33,6 +34,8 @@ from seelike.analyses.ridge import (
 from seelike.analyses.stream import Progress, stream
 from seelike.device import exact_fp32
 from seelike.io import atomic_write, write_json
+from seelike.models.kinds import BLOCK_OUTPUT_KINDS
+from seelike.models.layout import positions, prefix, tap_grid
 
 log = logging.getLogger(__name__)
 
@@ -41,57 +44,66 @@ FEATURES_FORMAT = 1
 
 
 # ------------------------------------------------------------------------------------------------ features
-def final_spatial_size(shapes: dict[str, Sequence[int]]) -> tuple[int, int] | None:
-    """Spatial size (H, W) of the last 4-D (C, H, W) activation in forward order: the final stage's grid."""
+MAP_LAYOUTS = ("nchw", "nhwc")
+
+
+def final_grid(
+    taps: Sequence[Any], grids: dict[str, tuple[int, int] | None]
+) -> tuple[int, int] | None:
+    """The grid (rows, cols) of the last tap in forward order that has one (`grids`: tap name → its grid at the
+    probed input size): the final stage's grid that `pool_final` pools maps to."""
     last = None
-    for shape in shapes.values():
-        if len(shape) == 3:
-            last = (int(shape[1]), int(shape[2]))
-    return last
+    for t in sorted(taps, key=lambda t: t.index):
+        if grids.get(t.name) is not None:
+            last = tuple(int(v) for v in grids[t.name])  # type: ignore[union-attr]
+    return last  # type: ignore[return-value]
 
 
-def aggregation_names(
-    shape: Sequence[int], num_prefix: int, pool_hw: tuple[int, int] | None
-) -> list[str]:
-    """The aggregations `aggregate` gives for an activation of per-example `shape`."""
-    if len(shape) == 2:
-        return (["cls"] if num_prefix else []) + ["mean_spatial", "mean_all"]
-    if len(shape) == 3:
-        return (["pool_final"] if pool_hw is not None and tuple(pool_hw) != (1, 1) else []) + [
-            "mean_spatial"
-        ]
-    return ["flat"]
+def aggregation_names(tap: Any, pool_hw: tuple[int, int] | None) -> list[str]:
+    """The aggregations `aggregate` gives for an activation of `tap` (by its layout)."""
+    if tap.layout == "tokens":
+        return (
+            (["cls"] if tap.num_prefix_tokens else [])
+            + (["mean_spatial"] if tap.grid_hw is not None else [])
+            + ["mean_all"]
+        )
+    if tap.layout in MAP_LAYOUTS:
+        pool = pool_hw is not None and tuple(pool_hw) != (1, 1)
+        return (["pool_final"] if pool else []) + ["mean_spatial"]
+    if tap.layout in ("vector", "other"):
+        return ["flat"]
+    raise ValueError(
+        f"tap {tap.name!r} has no known layout ({tap.layout!r}): take taps from seelike.models.taps.discover_taps"
+    )
 
 
 def aggregate(
-    x: torch.Tensor, num_prefix: int, pool_hw: tuple[int, int] | None = None
+    tap: Any, x: torch.Tensor, pool_hw: tuple[int, int] | None = None
 ) -> dict[str, torch.Tensor]:
-    """Per-image feature vectors (B, d) of one tap activation, one per aggregation (module docstring)."""
-    if x.dim() == 3:
-        out = {}
-        if num_prefix:
-            out["cls"] = x[:, 0]
-        out["mean_spatial"] = x[:, num_prefix:].mean(1)
+    """Per-image feature vectors (B, d) of one activation `x` of `tap`, one per aggregation (module docstring)."""
+    names = aggregation_names(tap, pool_hw)
+    out: dict[str, torch.Tensor] = {}
+    if "cls" in names:
+        out["cls"] = prefix(tap, x)[:, 0]  # type: ignore[index]
+    if "pool_final" in names:
+        nchw = x if tap.layout == "nchw" else x.permute(0, 3, 1, 2)
+        out["pool_final"] = F.adaptive_avg_pool2d(nchw, tuple(pool_hw)).flatten(1)  # type: ignore[arg-type]
+    if "mean_spatial" in names:
+        out["mean_spatial"] = positions(tap, x).mean(1)
+    if "mean_all" in names:
         out["mean_all"] = x.mean(1)
-        return out
-    if x.dim() == 4:
-        out = {}
-        if pool_hw is not None and tuple(pool_hw) != (1, 1):
-            out["pool_final"] = F.adaptive_avg_pool2d(x, tuple(pool_hw)).flatten(1)
-        out["mean_spatial"] = x.mean(dim=(2, 3))
-        return out
-    return {"flat": x.reshape(len(x), -1)}
+    if "flat" in names:
+        out["flat"] = x.reshape(len(x), -1)
+    return out
 
 
-def token_positions(x: torch.Tensor, num_prefix: int) -> torch.Tensor:
-    """(B, G, C): the patch tokens of a ViT activation, or the row-major positions of a CNN map."""
-    if x.dim() == 3:
-        return x[:, num_prefix:]
-    if x.dim() == 4:
-        return x.flatten(2).transpose(1, 2)
-    raise ValueError(
-        f"per-token probes need a token (B,N,C) or map (B,C,H,W) activation, got {tuple(x.shape)}"
-    )
+def token_positions(tap: Any, x: torch.Tensor) -> torch.Tensor:
+    """(B, G, C): the grid positions of an activation of `tap` (map positions or tokens after the prefix)."""
+    if not tap.spatial:
+        raise ValueError(
+            f"per-token probes need a tap with a spatial map or token grid; {tap.name!r} has layout {tap.layout!r}"
+        )
+    return positions(tap, x)
 
 
 def default_probe_taps(taps: Sequence[Any], kinds: Sequence[str] | None) -> list[Any]:
@@ -106,33 +118,6 @@ def normalised_depth(indices: Sequence[int]) -> dict[int, float]:
     return {i: (r / (n - 1) if n > 1 else 1.0) for r, i in enumerate(order)}
 
 
-def _grid_of(
-    shape: Sequence[int], num_prefix: int, vit_grid: tuple[int, int] | None
-) -> list[int] | None:
-    """(rows, cols) of the positions of a per-example activation shape: a CNN map's own size, a ViT's patch
-    grid (from its patch embedding when the token count fits, else the square root)."""
-    if len(shape) == 3:
-        return [int(shape[1]), int(shape[2])]
-    if len(shape) == 2:
-        g = int(shape[0]) - num_prefix
-        if vit_grid is not None and vit_grid[0] * vit_grid[1] == g:
-            return [int(vit_grid[0]), int(vit_grid[1])]
-        s = math.isqrt(g)
-        return [s, s] if s * s == g else [1, g]
-    return None
-
-
-def _vit_grid(model: nn.Module, img_hw: Sequence[int]) -> tuple[int, int] | None:
-    if not hasattr(model, "patch_embed"):
-        return None
-    from seelike.models.geometry import token_grid
-
-    try:
-        return token_grid(model, img_hw).grid_hw
-    except (ValueError, AttributeError, TypeError):
-        return None
-
-
 @exact_fp32()
 def extract_probe_features(
     model: nn.Module,
@@ -143,7 +128,6 @@ def extract_probe_features(
     token_taps: Sequence[str] = (),
     aggregations: Sequence[str] | None = None,
     device: str | torch.device = "cpu",
-    num_prefix: int | None = None,
     extra_meta: dict[str, Any] | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -166,34 +150,41 @@ def extract_probe_features(
         raise ValueError(
             f"per-token taps {missing} are not among the probed taps {sorted(names)[:8]}..."
         )
-    if num_prefix is None:
-        num_prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
     it = stream(batches, device, progress=progress)
     first = next(it, None)
     if first is None:
         raise ProbeDataError("no images to extract probe features from")
 
-    # Shapes of every tap from one image: the final stage's grid must be known before pooling earlier taps.
+    # Shapes and grids of every tap from one image: the final grid must be known before pooling earlier taps.
     from seelike.models.taps import discover_taps, tap_record
 
-    all_taps = discover_taps(model)
+    all_taps = discover_taps(
+        model, first.x.shape[-2:]
+    )  # layouts and grids at the size of the images
+    found = {t.name: t for t in all_taps}
+    taps = [found.get(t.name, t) for t in taps]
     shapes: dict[str, list[int]] = {}
+    grids: dict[str, tuple[int, int] | None] = {}
 
     def on_shape(t, a: torch.Tensor) -> None:
         shapes.setdefault(t.name, list(a.shape[1:]))
+        grids.setdefault(t.name, tap_grid(t, a) if t.spatial else None)
 
     with record_taps(model, all_taps, on_shape), torch.inference_mode():
         model(first.x[:1])
-    pool_hw = final_spatial_size(shapes)
-    vit_grid = _vit_grid(model, first.x.shape[-2:])
-    flat = [n for n in token_taps if len(shapes[n]) not in (2, 3)]
+    pool_hw = final_grid(all_taps, grids)
+    by_name = {t.name: t for t in taps}
+    if any(t.name not in grids for t in taps):  # taps given that discover_taps does not name
+        with record_taps(model, taps, on_shape), torch.inference_mode():
+            model(first.x[:1])
+    flat = [n for n in token_taps if not by_name[n].spatial]
     if flat:
         log.warning("no per-token probes for %s: their activations have no token grid or map", flat)
         token_taps = [n for n in token_taps if n not in flat]
 
     plan: dict[str, list[str]] = {}
     for t in taps:
-        aggs = aggregation_names(shapes[t.name], num_prefix, pool_hw)
+        aggs = aggregation_names(t, pool_hw)
         if aggregations is not None:
             aggs = [a for a in aggs if a in aggregations]
         plan[t.name] = aggs
@@ -210,11 +201,11 @@ def extract_probe_features(
             # whole activation alive until the batch is written, and in-place ops that follow (timm ResNet's
             # `x += shortcut`) would change it.
             a = act.detach().float()
-            for name, v in aggregate(a, num_prefix, pool_hw).items():
+            for name, v in aggregate(tap, a, pool_hw).items():
                 if name in plan[tap.name]:
                     buf[(tap.name, name)] = v.to("cpu", copy=True)
             if tap.name in token_taps:
-                buf[(tap.name, "token")] = token_positions(a, num_prefix).to("cpu", copy=True)
+                buf[(tap.name, "token")] = token_positions(tap, a).to("cpu", copy=True)
 
         t0 = time.time()
         with record_taps(model, taps, on_tap), torch.inference_mode():
@@ -245,16 +236,13 @@ def extract_probe_features(
         meta = {
             "format": FEATURES_FORMAT,
             "n_images": n_images,
-            "num_prefix_tokens": num_prefix,
             "pool_hw": list(pool_hw) if pool_hw else None,
             "taps": [
                 {
                     **tap_record(t, shapes[t.name]),
                     "aggregations": plan[t.name],
                     "token": t.name in token_taps,
-                    "grid_hw": _grid_of(shapes[t.name], num_prefix, vit_grid)
-                    if t.name in token_taps
-                    else None,
+                    "grid_hw": list(grids[t.name]) if grids.get(t.name) is not None else None,
                 }
                 for t in taps
             ],
@@ -403,6 +391,29 @@ def select_probe_taps(taps: Sequence[Any], cfg: dict[str, Any], model_key: str) 
             f"probes.tap_kinds or probes.taps.{model_key}"
         )
     return chosen
+
+
+def probes_support(
+    taps: Sequence[Any],
+    tap_names: Sequence[str] | None = None,
+    tap_kinds: Sequence[str] | None = BLOCK_OUTPUT_KINDS,
+) -> str | None:
+    """None when `select_probe_taps` finds taps to probe (the taps named in the config, else those of a kind in
+    `tap_kinds`: default the block outputs, `probes.tap_kinds`'s default; None = every tap), else the reason (the
+    dry run's refusal)."""
+    if tap_names:
+        names = {t.name for t in taps}
+        unknown = [n for n in tap_names if n not in names]
+        if unknown:
+            return f"probes.taps names {unknown}: not taps of this model (taps.csv lists them)"
+        return None
+    if not default_probe_taps(taps, tap_kinds):
+        kinds = sorted({t.kind for t in taps})
+        return (
+            f"none of its taps is of a probed kind {list(tap_kinds or [])} (its kinds: {kinds[:8]}); list tap "
+            "names in probes.taps.<model>"
+        )
+    return None
 
 
 def select_token_taps(

@@ -2,8 +2,10 @@
 
 The ERF of a tap is |∂ y(centre) / ∂ x|: the gradient of the tap's activation at its centre position with
 respect to the input image, absolute value summed over the input's colour channels, averaged over images.
-The centre is (H//2, W//2) of a CNN feature map, or the patch token at (H//2, W//2) of a ViT's patch grid
-(prefix tokens excluded).
+The centre is position (gh//2, gw//2) of the tap's own grid, read through the tap's layout
+(`seelike.models.layout`): a channels-first or channels-last map, or a token sequence with the tap's own prefix
+tokens left out (CaiT's and XCiT's patch blocks carry none while the model declares one). A tap without a grid
+(a pooled vector) has no centre and is refused.
 
 "Averaged over channels" has two readings, both offered (`channel_reduce`):
 
@@ -22,6 +24,7 @@ pass (only input gradients are wanted), so autograd keeps no tensor that only we
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -32,43 +35,43 @@ from torch import nn
 
 from seelike.analyses.stream import Progress, stream
 from seelike.device import exact_fp32
-from seelike.models.geometry import TokenGrid, token_grid
+from seelike.models.layout import positions, tap_grid
 
 CHANNEL_REDUCE = ("grad_of_mean", "mean_of_abs")
 
 __all__ = [
     "CHANNEL_REDUCE",
     "ErfResult",
+    "ErfTapsError",
     "auto_erf_taps",
     "centre_activation",
     "choose_erf_taps",
     "effective_receptive_fields",
     "erf_size",
     "erf_sizes_frame",
+    "erf_support",
     "erf_table",
 ]
 
 
-def centre_activation(y: torch.Tensor, grid: TokenGrid | None = None) -> torch.Tensor:
-    """(B, C) activation at the centre position of a tap.
+class ErfTapsError(ValueError):
+    """No ERF taps can be chosen for a model (the reason is the message; the dry run shows it)."""
 
-    4-D (B, C, H, W) maps (NCHW, as in timm CNNs) use position (H//2, W//2); 3-D (B, N, C) token sequences use
-    the patch token at grid position (H//2, W//2) of `grid` (required for tokens).
-    """
-    if y.ndim == 4:
-        return y[:, :, y.shape[2] // 2, y.shape[3] // 2]
-    if y.ndim == 3:
-        if grid is None:
-            raise ValueError(
-                "a token tap (B, N, C) needs the model's TokenGrid to find its centre token"
-            )
-        if y.shape[1] != grid.num_tokens:
-            raise ValueError(
-                f"token tap has {y.shape[1]} tokens, the grid expects {grid.num_tokens} "
-                f"({grid.num_prefix_tokens} prefix + {grid.grid_hw[0]}x{grid.grid_hw[1]} patches)"
-            )
-        return y[:, grid.centre_token, :]
-    raise ValueError(f"cannot find a centre position in an activation of shape {tuple(y.shape)}")
+
+def centre_index(grid_hw: Sequence[int]) -> int:
+    """Row-major index of position (gh//2, gw//2) of a (gh, gw) grid (PAPER.md Fig 6: the centre of the grid)."""
+    gh, gw = int(grid_hw[0]), int(grid_hw[1])
+    return (gh // 2) * gw + gw // 2
+
+
+def centre_activation(tap, y: torch.Tensor) -> torch.Tensor:
+    """(B, C) activation of `tap` at the centre position (gh//2, gw//2) of its own grid, read through the tap's
+    layout (NCHW, NHWC, or tokens after the tap's prefix tokens)."""
+    return positions(tap, y)[:, centre_index(tap_grid(tap, y))]
+
+
+def _not_spatial(taps: Sequence) -> list[str]:
+    return [f"{t.name} ({t.layout})" for t in taps if not getattr(t, "spatial", False)]
 
 
 @dataclass
@@ -82,9 +85,10 @@ class ErfResult:
 
 
 def _capture(
-    model: nn.Module, taps: Sequence, x: torch.Tensor, grid: TokenGrid | None = None
+    model: nn.Module, taps: Sequence, x: torch.Tensor, _grid=None
 ) -> dict[str, torch.Tensor]:
-    """(B, C) centre activation of every tap, in the autograd graph of `x`.
+    """(B, C) centre activation of every tap, in the autograd graph of `x` (each tap's centre from its own layout;
+    `_grid` is ignored, kept for callers that still pass a TokenGrid).
 
     The centre is cut and copied inside the hook: in-place ops that follow (x += shortcut, ReLU(inplace))
     cannot reach the copy, and no tap's whole activation (nor a view, which would keep all of it) outlives the
@@ -95,7 +99,7 @@ def _capture(
     got: dict[str, torch.Tensor] = {}
 
     def cb(tap, t: torch.Tensor) -> None:
-        got[tap.name] = centre_activation(t, grid).clone()
+        got[tap.name] = centre_activation(tap, t).clone()
 
     with record_taps(model, list(taps), cb):
         model(x)
@@ -164,7 +168,8 @@ def effective_receptive_fields(
 ) -> ErfResult:
     """Mean ERF map of every tap over the images of `batches` (images or (images, labels) tuples).
 
-    `taps` are `seelike.models.taps.Tap` objects (name, module_path, where). One forward pass per batch captures
+    `taps` are `seelike.models.taps.Tap` objects (name, module_path, where, layout) with a spatial layout
+    (`discover_taps` fills layouts in); a tap without a grid is an error. One forward pass per batch captures
     every tap; each tap then gets its own backward pass (`grad_of_mean`) or C of them (`mean_of_abs`).
     Stops after `n_images` images; `progress` as in `seelike.analyses.stream`.
     """
@@ -172,20 +177,23 @@ def effective_receptive_fields(
         raise ValueError(f"channel_reduce must be one of {CHANNEL_REDUCE}, got {channel_reduce!r}")
     if not taps:
         raise ValueError("no taps given for the effective receptive field")
+    flat = _not_spatial(taps)
+    if flat:
+        raise ErfTapsError(
+            f"taps {flat} have no spatial map or token grid, so no centre position: an ERF needs one "
+            "(layouts in taps.csv; taps from seelike.models.taps.discover_taps carry theirs)"
+        )
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval().to(device)
     sums: dict[str, torch.Tensor] = {}
     seen = 0
-    grid: TokenGrid | None = None
     img_hw: tuple[int, int] | None = None
     for batch in stream(batches, device, n_images=n_images, progress=progress):
         x = batch.x.detach().requires_grad_(True)
         if img_hw is None:
             img_hw = (int(x.shape[-2]), int(x.shape[-1]))
-            if getattr(model, "patch_embed", None) is not None:
-                grid = token_grid(model, img_hw)
         with torch.enable_grad(), _frozen(model):
-            centres = _capture(model, taps, x, grid)
+            centres = _capture(model, taps, x)
             for k, tap in enumerate(taps):
                 g = _input_grads(
                     centres.pop(tap.name),
@@ -272,23 +280,69 @@ def _pick_blocks(n: int, k: int = 4) -> list[int]:
     return sorted({0} | {max(0, round(n * j / k) - 1) for j in range(1, k + 1)})
 
 
-def auto_erf_taps(all_taps: Sequence, family: str, residual: str = "post") -> list:
-    """The paper-like default taps of a model from its discovered taps (`seelike.models.taps.discover_taps`).
+def _stage_of(tap) -> str:
+    """The stage a timm_stages block tap belongs to: its block module's parent container."""
+    return tap.module_path.rsplit(".", 1)[0]
 
-    ViT: block 0 and the quarter ends (12 blocks: 1, 3, 6, 9, 12 in the paper's 1-based counting), tap
-    `attn_res` (after the attention sublayer's residual sum) for `residual="post"`, `attn` (attention branch
-    only) for `"pre"`. CNNs (resnet, resnetv2, efficientnet): `stem` and the last unit of each stage (R50: 3, 7,
-    13, 16), tap `out` for post, `branch` for pre (EfficientNet: the last block with a skip of each stage that has
-    one).
+
+def _stage_ends(blocks: Sequence) -> list:
+    """The last block of each stage, in order; for one stage (an isotropic model: SAM-ViT, Mixer) block 0 and the
+    quarter ends, as for a ViT."""
+    stages: dict[str, list] = {}
+    for t in blocks:
+        stages.setdefault(_stage_of(t), []).append(t)
+    if len(stages) == 1:
+        (only,) = stages.values()
+        return [only[i] for i in _pick_blocks(len(only))]
+    return [ts[-1] for ts in stages.values()]
+
+
+def _grid_run_ends(taps: Sequence) -> list:
+    """The first spatial tap and the last one of each run of taps on the same grid (before each downsampling)."""
+    out = []
+    for i, t in enumerate(taps):
+        if i == 0 or (i + 1 < len(taps) and taps[i + 1].grid_hw != t.grid_hw) or i + 1 == len(taps):
+            out.append(t)
+    return out
+
+
+def auto_erf_taps(all_taps: Sequence, family: str, residual: str = "post") -> list:
+    """The paper-like default taps of a model from its discovered taps (`seelike.models.taps.discover_taps`);
+    `ErfTapsError` (a ValueError, its message the reason) when the model has none for `residual`.
+
+    The rule is picked by the kinds of the taps, whatever the family's name:
+
+    - ViT-like blocks (`attn_res` taps: vit, cait, xcit): block 0 and the quarter ends (12 blocks: 1, 3, 6, 9, 12
+      in the paper's 1-based counting), tap `attn_res` (after the attention sublayer's residual sum) for
+      `residual="post"`, `attn` (attention branch only) for `"pre"`.
+    - CNN units (`out` taps: resnet, resnetv2, efficientnet): `stem` and the last unit of each stage (R50: 3, 7,
+      13, 16), tap `out` for post, `branch` for pre (EfficientNet: the last block with a skip of each stage that
+      has one).
+    - stage blocks (`block` taps: timm_stages, swin, stage_attention — ConvNeXt, Swin, PVT, MaxViT, SAM-ViT,
+      ...): `stem` and the last block output of each stage with a spatial layout (one stage: block 0 and the
+      quarter ends) for post; for pre, `stem` and the last residual branch (`branchK`) of those blocks, blocks
+      whose branches are not readable left out.
+    - anything else (generic: named leaf modules): the first spatial tap and the last of each run of spatial taps
+      on one grid larger than 1×1 for post; no pre (no residual branches are known).
+
+    Every tap chosen has a spatial map or token grid (`Tap.spatial`): the ERF is taken at its centre position.
     """
     if residual not in ("post", "pre"):
         raise ValueError(f"residual must be 'post' or 'pre', got {residual!r}")
     by_name = {t.name: t for t in all_taps}
-    if family == "vit":
+    stem = [by_name["stem"]] if "stem" in by_name and by_name["stem"].spatial else []
+    kinds = {t.kind for t in all_taps}
+    if "attn_res" in kinds:  # ViT-like blocks (vit, cait, xcit, ...)
         blocks = sorted({t.block for t in all_taps if t.block is not None})
         kind = "attn_res" if residual == "post" else "attn"
-        return [by_name[f"blocks.{blocks[i]}.{kind}"] for i in _pick_blocks(len(blocks))]
-    if family in ("resnet", "resnetv2", "efficientnet"):
+        names = [f"blocks.{blocks[i]}.{kind}" for i in _pick_blocks(len(blocks))] if blocks else []
+        chosen = [by_name[n] for n in names if n in by_name]
+        if not chosen or len(chosen) < len(names):
+            raise ErfTapsError(
+                f"its blocks have no `{kind}` taps ({residual}-residual ERF; family {family!r}); list tap names in "
+                "erf.taps.<model>"
+            )
+    elif "out" in kinds:  # CNN units (resnet, resnetv2, efficientnet)
         kind = "out" if residual == "post" else "branch"
         units = [t for t in all_taps if t.kind == kind]
         ends = []
@@ -297,10 +351,54 @@ def auto_erf_taps(all_taps: Sequence, family: str, residual: str = "post") -> li
             nxt = units[i + 1].name.rsplit(".", 2)[0] if i + 1 < len(units) else None
             if stage != nxt:
                 ends.append(t)
-        return ([by_name["stem"]] if "stem" in by_name else []) + ends
-    raise ValueError(
-        f"no default ERF taps for model family {family!r}; list tap names in the config (erf.taps.<model>)"
-    )
+        chosen = stem + ends
+    elif "block" in kinds:  # stage blocks (timm_stages, swin, stage_attention, ...)
+        ends = _stage_ends([t for t in all_taps if t.kind == "block" and t.spatial])
+        if not ends:
+            raise ErfTapsError(
+                "none of its block outputs has a spatial map or token grid; list tap names in erf.taps.<model>"
+            )
+        if residual == "post":
+            chosen = stem + ends
+        else:
+            branches = []
+            for b in ends:
+                own = [
+                    t
+                    for t in all_taps
+                    if t.kind == "branch"
+                    and t.spatial
+                    and t.name.startswith(f"{b.module_path}.branch")
+                ]
+                branches += own[-1:]
+            if not branches:
+                raise ErfTapsError(
+                    f"blocks {[b.module_path for b in ends]} add no residual branch through a drop_path module "
+                    "that is a whole per-image map, so there is no pre-residual (branch-only) ERF; set "
+                    "erf.residual: [post] or list tap names in erf.taps.<model>"
+                )
+            chosen = stem + branches
+    else:  # generic: named leaf modules
+        if residual == "pre":
+            raise ErfTapsError(
+                f"family {family!r} names no block outputs or residual branches, so there is no pre-residual "
+                "(branch-only) ERF; set erf.residual: [post] or list tap names in erf.taps.<model>"
+            )
+        # pooled 1×1 maps (a global pool before the head) are left out
+        chosen = _grid_run_ends(
+            [t for t in all_taps if t.spatial and tuple(t.grid_hw or ()) != (1, 1)]
+        )
+    if not chosen:
+        raise ErfTapsError(
+            "none of its taps has a spatial map or a token grid; list tap names in erf.taps.<model>"
+        )
+    flat = _not_spatial(chosen)
+    if flat:
+        raise ErfTapsError(
+            f"its default {residual}-residual ERF taps {flat} have no spatial map or token grid; list tap names "
+            "in erf.taps.<model>"
+        )
+    return chosen
 
 
 def choose_erf_taps(
@@ -312,12 +410,49 @@ def choose_erf_taps(
 ) -> dict[str, list]:
     """The ERF taps of one model, grouped as the table reports them: `{"explicit": taps}` for the names listed
     in the config (`erf.taps.<model>`), else `{residual: auto_erf_taps(...)}` for each of `residual` ("post",
-    "pre"). An unknown name is an error that points to the model's taps table."""
+    "pre") the model has taps for; a setting it has none for (no readable residual branch: "pre" on a generic
+    model) is left out with a warning that gives the reason. Errors (`ErfTapsError`): an unknown name (pointing to
+    the model's taps table), a listed tap without a spatial grid, no setting of `residual` with taps.
+    `erf_support` gives the same answer without raising (the dry run)."""
     if explicit:
         from seelike.models.taps import taps_named
 
-        return {"explicit": taps_named(all_taps, explicit, f"erf.taps.{model}")}
-    return {r: auto_erf_taps(all_taps, family, r) for r in residual}
+        chosen = taps_named(all_taps, explicit, f"erf.taps.{model}")
+        flat = _not_spatial(chosen)
+        if flat:
+            raise ErfTapsError(
+                f"erf.taps.{model} names taps {flat} without a spatial map or token grid (no centre position); "
+                "layouts in taps.csv"
+            )
+        return {"explicit": chosen}
+    out: dict[str, list] = {}
+    refused: dict[str, str] = {}
+    for r in residual:
+        try:
+            out[r] = auto_erf_taps(all_taps, family, r)
+        except ErfTapsError as e:
+            refused[r] = str(e)
+    if not out:
+        raise ErfTapsError("; ".join(f"{r}: {why}" for r, why in refused.items()))
+    for r, why in refused.items():
+        warnings.warn(f"{model}: no {r}-residual ERF ({why})", stacklevel=2)
+    return out
+
+
+def erf_support(all_taps: Sequence, family: str, tap_names: Sequence[str] | None = None,
+                residual: Sequence[str] = ("post", "pre")) -> str | None:  # fmt: skip
+    """None when `choose_erf_taps` finds taps for a model, else its reason (the dry run's refusal)."""
+    names = {t.name for t in all_taps}
+    unknown = [n for n in tap_names or () if n not in names]
+    if unknown:
+        return f"erf.taps names {unknown}: not taps of this model (taps.csv lists them)"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            choose_erf_taps(all_taps, family, tap_names, residual, "<model>")
+    except ErfTapsError as e:
+        return str(e)
+    return None
 
 
 def distinct_taps(chosen: Mapping[str, Sequence]) -> list:

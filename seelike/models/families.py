@@ -33,6 +33,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from seelike.models.kinds import BLOCK_OUTPUT_KINDS
+
 __all__ = [
     "FAMILIES",
     "Family",
@@ -822,10 +824,14 @@ def residual_sums_refusal(spec: dict[str, Any]) -> str | None:
 
 
 # ---------------------------------------------------------------- which analyses apply
-def analysis_support(family: str, taps, analysis: str, tap_names=None) -> str | None:
+def analysis_support(
+    family: str, taps, analysis: str, tap_names=None, settings: dict[str, Any] | None = None
+) -> str | None:
     """None when `analysis` (attention, head_subsets, skip, erf, localisation, probes, cka) applies to a
     model of `family` with `taps`, else the reason it does not (one sentence, for the dry-run error).
-    `tap_names`: the taps the analysis would read (the configured ones), when it reads chosen taps."""
+    `tap_names`: the taps the analysis would read (the configured ones), when it reads chosen taps;
+    `settings`: the analysis's config section where it decides (erf.residual, probes.tap_kinds)."""
+    settings = settings or {}
     f = family_record(family)
     if analysis in ("attention", "head_subsets"):
         if not f.attention:
@@ -869,7 +875,7 @@ def analysis_support(family: str, taps, analysis: str, tap_names=None) -> str | 
         if analysis == "erf":
             from seelike.analyses.receptive_field import erf_support
 
-            why = erf_support(taps, family, tap_names)
+            why = erf_support(taps, family, tap_names, settings.get("residual", ("post", "pre")))
         elif analysis == "localisation":
             from seelike.analyses.localisation import localisation_support
 
@@ -879,6 +885,7 @@ def analysis_support(family: str, taps, analysis: str, tap_names=None) -> str | 
         else:
             from seelike.analyses.probes import probes_support
 
-            why = probes_support(taps, tap_names)
+            kinds = settings.get("tap_kinds", BLOCK_OUTPUT_KINDS)
+            why = probes_support(taps, tap_names, kinds)
         return None if why is None else f"{why} (family {family!r})"
     return None

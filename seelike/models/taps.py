@@ -47,8 +47,9 @@ class Tap:
     where: str  # "output" or "input"
     block: int | None  # running block index across the model (None for stem / final norm)
     index: int = 0  # position in forward order
-    # which firing of the module in one forward (a drop_path shared by a block's branches)
+    # which firing of the module in one forward (a drop_path shared by a block's branches), of `fires` firings
     occurrence: int = 0
+    fires: int = 1
     # filled in by the probe forward pass (`probe_layouts`): seelike.models.layout
     layout: str = "unknown"  # nchw, nhwc, tokens, vector, other
     grid_hw: tuple[int, int] | None = None  # spatial positions at probe_hw
@@ -208,6 +209,7 @@ def probe_layouts(
                 num_prefix_tokens=lay.num_prefix_tokens,
                 shape=tuple(shape[1:]),
                 probe_hw=(h, w),
+                fires=n_fired,
             )
         )
     if bad and strict:
@@ -272,7 +274,7 @@ def record_taps(
         group = sites[site]
         for tap in group:
             counts[tap.name] = k
-        expected = max(t.occurrence for t in group) + 1
+        expected = max(max(t.occurrence + 1, t.fires) for t in group)
         if check_once and k > expected:
             raise TapFiringError(
                 f"tap '{group[0].name}' ({site[0]}) fired {'twice' if k == 2 else f'{k} times'} in one forward, "

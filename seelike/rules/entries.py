@@ -173,7 +173,7 @@ def receptive_field(ctx: RuleContext) -> None:
     meta = ctx.metadata(
         "erf", family=family, split=cfg["split"], n_images=res.n_images,
         channel_reduce=res.channel_reduce, img_hw=res.img_hw, quantiles=cfg["quantiles"],
-        centre="(H//2, W//2) of the tap's map / patch grid, prefix tokens excluded",
+        centre="(gh//2, gw//2) of the tap's own grid (nchw / nhwc map or token grid), its prefix tokens excluded",
         size_reference="mass centroid of the ERF map",
     )  # fmt: skip
     write_table(df, ctx.output.table, meta)
@@ -359,7 +359,7 @@ def linear_probes(ctx: RuleContext) -> None:
         shots=feats["shots"], n_test=int(df["n_test"].iloc[0]), lambdas=lams,
         lambda_penalty="lambda * n_fit on z-scored features (fit statistics), centred +-1 targets",
         holdout=cfg["holdout"], tie_break="larger lambda", seed=ctx.params.seed,
-        pool_hw=feats.get("pool_hw"), num_prefix_tokens=feats.get("num_prefix_tokens"),
+        pool_hw=feats.get("pool_hw"),
     )  # fmt: skip
     write_table(df, ctx.output[0], meta)
     best = df[df.aggregation != "token"].groupby("tap", sort=False)["accuracy"].max()

@@ -306,7 +306,9 @@ def refusal(name, section):
     taps' layouts (seelike.models.families.analysis_support), the same function the rules ask."""
     spec = config["models"][name]
     s = model_structure(spec)
-    why = analysis_support(s.family, s.taps, section, _listed_taps(section, name))
+    why = analysis_support(
+        s.family, s.taps, section, _listed_taps(section, name), config[section]
+    )
     if why is None and section == "skip":
         why = residual_sums_refusal(spec)
     return why
