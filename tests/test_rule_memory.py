@@ -111,10 +111,12 @@ def test_erf_freezes_parameters_during_the_pass_and_restores_them():
     model = tiny_resnet()
     model.fc.weight.requires_grad_(False)  # a frozen one stays frozen
     seen = []
+    taps = auto_erf_taps(
+        discover_taps(model), "resnet", "post"
+    )  # its probe pass runs before the hook
     h = model.layer1.register_forward_hook(
         lambda m, i, o: seen.append(any(p.requires_grad for p in model.parameters()))
     )
-    taps = auto_erf_taps(discover_taps(model), "resnet", "post")
     try:
         effective_receptive_fields(model, [torch.randn(2, 3, 32, 32)], taps)
     finally:

@@ -412,6 +412,7 @@ def _firings(
     """The output shape of each firing of each module in one forward of two blank images (on the model's
     device, meta included); None for a firing that gives no tensor. `order`, when given, gets the path of each
     firing as it ends, in firing order."""
+    from seelike.device import exact_fp32
     from seelike.models.taps import input_size
 
     mods = dict(model.named_modules())
@@ -430,7 +431,7 @@ def _firings(
     was = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), exact_fp32():
             model(torch.zeros(2, *input_size(model), device=device))
     finally:
         model.train(was)

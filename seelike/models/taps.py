@@ -153,6 +153,7 @@ def probe_layouts(
     forward pass of BATCH_PROBE blank images. With `strict`, a tap that fires wrongly (not once, no tensor, a
     leading dimension other than the batch) is an error (a family rule that names the wrong module); otherwise
     it is left out (the generic rule's leaf modules)."""
+    from seelike.device import exact_fp32
     from seelike.models.layout import infer_layout
 
     c, h, w = input_size(model)
@@ -177,7 +178,12 @@ def probe_layouts(
     was_training = model.training
     model.eval()
     try:
-        with record_taps(model, taps, cb, check_once=False, raw=True) as fired, torch.no_grad():
+        # exact fp32 as every analysis pass (seelike.device): the probe is part of the analysis that calls it
+        with (
+            record_taps(model, taps, cb, check_once=False, raw=True) as fired,
+            torch.no_grad(),
+            exact_fp32(),
+        ):
             model(torch.zeros(BATCH_PROBE, c, h, w, device=device))
             counts = dict(fired)
     finally:
