@@ -22,18 +22,6 @@ def _config_with(tmp_path, edit):
     return prepare_workdir(tmp_path / "run", path)
 
 
-def _imagefolder_dataset(source):
-    def edit(c):
-        c["datasets"]["digits"] = {"source": source, "root": "no/such/folder"}
-
-    return edit
-
-
-def _checkpoint_model(c):
-    c["models"]["resnet"].update(source="checkpoint", path="no/such/r18.safetensors")
-    del c["models"]["resnet"]["train"]
-
-
 def _drop(section):
     def edit(c):
         del c[section]
@@ -41,132 +29,34 @@ def _drop(section):
     return edit
 
 
+# A few bad configs through a real `snakemake -n`: the wiring from the Snakefile to the schema and to
+# seelike.config.check_config. Every case, in-process: tests/test_config_checks.py.
 # (edit of tests/configs/tiny.yaml, substrings of the message: the key, the problem, the fix)
 BAD_CONFIGS = [
-    (lambda c: c["cka"].update(batch_size=2), "batch_size"),
+    # the schema
     (lambda c: c.update(colour="red"), "colour"),
-    (lambda c: c["models"]["vit"].update(source="hub"), "hub"),
-    (lambda c: c.update(analysis_dataset="imagenet"), "analysis_dataset 'imagenet'"),
-    (lambda c: c["cka"].update(pairs=[["vit", "convnext"]]), "convnext"),
-    (lambda c: c["models"].update({"a__b": c["models"]["vit"]}), "a__b"),
-    (lambda c: c["cka"].update(per_block=[["vit", "resnet"]]), "compares different architectures"),
-    (
-        lambda c: c["models"]["vit"].update(remove_skip={"blocks": [0], "branches": ["ffn"]}),
-        "ffn",
-    ),
-    # model lists of the analyses
-    *[
-        (
-            lambda c, s=section: c[s].update(models=["vit", "nope"]),
-            (
-                f"config: {section}.models names ['nope'], not keys of models",
-                f"set {section}.models",
-            ),
-        )
-        for section in ("attention", "erf", "skip", "probes", "localisation")
-    ],
-    # an analysis that does not apply to a listed model: refused with the model, the analysis and the reason
-    (
-        lambda c: c["attention"].update(models=["vit", "resnet"]),
-        (
-            "attention.models lists 'resnet'",
-            "mean attention distance does not apply to it",
-            "no self-attention",
-            "drop 'resnet' from attention.models",
-        ),
-    ),
-    (
-        lambda c: (
-            c["models"].update(
-                vgg={
-                    "source": "train",
-                    "arch": "vgg11",
-                    "kwargs": {"num_classes": 10},
-                    "train": {"dataset": "digits"},
-                }
-            ),
-            c["skip"].update(models=["vgg"]),
-        ),
-        (
-            "skip.models lists 'vgg' (vgg11)",
-            "skip-connection statistics does not apply to it",
-            "residual branch",
-            "drop 'vgg' from skip.models",
-        ),
-    ),
-    (
-        lambda c: c["attention"]["head_subsets"].update(cnn="nope"),
-        ("attention.head_subsets.cnn 'nope' is not a key of models", "name a configured CNN"),
-    ),
-    # models
+    # a model timm does not know
     (
         lambda c: c["models"]["vit"].update(arch="vit_tinyy_patch16_224"),
         (
             "models.vit.arch 'vit_tinyy_patch16_224' is not a timm architecture",
             "close names: vit_tiny_patch16_224",
-            "timm.list_models('*vit*')",
         ),
     ),
+    # a listed analysis that does not apply to the model
     (
-        lambda c: c["models"]["vit"]["kwargs"].update(no_such_kwarg=1),
-        ("models.vit: timm cannot build", "no_such_kwarg", "fix models.vit.arch or .kwargs"),
-    ),
-    (
-        _checkpoint_model,
-        ("models.resnet.path 'no/such/r18.safetensors' is not a file", "fix models.resnet.path"),
-    ),
-    # datasets
-    (
-        _imagefolder_dataset("imagefolder"),
-        ("datasets.digits.root 'no/such/folder'", "does not exist", "set datasets.digits.root"),
-    ),
-    (
-        _imagefolder_dataset("fashion_mnist"),
-        ("datasets.digits.root 'no/such/folder'", "not found", "set datasets.digits.root"),
+        lambda c: c["attention"].update(models=["vit", "resnet"]),
+        (
+            "attention.models lists 'resnet'",
+            "mean attention distance does not apply to it",
+            "drop 'resnet' from attention.models",
+        ),
     ),
     # more images than the split holds (tiny: max_test 128)
-    *[
-        (
-            lambda c, s=section: c[s].update(n_images=200),
-            (
-                f"config: {section}.n_images is 200 but the 'test' split",
-                "holds 128 images",
-                f"lower {section}.n_images to at most 128",
-            ),
-        )
-        for section in ("cka", "attention", "erf", "skip", "localisation")
-    ],
     (
-        lambda c: c["probes"].update(n_test=200),
-        ("config: probes.n_test is 200", "holds 128", "lower probes.n_test to at most 128"),
+        lambda c: c["cka"].update(n_images=200),
+        ("config: cka.n_images is 200 but the 'test' split", "lower cka.n_images to at most 128"),
     ),
-    (
-        lambda c: c["skip"].update(split="val"),
-        ("skip.split 'val' is not a split", "set skip.split"),
-    ),
-    (
-        lambda c: c["probes"].update(dataset="cifar"),
-        ("config: probes.dataset 'cifar' is not a key of datasets", "name a configured dataset"),
-    ),
-    (
-        lambda c: (
-            c["datasets"].update(small={**c["datasets"]["digits"], "max_test": 40}),
-            c["probes"].update(dataset="small", n_test=64),
-        ),
-        ("config: probes.n_test is 64", "dataset 'small' (probes.dataset)", "holds 40"),
-    ),
-    # similarity measures: a tap list for bures checked against the models' taps (weightless builds)
-    (
-        lambda c: c["cka"].update(measures=["linear_cka", "bures"], bures_taps=["blocks.1.blok"]),
-        (
-            "config: cka.bures_taps lists ['blocks.1.blok'], not taps of any model",
-            "did you mean",
-            "set cka.bures_taps: block_outputs",
-        ),
-    ),
-    (lambda c: c["cka"].update(measures=["cka_rbf"]), ("cka_rbf", "measures")),
-    # the schema's defaults are the paper's protocol (10,240 images), checked against the tiny split
-    (_drop("cka"), "cka.n_images is 10240"),
 ]
 
 

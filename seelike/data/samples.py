@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,29 @@ def sample_order(cfg: dict[str, Any]) -> str:
     return order
 
 
+def _test_share(n_unsplit: int, cfg: dict[str, Any]) -> int:
+    """How many of `n_unsplit` images without a split of their own go to the test split (`test_fraction`)."""
+    return round(n_unsplit * float(cfg.get("test_fraction", 0.25)))
+
+
+def split_counts(splits: Iterable[str | None], cfg: dict[str, Any]) -> dict[str, int]:
+    """Images per split of the sample list `build_samples` makes from source rows with these `splits` (None:
+    no split of its own), counted without reading an image: the unsplit rows divided by `test_fraction`, then
+    `max_train` / `max_test` applied. Always has `train` and `test` (possibly 0); other splits keep their counts.
+    """
+    sizes: dict[Any, int] = {}
+    for split in splits:
+        sizes[split] = sizes.get(split, 0) + 1
+    unsplit = sizes.pop(None, 0)
+    n_test = _test_share(unsplit, cfg)
+    sizes["test"] = sizes.get("test", 0) + n_test
+    sizes["train"] = sizes.get("train", 0) + unsplit - n_test
+    for split, key in (("train", "max_train"), ("test", "max_test")):
+        if cfg.get(key) is not None:
+            sizes[split] = min(sizes[split], int(cfg[key]))
+    return sizes
+
+
 def build_samples(cfg: dict[str, Any], seed: int) -> pd.DataFrame:
     """Sample list for one dataset config.
 
@@ -58,15 +82,17 @@ def build_samples(cfg: dict[str, Any], seed: int) -> pd.DataFrame:
     if df["split"].isna().any():
         unsplit = df.index[df["split"].isna()].to_numpy()
         perm = rng.permutation(unsplit)
-        n_test = round(len(perm) * float(cfg.get("test_fraction", 0.25)))
+        n_test = _test_share(len(perm), cfg)
         df.loc[perm[:n_test], "split"] = "test"
         df.loc[perm[n_test:], "split"] = "train"
+    # every row has its split now: the counts are the splits' sizes after max_train / max_test
+    sizes = split_counts(df["split"], cfg)
     parts = []
-    for split, limit in (("train", cfg.get("max_train")), ("test", cfg.get("max_test"))):
+    for split in ("train", "test"):
         part = df[df["split"] == split]
         if order == "shuffled":
             part = part.iloc[rng.permutation(len(part))]
-        parts.append(part if limit is None else part.iloc[: int(limit)])
+        parts.append(part.iloc[: sizes[split]])
     other = df[~df["split"].isin(["train", "test"])]
     out = pd.concat(parts + [other], ignore_index=True)
     if (out["split"] == "test").sum() == 0:

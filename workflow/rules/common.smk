@@ -1,261 +1,32 @@
-# The map of the workflow: config validation and every check a dry run makes, the model lists each analysis
-# runs on, every input / target / params function, and get_final_output() (what `rule all` builds). The rule
-# files (data, models, model_passes, comparisons, figures, claims) hold no Python logic.
+# The map of the workflow: every input / target / params function and get_final_output() (what `rule all`
+# builds). The config checks and the model list of each analysis live in the package (seelike.config.checks,
+# unit-tested in-process); this file validates the config against the schema, runs those checks at parse time
+# (every bad config fails `snakemake -n`) and names the lists the rules read. The rule files (data, models,
+# model_passes, comparisons, figures, claims) hold no Python logic.
 #
-#   1. validation: schema, then cross-key checks        (_check_config: every bad config fails `snakemake -n`)
-#   2. model families and the model list of each analysis (attention_models, erf_models, ...)
+#   1. validation: schema, then the cross-key checks     (seelike.config.check_config)
+#   2. model lists of the analyses                        (attention_models, erf_models, ..., head_subset_cnn)
 #   3. final targets, section by section                 (get_final_output and one function per figure)
 #   4. input functions                                    (tables a figure or the claims summary reads)
 #   5. params functions                                   (settings, loader_cfg, execution, canonical)
-import difflib
 import re
-from pathlib import Path
 
-import timm
 from snakemake.utils import validate
 
-from seelike.data.sources import DatasetConfigError, open_source
-from seelike.models.families import (
-    analysis_support,
-    model_class,
-    model_family,
-    model_structure,
-    model_tap_names,
-    residual_sums_refusal,
-)
+from seelike.config import ConfigError, check_config
 from seelike.rules import Execution
 
+# ============================================================================ 1. validation
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
+# dataset and model names, cross-key checks, model builds, model lists, images per split: a ConfigError
+# naming the key, the problem and the fix
+CONFIG = check_config(config)
 
 DATASETS = list(config["datasets"])
 MODELS = list(config["models"])
-ANALYSIS = config["analysis_dataset"]
-# Analyses with a `models:` list (null = the default list below) and, with `n_images`, the images they read.
-LISTED_SECTIONS = ("attention", "erf", "skip", "probes", "localisation")
-N_IMAGES_SECTIONS = ("cka", "attention", "erf", "skip", "localisation")
-DIGITS_IMAGES = 1797  # scikit-learn's digits
-
-
-class ConfigError(ValueError):
-    """A config that validates against the schema but cannot run; the message names the key and the fix."""
-
-
-# ============================================================================ 1. cross-key checks
-def _check_models(cfg):
-    datasets, models = cfg["datasets"], cfg["models"]
-    for name, spec in models.items():
-        if spec["source"] == "python":
-            # the factory imports and returns an nn.Module, data_config, path, every tap pattern matches a
-            # module (seelike.models.load.check_python_spec); arch is set to the factory, the architecture
-            # name the rest of the workflow reads (model.json records the same)
-            from seelike.models.load import ModelConfigError, check_python_spec
-
-            try:
-                check_python_spec(name, spec)
-            except ModelConfigError as e:
-                raise ConfigError(f"config: {e}") from e
-            spec.setdefault("arch", spec["factory"])
-            try:
-                model_family(spec)
-            except Exception as e:
-                raise ConfigError(
-                    f"config: models.{name}: the structure of {spec['factory']!r} with kwargs "
-                    f"{spec.get('kwargs') or {}} could not be read ({type(e).__name__}: {e}); fix "
-                    f"models.{name}.factory or .kwargs"
-                ) from e
-            continue
-        for key in ("factory", "taps"):
-            if key in spec:
-                raise ConfigError(
-                    f"config: models.{name}.{key} is read for source: python only (source: {spec['source']} "
-                    f"builds timm's {spec['arch']!r} with its family's taps); drop it, or set source: python"
-                )
-        arch = spec["arch"].split(".")[0]
-        if not timm.is_model(arch):
-            close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.6)
-            raise ConfigError(
-                f"config: models.{name}.arch {spec['arch']!r} is not a timm architecture"
-                + (f" (close names: {', '.join(close)})" if close else "")
-                + f"; list the names timm knows with: python -c \"import timm; print(timm.list_models('*{arch.split('_')[0]}*'))\""
-            )
-        if spec["source"] == "train":
-            if "train" not in spec:
-                raise ConfigError(
-                    f"config: models.{name} has source: train but no train: section; add train: {{dataset: <a key of datasets>}}"
-                )
-            if spec["train"]["dataset"] not in datasets:
-                raise ConfigError(
-                    f"config: models.{name}.train.dataset {spec['train']['dataset']!r} is not a key of "
-                    f"datasets {sorted(datasets)}"
-                )
-        if spec["source"] == "checkpoint":
-            if "path" not in spec:
-                raise ConfigError(
-                    f"config: models.{name} has source: checkpoint but no path:; set models.{name}.path to the weights file"
-                )
-            if not Path(spec["path"]).expanduser().is_file():
-                raise ConfigError(
-                    f"config: models.{name}.path {spec['path']!r} is not a file (source: checkpoint reads its "
-                    f"weights from it; relative paths start at the working directory {str(Path.cwd())!r}); "
-                    f"fix models.{name}.path, or use source: timm to download the weights"
-                )
-        try:
-            model_family(spec)
-        except Exception as e:
-            raise ConfigError(
-                f"config: models.{name}: timm cannot build {spec['arch']!r} with kwargs "
-                f"{spec.get('kwargs') or {}} ({type(e).__name__}: {e}); fix models.{name}.arch or .kwargs"
-            ) from e
-
-
-def _check_pairs(cfg):
-    models = cfg["models"]
-    for key in ("pairs", "per_block"):
-        for pair in cfg["cka"][key]:
-            for m in pair:
-                if m not in models:
-                    raise ConfigError(
-                        f"config: cka.{key} entry {pair} names {m!r}, not a key of models {sorted(models)}"
-                    )
-    for a, b in cfg["cka"]["per_block"]:
-        if (models[a]["arch"], models[a].get("kwargs") or {}) != (
-            models[b]["arch"],
-            models[b].get("kwargs") or {},
-        ):
-            raise ConfigError(
-                f"config: cka.per_block entry {[a, b]} compares different architectures "
-                f"({models[a]['arch']} vs {models[b]['arch']} or different kwargs); per-block CKA needs two "
-                "checkpoints of one architecture: use cka.pairs for a cross-model matrix"
-            )
-
-
-def _check_bures_taps(cfg):
-    """cka.bures_taps as a list: every name a tap of some compared model (names from weightless builds;
-    a family whose taps only a forward pass reveals is checked at run time instead)."""
-    listed = cfg["cka"]["bures_taps"]
-    if "bures" not in cfg["cka"]["measures"] or isinstance(listed, str):
-        return
-    names = {n for spec in cfg["models"].values() for n in model_tap_names(spec)}
-    unknown = [t for t in listed if t not in names]
-    if names and unknown:
-        hint = difflib.get_close_matches(unknown[0], sorted(names), n=3)
-        raise ConfigError(
-            f"config: cka.bures_taps lists {unknown[:5]}, not taps of any model"
-            + (f" (did you mean {hint}?)" if hint else "")
-            + "; list names from results/models/<model>/taps.csv, or set cka.bures_taps: block_outputs"
-        )
-
-
-def _check_model_lists(cfg):
-    models = cfg["models"]
-    for section in LISTED_SECTIONS:
-        listed = cfg[section]["models"]
-        unknown = [m for m in listed or [] if m not in models]
-        if unknown:
-            raise ConfigError(
-                f"config: {section}.models names {unknown}, not keys of models {sorted(models)}; list configured "
-                f"model names, or set {section}.models: null for the default list"
-            )
-    for section in LISTED_SECTIONS:
-        for m in cfg[section]["models"] or []:
-            why = refusal(m, section)
-            if why:
-                raise ConfigError(
-                    f"config: {section}.models lists {m!r} ({config['models'][m]['arch']}), but {SECTION_NAMES[section]} "
-                    f"does not apply to it: {why}; drop {m!r} from {section}.models (or set {section}.models: null "
-                    "for every model it applies to)"
-                )
-    cnn = cfg["attention"]["head_subsets"]["cnn"]
-    if cnn is not None and cnn not in models:
-        raise ConfigError(
-            f"config: attention.head_subsets.cnn {cnn!r} is not a key of models {sorted(models)}; name a "
-            "configured CNN, or null for the first CNN"
-        )
-
-
-def split_sizes(name):
-    """Images per split of dataset `name`'s sample list, computed as seelike.data.samples.build_samples
-    does but without reading an image (image folders are listed); None for torchvision sources.
-    """
-    ds = config["datasets"][name]
-    if ds["source"] == "digits":
-        splits = [None] * DIGITS_IMAGES
-    elif ds["source"] == "torchvision":
-        return None
-    else:
-        if ds["source"] == "imagefolder" and "root" not in ds:
-            raise ConfigError(
-                f"config: datasets.{name} has source: imagefolder but no root:; set datasets.{name}.root to "
-                "a folder laid out as <root>/<class>/<image> (or <root>/<split>/<class>/<image>)"
-            )
-        try:
-            splits = [split for _, _, split in open_source(ds).rows()]
-        except DatasetConfigError as e:
-            raise ConfigError(
-                f"config: datasets.{name}.root {ds.get('root')!r}: {e}".replace(
-                    "datasets.<name>", f"datasets.{name}"
-                )
-            ) from e
-    sizes = {}
-    for split in splits:
-        sizes[split] = sizes.get(split, 0) + 1
-    unsplit = sizes.pop(None, 0)
-    n_test = round(unsplit * float(ds.get("test_fraction", 0.25)))
-    sizes["test"] = sizes.get("test", 0) + n_test
-    sizes["train"] = sizes.get("train", 0) + unsplit - n_test
-    for split, key in (("train", "max_train"), ("test", "max_test")):
-        if ds.get(key) is not None:
-            sizes[split] = min(sizes[split], int(ds[key]))
-    return sizes
-
-
-def _check_datasets(cfg):
-    """Every dataset a run reads exists; the analyses ask for no more images than their split holds."""
-    used = [ANALYSIS, PROBE_DATASET] + [
-        s["train"]["dataset"] for s in cfg["models"].values() if s["source"] == "train"
-    ]
-    sizes = {name: split_sizes(name) for name in dict.fromkeys(used)}
-    held = sizes[ANALYSIS]
-    if held is None:  # torchvision: counted when the sample list is made
-        return
-    where = f"dataset {ANALYSIS!r} (analysis_dataset)"
-    hint = "after test_fraction / max_train / max_test"
-    wanted = [("cka", "n_images", cfg["cka"]["split"])]
-    wanted += [
-        (s, "n_images", cfg[s]["split"])
-        for s in N_IMAGES_SECTIONS[1:]
-        if analysis_models(s)
-    ]
-    probe_held = sizes[PROBE_DATASET]
-    if (
-        probe_models()
-        and cfg["probes"]["n_test"] is not None
-        and probe_held is not None
-    ):
-        n, have = cfg["probes"]["n_test"], probe_held.get("test", 0)
-        if n > have:
-            raise ConfigError(
-                f"config: probes.n_test is {n} but the 'test' split of dataset {PROBE_DATASET!r} (probes.dataset) "
-                f"holds {have} images ({hint}); lower probes.n_test to at most {have}, or null for all"
-            )
-    for section, key, split in wanted:
-        if split not in held:
-            raise ConfigError(
-                f"config: {section}.split {split!r} is not a split of {where}, which has {sorted(held)}; "
-                f"set {section}.split to one of them"
-            )
-        n = cfg[section][key]
-        if n > held[split]:
-            raise ConfigError(
-                f"config: {section}.{key} is {n} but the {split!r} split of {where} holds {held[split]} images "
-                f"({hint}); lower {section}.{key} to at most {held[split]}, or give the split more images"
-            )
-
-
-if ANALYSIS not in config["datasets"]:
-    raise ConfigError(
-        f"config: analysis_dataset {ANALYSIS!r} is not a key of datasets {sorted(config['datasets'])}"
-    )
+ANALYSIS = CONFIG.analysis_dataset
+# The probes may read another dataset than the other analyses (probes.dataset; null = analysis_dataset).
+PROBE_DATASET = CONFIG.probe_dataset
 # attention.cls: one convention or a list; the first feeds Figs 3-5 and the claims, each other one its own table.
 CLS_CONVENTIONS = (
     [config["attention"]["cls"]]
@@ -265,109 +36,38 @@ CLS_CONVENTIONS = (
 # cka.measures: linear CKA always (Figs 1, 2 and the claims read it), first; any other measure adds the
 # similarity tables, their agreement and the claims' robustness verdicts.
 MEASURES = ["linear_cka"] + [m for m in config["cka"]["measures"] if m != "linear_cka"]
-# The probes may read another dataset than the other analyses (probes.dataset; null = analysis_dataset).
-PROBE_DATASET = config["probes"]["dataset"] or ANALYSIS
-if PROBE_DATASET not in config["datasets"]:
-    raise ConfigError(
-        f"config: probes.dataset {PROBE_DATASET!r} is not a key of datasets {sorted(config['datasets'])}; "
-        "name a configured dataset, or null for analysis_dataset"
-    )
 
 
-# ============================================================================ 2. families and model lists
-def family(name):
-    """The tap family of a configured model, decided by its structure (seelike.models.families)."""
-    return model_family(config["models"][name])
-
-
-def model_kind(name):
-    """vit, cnn or other: how the claims read a configured model (seelike.models.families.model_class)."""
-    s = model_structure(config["models"][name])
-    return model_class(s.family, s.taps)
-
-
-SECTION_NAMES = {
-    "attention": "mean attention distance",
-    "erf": "the effective receptive field",
-    "skip": "skip-connection statistics",
-    "probes": "linear probes",
-    "localisation": "localisation",
-}
-
-
-def _listed_taps(section, name):
-    """The taps the config names for `section` and model `name` (erf.taps, localisation.taps, probes.taps)."""
-    taps = (config[section].get("taps") or {}).get(name)
-    return [taps] if isinstance(taps, str) else taps
-
-
-def refusal(name, section):
-    """Why `section` cannot run on configured model `name`, or None: decided from its family record and its
-    taps' layouts (seelike.models.families.analysis_support), the same function the rules ask."""
-    spec = config["models"][name]
-    s = model_structure(spec)
-    why = analysis_support(
-        s.family, s.taps, section, _listed_taps(section, name), config[section]
-    )
-    if why is None and section == "skip":
-        why = residual_sums_refusal(spec)
-    return why
-
-
-def _default_models(section):
-    """Null `models:` of each analysis: every model it applies to (`refusal`)."""
-    return [m for m in MODELS if refusal(m, section) is None]
-
-
-def analysis_models(section):
-    """The models `section` (attention, erf, skip, probes, localisation) runs on: listed, or the default."""
-    listed = config[section]["models"]
-    return list(listed) if listed is not None else _default_models(section)
-
-
+# ============================================================================ 2. model lists
+# Listed in the config, or (models: null) every model the analysis applies to, decided by the model's family
+# and taps (seelike.config.checks.WorkflowConfig.refusal).
 def attention_models():
-    return analysis_models("attention")
+    return CONFIG.analysis_models("attention")
 
 
 def erf_models():
-    return analysis_models("erf")
+    return CONFIG.analysis_models("erf")
 
 
 def skip_models():
-    return analysis_models("skip")
+    return CONFIG.analysis_models("skip")
 
 
 def probe_models():
-    return analysis_models("probes")
+    return CONFIG.analysis_models("probes")
 
 
 def localisation_models():
-    return analysis_models("localisation")
+    return CONFIG.analysis_models("localisation")
 
 
 def head_subset_cnn():
-    """The CNN of Fig 5: configured, or the first CNN-family model; None when there is none or Fig 5 is off."""
-    hs = config["attention"]["head_subsets"]
-    if not hs["enabled"]:
-        return None
-    if hs["cnn"] is not None:
-        return hs["cnn"]
-    return next((m for m in MODELS if model_kind(m) == "cnn"), None)
+    """The CNN of Fig 5: configured, or the first CNN-kind model; None when there is none or Fig 5 is off."""
+    return CONFIG.head_subset_cnn()
 
 
 def models_with_source(*sources):
     return [m for m in MODELS if config["models"][m]["source"] in sources]
-
-
-def _check_config(cfg):
-    _check_models(cfg)
-    _check_pairs(cfg)
-    _check_bures_taps(cfg)
-    _check_model_lists(cfg)
-    _check_datasets(cfg)
-
-
-_check_config(config)
 
 
 def _alternation(names):
@@ -528,7 +228,11 @@ def train_samples(wildcards):
 
 def checkpoint_file(wildcards):
     spec = config["models"][wildcards.model]
-    return [spec["path"]] if spec["source"] in ("checkpoint", "python") and spec.get("path") else []
+    return (
+        [spec["path"]]
+        if spec["source"] in ("checkpoint", "python") and spec.get("path")
+        else []
+    )
 
 
 def _tables(pattern, models):
@@ -748,7 +452,7 @@ def claims_models():
     return canonical(
         {
             m: {
-                "family": model_kind(m),
+                "family": CONFIG.model_kind(m),
                 "arch": spec["arch"],
                 "kwargs": spec.get("kwargs") or {},
                 "remove_skip": spec.get("remove_skip"),

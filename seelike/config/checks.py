@@ -1,0 +1,357 @@
+"""Cross-key checks of a workflow config that has passed the schema, and the model lists of the analyses.
+
+The schema (workflow/schemas/config.schema.yaml, defaults filled in) checks each key alone; `WorkflowConfig.check`
+checks what needs several keys or a look at the models and datasets: names that refer to other sections, model
+definitions timm (or a python factory) can build without weights, analyses listed for models they do not apply to,
+and analyses asking for more images than their split holds. Every failure is a `ConfigError` whose message names
+the key, the problem and the fix. workflow/rules/common.smk runs the checks at parse time, so every bad config
+fails `snakemake -n`, and takes the model lists (`analysis_models`, `head_subset_cnn`, `model_kind`) from here.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import timm
+
+from seelike.data.samples import split_counts
+from seelike.data.sources import DatasetConfigError, open_source
+from seelike.models.families import (
+    analysis_support,
+    model_class,
+    model_family,
+    model_structure,
+    model_tap_names,
+    residual_sums_refusal,
+)
+
+# Analyses with a `models:` list (null = every model they apply to) and, with `n_images`, the images they read.
+LISTED_SECTIONS = ("attention", "erf", "skip", "probes", "localisation")
+N_IMAGES_SECTIONS = ("cka", "attention", "erf", "skip", "localisation")
+SECTION_NAMES = {
+    "attention": "mean attention distance",
+    "erf": "the effective receptive field",
+    "skip": "skip-connection statistics",
+    "probes": "linear probes",
+    "localisation": "localisation",
+}
+DIGITS_IMAGES = 1797  # scikit-learn's digits
+
+
+class ConfigError(ValueError):
+    """A config that validates against the schema but cannot run; the message names the key and the fix."""
+
+
+class WorkflowConfig:
+    """A schema-validated config (defaults filled in) with its cross-key checks and model lists.
+
+    `config` is used in place, not copied: `check` sets `arch` of every python-source model to its factory
+    (the architecture name the rest of the workflow reads).
+    """
+
+    def __init__(self, config: dict[str, Any]):
+        self.config = config
+
+    # ------------------------------------------------------------------ names
+    @property
+    def models(self) -> list[str]:
+        """The configured model names, in config order."""
+        return list(self.config["models"])
+
+    @property
+    def analysis_dataset(self) -> str:
+        """The dataset every analysis but the probes reads (`analysis_dataset`)."""
+        return self.config["analysis_dataset"]
+
+    @property
+    def probe_dataset(self) -> str:
+        """The dataset the probes read: `probes.dataset`, or null for `analysis_dataset`."""
+        return self.config["probes"]["dataset"] or self.analysis_dataset
+
+    # ------------------------------------------------------------------ the checks
+    def check(self) -> None:
+        """Every cross-key check, in the order a dry run makes them; raises `ConfigError` at the first failure."""
+        self.check_dataset_names()
+        self.check_models()
+        self.check_pairs()
+        self.check_bures_taps()
+        self.check_model_lists()
+        self.check_datasets()
+
+    def check_dataset_names(self) -> None:
+        """analysis_dataset and probes.dataset name configured datasets."""
+        datasets = self.config["datasets"]
+        if self.analysis_dataset not in datasets:
+            raise ConfigError(
+                f"config: analysis_dataset {self.analysis_dataset!r} is not a key of datasets {sorted(datasets)}"
+            )
+        if self.probe_dataset not in datasets:
+            raise ConfigError(
+                f"config: probes.dataset {self.probe_dataset!r} is not a key of datasets {sorted(datasets)}; "
+                "name a configured dataset, or null for analysis_dataset"
+            )
+
+    def check_models(self) -> None:
+        """Every model can be built without weights (timm architecture and kwargs, python factory and taps),
+        and the keys its source reads are there (train.dataset, checkpoint path)."""
+        datasets, models = self.config["datasets"], self.config["models"]
+        for name, spec in models.items():
+            if spec["source"] == "python":
+                # the factory imports and returns an nn.Module, data_config, path, every tap pattern matches a
+                # module (seelike.models.load.check_python_spec); arch is set to the factory, the architecture
+                # name the rest of the workflow reads (model.json records the same)
+                from seelike.models.load import ModelConfigError, check_python_spec
+
+                try:
+                    check_python_spec(name, spec)
+                except ModelConfigError as e:
+                    raise ConfigError(f"config: {e}") from e
+                spec.setdefault("arch", spec["factory"])
+                try:
+                    model_family(spec)
+                except Exception as e:
+                    raise ConfigError(
+                        f"config: models.{name}: the structure of {spec['factory']!r} with kwargs "
+                        f"{spec.get('kwargs') or {}} could not be read ({type(e).__name__}: {e}); fix "
+                        f"models.{name}.factory or .kwargs"
+                    ) from e
+                continue
+            for key in ("factory", "taps"):
+                if key in spec:
+                    raise ConfigError(
+                        f"config: models.{name}.{key} is read for source: python only (source: "
+                        f"{spec['source']} builds timm's {spec['arch']!r} with its family's taps); drop it, "
+                        "or set source: python"
+                    )
+            arch = spec["arch"].split(".")[0]
+            if not timm.is_model(arch):
+                close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.6)
+                raise ConfigError(
+                    f"config: models.{name}.arch {spec['arch']!r} is not a timm architecture"
+                    + (f" (close names: {', '.join(close)})" if close else "")
+                    + '; list the names timm knows with: python -c "import timm; '
+                    + f"print(timm.list_models('*{arch.split('_')[0]}*'))\""
+                )
+            if spec["source"] == "train":
+                if "train" not in spec:
+                    raise ConfigError(
+                        f"config: models.{name} has source: train but no train: section; add train: "
+                        "{dataset: <a key of datasets>}"
+                    )
+                if spec["train"]["dataset"] not in datasets:
+                    raise ConfigError(
+                        f"config: models.{name}.train.dataset {spec['train']['dataset']!r} is not a key of "
+                        f"datasets {sorted(datasets)}"
+                    )
+            if spec["source"] == "checkpoint":
+                if "path" not in spec:
+                    raise ConfigError(
+                        f"config: models.{name} has source: checkpoint but no path:; set models.{name}.path "
+                        "to the weights file"
+                    )
+                if not Path(spec["path"]).expanduser().is_file():
+                    raise ConfigError(
+                        f"config: models.{name}.path {spec['path']!r} is not a file (source: checkpoint reads "
+                        "its weights from it; relative paths start at the working directory "
+                        f"{str(Path.cwd())!r}); fix models.{name}.path, or use source: timm to download "
+                        "the weights"
+                    )
+            try:
+                model_family(spec)
+            except Exception as e:
+                raise ConfigError(
+                    f"config: models.{name}: timm cannot build {spec['arch']!r} with kwargs "
+                    f"{spec.get('kwargs') or {}} ({type(e).__name__}: {e}); fix models.{name}.arch or .kwargs"
+                ) from e
+
+    def check_pairs(self) -> None:
+        """cka.pairs and cka.per_block name configured models; a per-block pair is one architecture."""
+        cka, models = self.config["cka"], self.config["models"]
+        for key in ("pairs", "per_block"):
+            for pair in cka[key]:
+                for m in pair:
+                    if m not in models:
+                        raise ConfigError(
+                            f"config: cka.{key} entry {pair} names {m!r}, not a key of models {sorted(models)}"
+                        )
+        for a, b in cka["per_block"]:
+            if (models[a]["arch"], models[a].get("kwargs") or {}) != (
+                models[b]["arch"],
+                models[b].get("kwargs") or {},
+            ):
+                raise ConfigError(
+                    f"config: cka.per_block entry {[a, b]} compares different architectures "
+                    f"({models[a]['arch']} vs {models[b]['arch']} or different kwargs); per-block CKA needs two "
+                    "checkpoints of one architecture: use cka.pairs for a cross-model matrix"
+                )
+
+    def check_bures_taps(self) -> None:
+        """cka.bures_taps as a list: every name a tap of some compared model (names from weightless builds;
+        a family whose taps only a forward pass reveals is checked at run time instead)."""
+        cka = self.config["cka"]
+        listed = cka["bures_taps"]
+        if "bures" not in cka["measures"] or isinstance(listed, str):
+            return
+        names = {n for spec in self.config["models"].values() for n in model_tap_names(spec)}
+        unknown = [t for t in listed if t not in names]
+        if names and unknown:
+            hint = difflib.get_close_matches(unknown[0], sorted(names), n=3)
+            raise ConfigError(
+                f"config: cka.bures_taps lists {unknown[:5]}, not taps of any model"
+                + (f" (did you mean {hint}?)" if hint else "")
+                + "; list names from results/models/<model>/taps.csv, or set cka.bures_taps: block_outputs"
+            )
+
+    def check_model_lists(self) -> None:
+        """Each analysis's `models:` list names configured models it applies to (`refusal`);
+        attention.head_subsets.cnn names a configured model."""
+        models = self.config["models"]
+        for section in LISTED_SECTIONS:
+            listed = self.config[section]["models"]
+            unknown = [m for m in listed or [] if m not in models]
+            if unknown:
+                raise ConfigError(
+                    f"config: {section}.models names {unknown}, not keys of models {sorted(models)}; list "
+                    f"configured model names, or set {section}.models: null for the default list"
+                )
+        for section in LISTED_SECTIONS:
+            for m in self.config[section]["models"] or []:
+                why = self.refusal(m, section)
+                if why:
+                    raise ConfigError(
+                        f"config: {section}.models lists {m!r} ({models[m]['arch']}), but "
+                        f"{SECTION_NAMES[section]} does not apply to it: {why}; drop {m!r} from "
+                        f"{section}.models (or set {section}.models: null for every model it applies to)"
+                    )
+        cnn = self.config["attention"]["head_subsets"]["cnn"]
+        if cnn is not None and cnn not in models:
+            raise ConfigError(
+                f"config: attention.head_subsets.cnn {cnn!r} is not a key of models {sorted(models)}; name a "
+                "configured CNN, or null for the first CNN"
+            )
+
+    def split_sizes(self, name: str) -> dict[str, int] | None:
+        """Images per split of dataset `name`'s sample list, as `seelike.data.samples.build_samples` makes it
+        (`seelike.data.samples.split_counts`) but without reading an image (image folders are listed); None
+        for torchvision sources."""
+        ds = self.config["datasets"][name]
+        if ds["source"] == "digits":
+            splits: list[str | None] = [None] * DIGITS_IMAGES
+        elif ds["source"] == "torchvision":
+            return None
+        else:
+            if ds["source"] == "imagefolder" and "root" not in ds:
+                raise ConfigError(
+                    f"config: datasets.{name} has source: imagefolder but no root:; set datasets.{name}.root "
+                    "to a folder laid out as <root>/<class>/<image> (or <root>/<split>/<class>/<image>)"
+                )
+            try:
+                splits = [split for _, _, split in open_source(ds).rows()]
+            except DatasetConfigError as e:
+                raise ConfigError(
+                    f"config: datasets.{name}.root {ds.get('root')!r}: {e}".replace(
+                        "datasets.<name>", f"datasets.{name}"
+                    )
+                ) from e
+        return split_counts(splits, ds)
+
+    def check_datasets(self) -> None:
+        """Every dataset a run reads exists; the analyses ask for no more images than their split holds."""
+        cfg = self.config
+        analysis, probe = self.analysis_dataset, self.probe_dataset
+        used = [analysis, probe] + [
+            s["train"]["dataset"] for s in cfg["models"].values() if s["source"] == "train"
+        ]
+        sizes = {name: self.split_sizes(name) for name in dict.fromkeys(used)}
+        held = sizes[analysis]
+        if held is None:  # torchvision: counted when the sample list is made
+            return
+        where = f"dataset {analysis!r} (analysis_dataset)"
+        hint = "after test_fraction / max_train / max_test"
+        wanted = [("cka", "n_images", cfg["cka"]["split"])]
+        wanted += [
+            (s, "n_images", cfg[s]["split"])
+            for s in N_IMAGES_SECTIONS[1:]
+            if self.analysis_models(s)
+        ]
+        probe_held = sizes[probe]
+        if (
+            self.analysis_models("probes")
+            and cfg["probes"]["n_test"] is not None
+            and probe_held is not None
+        ):
+            n, have = cfg["probes"]["n_test"], probe_held.get("test", 0)
+            if n > have:
+                raise ConfigError(
+                    f"config: probes.n_test is {n} but the 'test' split of dataset {probe!r} (probes.dataset) "
+                    f"holds {have} images ({hint}); lower probes.n_test to at most {have}, or null for all"
+                )
+        for section, key, split in wanted:
+            if split not in held:
+                raise ConfigError(
+                    f"config: {section}.split {split!r} is not a split of {where}, which has {sorted(held)}; "
+                    f"set {section}.split to one of them"
+                )
+            n = cfg[section][key]
+            if n > held[split]:
+                raise ConfigError(
+                    f"config: {section}.{key} is {n} but the {split!r} split of {where} holds {held[split]} "
+                    f"images ({hint}); lower {section}.{key} to at most {held[split]}, or give the split more "
+                    "images"
+                )
+
+    # ------------------------------------------------------------------ families and model lists
+    def family(self, name: str) -> str:
+        """The tap family of configured model `name`, decided by its structure (seelike.models.families)."""
+        return model_family(self.config["models"][name])
+
+    def model_kind(self, name: str) -> str:
+        """vit, cnn or other: how the claims read configured model `name` (seelike.models.families.model_class)."""
+        s = model_structure(self.config["models"][name])
+        return model_class(s.family, s.taps)
+
+    def listed_taps(self, section: str, name: str) -> list[str] | None:
+        """The taps the config names for `section` and model `name` (erf.taps, localisation.taps, probes.taps)."""
+        taps = (self.config[section].get("taps") or {}).get(name)
+        return [taps] if isinstance(taps, str) else taps
+
+    def refusal(self, name: str, section: str) -> str | None:
+        """Why `section` cannot run on configured model `name`, or None: decided from its family record and its
+        taps' layouts (seelike.models.families.analysis_support), the same function the rules ask; for skip,
+        also from its residual sums (seelike.models.families.residual_sums_refusal)."""
+        spec = self.config["models"][name]
+        s = model_structure(spec)
+        why = analysis_support(
+            s.family, s.taps, section, self.listed_taps(section, name), self.config[section]
+        )
+        if why is None and section == "skip":
+            why = residual_sums_refusal(spec)
+        return why
+
+    def default_models(self, section: str) -> list[str]:
+        """Null `models:` of an analysis: every model it applies to (`refusal`), in config order."""
+        return [m for m in self.models if self.refusal(m, section) is None]
+
+    def analysis_models(self, section: str) -> list[str]:
+        """The models `section` (attention, erf, skip, probes, localisation) runs on: listed, or the default."""
+        listed = self.config[section]["models"]
+        return list(listed) if listed is not None else self.default_models(section)
+
+    def head_subset_cnn(self) -> str | None:
+        """The CNN of Fig 5: configured, or the first CNN-kind model; None when there is none or Fig 5 is off."""
+        hs = self.config["attention"]["head_subsets"]
+        if not hs["enabled"]:
+            return None
+        if hs["cnn"] is not None:
+            return hs["cnn"]
+        return next((m for m in self.models if self.model_kind(m) == "cnn"), None)
+
+
+def check_config(config: dict[str, Any]) -> WorkflowConfig:
+    """Run every cross-key check on a schema-validated `config` (see `WorkflowConfig.check`) and return it
+    wrapped; raises `ConfigError` naming the key, the problem and the fix."""
+    checked = WorkflowConfig(config)
+    checked.check()
+    return checked
