@@ -19,12 +19,11 @@ import timm
 from seelike.data.samples import split_counts
 from seelike.data.sources import DatasetConfigError, open_source
 from seelike.models.families import (
-    analysis_support,
     model_class,
     model_family,
+    model_refusal,
     model_structure,
     model_tap_names,
-    residual_sums_refusal,
 )
 
 # Analyses with a `models:` list (null = every model they apply to) and, with `n_images`, the images they read.
@@ -319,16 +318,14 @@ class WorkflowConfig:
 
     def refusal(self, name: str, section: str) -> str | None:
         """Why `section` cannot run on configured model `name`, or None: decided from its family record and its
-        taps' layouts (seelike.models.families.analysis_support), the same function the rules ask; for skip,
-        also from its residual sums (seelike.models.families.residual_sums_refusal)."""
-        spec = self.config["models"][name]
-        s = model_structure(spec)
-        why = analysis_support(
-            s.family, s.taps, section, self.listed_taps(section, name), self.config[section]
+        taps' layouts and, for skip, its residual sums (seelike.models.families.model_refusal), the same
+        decisions the rules make."""
+        return model_refusal(
+            self.config["models"][name],
+            section,
+            self.listed_taps(section, name),
+            self.config[section],
         )
-        if why is None and section == "skip":
-            why = residual_sums_refusal(spec)
-        return why
 
     def default_models(self, section: str) -> list[str]:
         """Null `models:` of an analysis: every model it applies to (`refusal`), in config order."""

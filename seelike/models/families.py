@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -42,6 +42,7 @@ __all__ = [
     "family_of",
     "model_class",
     "model_family",
+    "model_refusal",
     "model_structure",
     "model_tap_names",
     "residual_sums_refusal",
@@ -525,11 +526,21 @@ def _timm_stage_taps(model: nn.Module) -> list[RawTap]:
     if len(blocks) > 1 and first_is_stem:
         stem = ("stem", "stem", blocks.pop(0), "output", None)
     units = {b: _residual_unit(mods, b) for b in blocks}
+    # children under their own path only: a module shared with another parent (CoaT's `cpe`) is named there
     drop = {
-        b: [f"{u}.{n}" for n, _ in mods[u].named_children() if n.startswith("drop_path")]
+        b: [
+            p
+            for n, _ in mods[u].named_children()
+            if n.startswith("drop_path") and (p := f"{u}.{n}") in mods
+        ]
         for b, u in units.items()
     }
-    kids = [f"{u}.{n}" for u in dict.fromkeys(units.values()) for n, _ in mods[u].named_children()]
+    kids = [
+        p
+        for u in dict.fromkeys(units.values())
+        for n, _ in mods[u].named_children()
+        if (p := f"{u}.{n}") in mods
+    ]
     order: list[str] = []
     fired = _firings(model, list(dict.fromkeys(kids + blocks)), order)
     out: list[RawTap] = [stem]
@@ -809,6 +820,22 @@ def _residual_sums(spec_json: str) -> str | None:
     except (ResidualSumError, ValueError) as e:
         return f"its drop_path branches do not add up to the block outputs ({str(e).splitlines()[0][:200]})"
     return None
+
+
+def model_refusal(
+    spec: dict[str, Any],
+    analysis: str,
+    tap_names: Sequence[str] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> str | None:
+    """Why `analysis` cannot run on the configured model `spec`, or None: what the dry run decides, from its
+    family record and its taps' layouts (`analysis_support`) and, for skip statistics, its residual sums
+    (`residual_sums_refusal`)."""
+    s = model_structure(spec)
+    why = analysis_support(s.family, s.taps, analysis, tap_names, settings)
+    if why is None and analysis == "skip":
+        why = residual_sums_refusal(spec)
+    return why
 
 
 def residual_sums_refusal(spec: dict[str, Any]) -> str | None:

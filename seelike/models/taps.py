@@ -50,6 +50,7 @@ class Tap:
     # which firing of the module in one forward (a drop_path shared by a block's branches), of `fires` firings
     occurrence: int = 0
     fires: int = 1
+    item: int = 0  # a module returning a tuple: the item that is the per-image representation (TNT's patches)
     # filled in by the probe forward pass (`probe_layouts`): seelike.models.layout
     layout: str = "unknown"  # nchw, nhwc, tokens, vector, other
     grid_hw: tuple[int, int] | None = None  # spatial positions at probe_hw
@@ -110,10 +111,15 @@ def input_size(model: nn.Module) -> tuple[int, int, int]:
     return tuple(cfg.get("input_size", (3, 224, 224)))  # type: ignore[return-value]
 
 
-def _tensor_of(o) -> torch.Tensor | None:
-    if isinstance(o, (tuple, list)):
-        o = o[0] if o else None
-    return o if isinstance(o, torch.Tensor) else None
+def _batch_item(o, batch: int) -> tuple[int, torch.Tensor | None]:
+    """(index, tensor) of the first batch-first tensor of a module's value (the value itself: index 0); else the
+    first tensor, or None."""
+    items = list(o) if isinstance(o, (tuple, list)) else [o]
+    tensors = [(i, x) for i, x in enumerate(items) if isinstance(x, torch.Tensor)]
+    for i, x in tensors:
+        if x.dim() and x.shape[0] == batch:
+            return i, x
+    return tensors[0] if tensors else (0, None)
 
 
 def discover_taps(model: nn.Module, img_hw: Sequence[int] | None = None) -> list[Tap]:
@@ -164,6 +170,7 @@ def probe_layouts(
     except StopIteration:
         device = torch.device("cpu")
     seen: dict[str, tuple[int, tuple[int, ...] | None]] = {}
+    items: dict[str, int] = {}
     order: list[str] = []
     expected: dict[tuple[str, str], int] = {}
     for tap in taps:
@@ -172,7 +179,8 @@ def probe_layouts(
 
     def cb(tap: Tap, t) -> None:
         order.append(tap.name)
-        x = _tensor_of(t)
+        i, x = _batch_item(t, BATCH_PROBE)
+        items[tap.name] = i
         seen[tap.name] = (len(order), tuple(x.shape) if x is not None else None)
 
     was_training = model.training
@@ -216,6 +224,7 @@ def probe_layouts(
                 shape=tuple(shape[1:]),
                 probe_hw=(h, w),
                 fires=n_fired,
+                item=items[tap.name],
             )
         )
     if bad and strict:
@@ -287,11 +296,10 @@ def record_taps(
                 f"expected {expected}: the "
                 "module is reused; its family record must name each firing (Tap.occurrence)"
             )
-        if not raw and isinstance(value, (tuple, list)):
-            value = value[0]
         for tap in group:
             if tap.occurrence == k - 1:
-                callback(tap, value)
+                v = value[tap.item] if not raw and isinstance(value, (tuple, list)) else value
+                callback(tap, v)
 
     for site in sites:
         mod = modules[site[0]]
