@@ -4,7 +4,7 @@
 
 Reads results/cka/{dataset}/{model}__{model}.parquet (Fig 1), results/erf/{dataset}/{model}.parquet (Fig 6),
 results/skip/{dataset}/{model}.parquet (Fig 7) and results/localisation/{dataset}/{model}.parquet (Figs 9, 10)
-and prints markdown tables for VALIDATION_efficientnet.md. Not a workflow rule: a reading aid for one
+and prints the markdown tables of VALIDATION.md ("CNN findings on real ImageNet weights"). Not a workflow rule: a reading aid for one
 validation run. The stage of a tap is `s` in `blocks.{s}.{b}.…` (timm EfficientNet naming); `stem` and `head`
 have none. Constant taps (CKA undefined) would be left out; none occur here.
 """

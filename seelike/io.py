@@ -68,11 +68,6 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def sha256_json(obj: Any) -> str:
-    """Stable hash of a JSON-able object (sorted keys)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=_jsonable).encode()).hexdigest()
-
-
 def write_table(df: pd.DataFrame, path: str | Path, meta: dict[str, Any] | None = None) -> None:
     """Write a tidy table with the settings that made it.
 

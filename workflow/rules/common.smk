@@ -382,7 +382,7 @@ def train_loader_cfg(wildcards):
     return _image_reading(spec["train"]["dataset"]) if spec["source"] == "train" else {}
 
 
-def settings(section, keys, per_model=(), extra=None):
+def settings(section, keys, per_model=()):
     """A params function: `keys` of config[section]; the `per_model` keys (model → value maps) narrowed to
     the job's own model, so adding or editing another model's entry reruns nothing of this one.
     """
@@ -399,8 +399,6 @@ def settings(section, keys, per_model=(), extra=None):
                     else {}
                 )
             out[k] = value
-        if extra:
-            out.update(extra(cfg, wildcards))
         return canonical(out)
 
     return params
