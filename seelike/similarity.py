@@ -72,6 +72,14 @@ MEASURES: tuple[str, ...] = (
     "linear_cka_minus_pc",
     "bures",
 )
+# the config keys (of `cka`) each measure reads besides the caches: a job's params hold only the requested
+# measures' settings, so editing the settings of a measure not computed reruns nothing
+MEASURE_SETTINGS: dict[str, tuple[str, ...]] = {
+    "rbf_cka": ("rbf_sigma",),
+    "rsa": ("rsa_correlation",),
+    "linear_cka_minus_pc": ("pcs_removed",),
+    "bures": ("bures_taps",),
+}
 # measures computed by CkaAccumulator (a kernel per Gram, HSIC, ratio of means over minibatches)
 CKA_FAMILY: tuple[str, ...] = (
     "linear_cka",

@@ -217,9 +217,9 @@ BAD_CONFIGS = [
     ),
     (
         "cka.measures",
-        SCHEMA_ERROR,
+        CHECK_ERROR,
         lambda c: c["cka"].update(measures=["cka_rbf"]),
-        ("cka_rbf", "measures"),
+        ("config: cka.measures lists ['cka_rbf']", "did you mean ['rbf_cka'", "choose from"),
     ),
     # the schema's defaults are the paper's protocol (10,240 images), checked against the tiny split
     ("schema defaults", CHECK_ERROR, _drop("cka"), "cka.n_images is 10240"),

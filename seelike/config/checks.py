@@ -75,6 +75,7 @@ class WorkflowConfig:
         self.check_dataset_names()
         self.check_models()
         self.check_pairs()
+        self.check_measures()
         self.check_bures_taps()
         self.check_model_lists()
         self.check_datasets()
@@ -185,6 +186,19 @@ class WorkflowConfig:
                     f"({models[a]['arch']} vs {models[b]['arch']} or different kwargs); per-block CKA needs two "
                     "checkpoints of one architecture: use cka.pairs for a cross-model matrix"
                 )
+
+    def check_measures(self) -> None:
+        """cka.measures names measures of seelike.similarity.MEASURES (the one list of them)."""
+        from seelike.similarity import MEASURES
+
+        unknown = [m for m in self.config["cka"]["measures"] if m not in MEASURES]
+        if unknown:
+            hint = difflib.get_close_matches(unknown[0], MEASURES, n=2, cutoff=0.4)
+            raise ConfigError(
+                f"config: cka.measures lists {unknown}, not similarity measures"
+                + (f" (did you mean {hint}?)" if hint else "")
+                + f"; choose from {list(MEASURES)}"
+            )
 
     def check_bures_taps(self) -> None:
         """cka.bures_taps as a list: every name a tap of some compared model (names from weightless builds;

@@ -15,6 +15,7 @@ from snakemake.utils import validate
 
 from seelike.config import ConfigError, check_config
 from seelike.rules import Execution
+from seelike.similarity import MEASURE_SETTINGS
 
 # ============================================================================ 1. validation
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
@@ -404,21 +405,11 @@ def settings(section, keys, per_model=()):
     return params
 
 
-# what each measure reads besides the caches: a job's params hold only the requested measures' settings, so
-# editing the settings of a measure not computed reruns nothing
-MEASURE_OPTIONS = {
-    "rbf_cka": ("rbf_sigma",),
-    "rsa": ("rsa_correlation",),
-    "linear_cka_minus_pc": ("pcs_removed",),
-    "bures": ("bures_taps",),
-}
-
-
 def measure_settings(wildcards=None):
     cfg = config["cka"]
     out = {"measures": MEASURES, "permutations": cfg["permutations"]}
     for m in MEASURES:
-        out.update({k: cfg[k] for k in MEASURE_OPTIONS.get(m, ())})
+        out.update({k: cfg[k] for k in MEASURE_SETTINGS.get(m, ())})
     return canonical(out)
 
 
