@@ -142,18 +142,7 @@ def test_bad_inputs():
 
 
 # ------------------------------------------------------------------ streaming collector on tiny timm ViTs
-def tiny_vit(**kw) -> nn.Module:
-    args = {
-        "pretrained": False,
-        "img_size": 32,
-        "patch_size": 8,
-        "depth": 2,
-        "embed_dim": 24,
-        "num_heads": 3,
-    }
-    args.update(kw)
-    torch.manual_seed(0)
-    return timm.create_model("vit_tiny_patch16_224", **args).eval()
+from tiny_models import tiny_vit
 
 
 @torch.no_grad()

@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
-import timm
+import tiny_models
 import torch
 
 from seelike.analyses.cache import (
@@ -46,25 +46,12 @@ DC = {
 
 
 def tiny_vit():
-    torch.manual_seed(0)
-    m = timm.create_model(
-        "vit_tiny_patch16_224",
-        pretrained=False,
-        img_size=16,
-        patch_size=4,
-        depth=2,
-        embed_dim=16,
-        num_heads=2,
-        num_classes=10,
-    )
+    m = tiny_models.tiny_vit(img_size=16, patch_size=4, embed_dim=16, num_heads=2, num_classes=10)
     return disable_fused_attention(m).eval()
 
 
 def tiny_resnet():
-    torch.manual_seed(1)
-    return timm.create_model(
-        "resnet18", pretrained=False, num_classes=10, channels=[4, 8, 8, 8], zero_init_last=False
-    ).eval()
+    return tiny_models.tiny_resnet(1, num_classes=10, channels=[4, 8, 8, 8], zero_init_last=False)
 
 
 @pytest.fixture

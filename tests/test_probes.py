@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tiny_models import tiny_resnet, tiny_vit
 
 from seelike.analyses.probes import (
     ProbeDataError,
@@ -323,22 +324,11 @@ def test_normalised_depth():
 
 # ----------------------------------------------------------------------------- streaming pass
 def _tiny_vit():
-    import timm
-
-    torch.manual_seed(0)
-    return timm.create_model(
-        "vit_tiny_patch16_224", pretrained=False, img_size=16, patch_size=4, depth=2, embed_dim=16,
-        num_heads=2, num_classes=3,
-    ).eval()  # fmt: skip
+    return tiny_vit(img_size=16, patch_size=4, embed_dim=16, num_heads=2, num_classes=3)
 
 
 def _tiny_resnet():
-    import timm
-
-    torch.manual_seed(0)
-    return timm.create_model(
-        "resnet18", pretrained=False, num_classes=3, channels=[4, 8, 8, 8]
-    ).eval()
+    return tiny_resnet(num_classes=3, channels=[4, 8, 8, 8])
 
 
 def _batches(n, bs, hw, seed=0):

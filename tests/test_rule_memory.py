@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+import tiny_models
 import torch
 from torch import nn
 
@@ -26,16 +27,11 @@ timm = pytest.importorskip("timm")
 
 
 def tiny_vit() -> nn.Module:
-    torch.manual_seed(0)
-    return timm.create_model(
-        "vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, depth=2,
-        embed_dim=24, num_heads=3, num_classes=4,
-    ).eval()  # fmt: skip
+    return tiny_models.tiny_vit(num_classes=4)
 
 
 def tiny_resnet() -> nn.Module:
-    torch.manual_seed(0)
-    return timm.create_model("resnet18", pretrained=False, num_classes=4).eval()
+    return tiny_models.tiny_resnet(num_classes=4)
 
 
 @pytest.fixture

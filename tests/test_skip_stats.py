@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+import tiny_models
 import torch
 from torch import nn
 
@@ -17,17 +18,7 @@ timm = pytest.importorskip("timm")
 
 
 def tiny_vit(**kw) -> nn.Module:
-    args = {
-        "pretrained": False,
-        "img_size": 32,
-        "patch_size": 8,
-        "depth": 3,
-        "embed_dim": 24,
-        "num_heads": 3,
-    }
-    args.update(kw)
-    torch.manual_seed(0)
-    return timm.create_model("vit_tiny_patch16_224", **args).eval()
+    return tiny_models.tiny_vit(**{"depth": 3, **kw})
 
 
 def test_ratio_and_cosine_known():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-import pytest
 import torch
+from tiny_models import tiny_vit
 
 from seelike.analyses.stream import n_batches_of, stream
 
@@ -43,12 +43,7 @@ def test_progress_is_reported_after_the_consumer_is_done_with_each_batch():
 
 # ------------------------------------------------------------------------------------------- exact fp32 inside
 def _tiny_vit():
-    timm = pytest.importorskip("timm")
-    torch.manual_seed(0)
-    return timm.create_model(
-        "vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, depth=2, embed_dim=24,
-        num_heads=3, num_classes=4,
-    ).eval()  # fmt: skip
+    return tiny_vit(num_classes=4)
 
 
 def _entries(tmp_path):

@@ -22,12 +22,16 @@ MobileViT, LeViT or ConvNeXt are never mistaken for a ViT or a ResNet.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -751,8 +755,83 @@ class Structure:
     taps: tuple  # seelike.models.taps.Tap, forward order; empty when the probe cannot run without weights
 
 
+# ---------------------------------------------------------------- decisions cached on disk
+# A dry run builds every configured model without weights to decide its family, taps and analyses; the answers
+# depend only on the model definition, this code and the timm / torch versions, so they are kept on disk
+# (SEELIKE_CACHE_DIR, default $XDG_CACHE_HOME/seelike or ~/.cache/seelike; "off" disables) and a dry run
+# rebuilds nothing it has decided before. `source: python` models are never cached: their code is the user's.
+def _cache_dir() -> Path | None:
+    root = os.environ.get("SEELIKE_CACHE_DIR")
+    if root is None:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(base, "seelike")
+    return None if root.strip().lower() in ("", "0", "off") else Path(root) / "structure"
+
+
 @cache
-def _structure(spec_json: str) -> Structure:
+def _code_version() -> str:
+    import timm
+
+    from seelike.analyses import skip
+    from seelike.models import layout, load, taps
+
+    h = hashlib.sha256(f"{timm.__version__} {torch.__version__}".encode())
+    for mod in (sys.modules[__name__], taps, layout, load, skip):
+        h.update(Path(mod.__file__).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _disk_cached(kind: str):
+    """Cache a function of a spec's JSON on disk as JSON (`encode` / `decode` map its value), beside the
+    in-process cache."""
+
+    def wrap(fn, encode=lambda v: v, decode=lambda v: v):
+        @cache
+        def cached(spec_json: str):
+            folder = _cache_dir()
+            if folder is None or json.loads(spec_json).get("source") == "python":
+                return fn(spec_json)
+            key = hashlib.sha256(f"{kind} {_code_version()} {spec_json}".encode()).hexdigest()[:24]
+            path = folder / f"{kind}-{key}.json"
+            try:
+                return decode(json.loads(path.read_text())["value"])
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+            value = fn(spec_json)
+            try:  # atomic: a concurrent dry run reads a whole file or none
+                folder.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(json.dumps({"spec": spec_json, "value": encode(value)}))
+                tmp.replace(path)
+            except OSError:  # a read-only home: decide again next time
+                pass
+            return value
+
+        cached.uncached = fn
+        return cached
+
+    return wrap
+
+
+def _encode_structure(s: Structure) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {"family": s.family, "taps": [asdict(t) for t in s.taps]}
+
+
+def _decode_structure(v: dict[str, Any]) -> Structure:
+    from seelike.models.taps import Tap
+
+    def tap(d: dict[str, Any]) -> Tap:
+        for k in ("grid_hw", "shape", "probe_hw"):
+            if d.get(k) is not None:
+                d[k] = tuple(d[k])
+        return Tap(**d)
+
+    return Structure(v["family"], tuple(tap(d) for d in v["taps"]))
+
+
+def _structure_uncached(spec_json: str) -> Structure:
     from seelike.models.taps import discover_taps
 
     spec = json.loads(spec_json)
@@ -771,6 +850,7 @@ def _structure(spec_json: str) -> Structure:
     return Structure(family, taps)
 
 
+_structure = _disk_cached("structure")(_structure_uncached, _encode_structure, _decode_structure)
 _STRUCTURE_KEYS = ("source", "arch", "factory", "kwargs", "taps", "data_config")
 
 
@@ -795,8 +875,7 @@ def model_tap_names(spec: dict[str, Any]) -> tuple[str, ...]:
     return tuple(t.name for t in model_structure(spec).taps)
 
 
-@cache
-def _residual_sums(spec_json: str) -> str | None:
+def _residual_sums_uncached(spec_json: str) -> str | None:
     from seelike.analyses.skip import ResidualSumError, skip_statistics
 
     spec = json.loads(spec_json)
@@ -820,6 +899,9 @@ def _residual_sums(spec_json: str) -> str | None:
     except (ResidualSumError, ValueError) as e:
         return f"its drop_path branches do not add up to the block outputs ({str(e).splitlines()[0][:200]})"
     return None
+
+
+_residual_sums = _disk_cached("residual_sums")(_residual_sums_uncached)
 
 
 def model_refusal(
