@@ -113,33 +113,46 @@ def _is_vit(model: nn.Module) -> bool:
     )
 
 
-def _vit_taps(model: nn.Module) -> list[RawTap]:
+def _vit_like_taps(model: nn.Module, branches: Callable) -> list[RawTap]:
+    """`embed` (input of block 0); per block `norm1`, each residual branch but the MLP with the sum it makes
+    (the input of the norm that follows it), `norm2`, `mlp_hidden`, `mlp`, `block`; then `norm`.
+    `branches(blk, p)` → [(kind, path, occurrence, sum kind, next norm), ..., (MLP path, occurrence)]."""
     out: list[RawTap] = [("embed", "embed", "blocks.0", "input", None)]
     for i, blk in enumerate(model.blocks):
         p = f"blocks.{i}"
-        # The branch as it is added to the residual stream: the LayerScale module's output, the drop_path firing
-        # for gamma-parameter LayerScale (BEiT, CaiT), else the attention / MLP output.
-        if _gamma_scaled(blk):
-            (attn_branch, attn_occ), (mlp_branch, mlp_occ) = _branch_paths(blk, p, 2)
-        else:
-            attn_branch = f"{p}.ls1" if not _is_identity(getattr(blk, "ls1", None)) else f"{p}.attn"
-            mlp_branch = f"{p}.ls2" if not _is_identity(getattr(blk, "ls2", None)) else f"{p}.mlp"
-            attn_occ = mlp_occ = 0
-        out += [
-            (f"{p}.norm1", "norm1", f"{p}.norm1", "output", i),
-            (f"{p}.attn", "attn", attn_branch, "output", i, attn_occ),
-            (f"{p}.attn_res", "attn_res", f"{p}.norm2", "input", i),
-            (f"{p}.norm2", "norm2", f"{p}.norm2", "output", i),
-        ]
+        *residual, (mlp, mlp_occ) = branches(blk, p)
+        out.append((f"{p}.norm1", "norm1", f"{p}.norm1", "output", i))
+        for kind, path, occ, sum_kind, norm in residual:
+            out += [
+                (f"{p}.{kind}", kind, path, "output", i, occ),
+                (f"{p}.{sum_kind}", sum_kind, f"{p}.{norm}", "input", i),
+            ]
+        out.append((f"{p}.norm2", "norm2", f"{p}.norm2", "output", i))
         if hasattr(blk.mlp, "act"):
             out.append((f"{p}.mlp_hidden", "mlp_hidden", f"{p}.mlp.act", "output", i))
         out += [
-            (f"{p}.mlp", "mlp", mlp_branch, "output", i, mlp_occ),
+            (f"{p}.mlp", "mlp", mlp, "output", i, mlp_occ),
             (f"{p}.block", "block", p, "output", i),
         ]
     if not _is_identity(getattr(model, "norm", None)):
         out.append(("norm", "norm", "norm", "output", None))
     return out
+
+
+def _vit_branches(blk: nn.Module, p: str) -> list[tuple]:
+    # The branch as it is added to the residual stream: the LayerScale module's output, the drop_path firing
+    # for gamma-parameter LayerScale (BEiT, CaiT), else the attention / MLP output.
+    if _gamma_scaled(blk):
+        (attn, attn_occ), mlp = _branch_paths(blk, p, 2)
+    else:
+        attn = f"{p}.ls1" if not _is_identity(getattr(blk, "ls1", None)) else f"{p}.attn"
+        mlp = (f"{p}.ls2" if not _is_identity(getattr(blk, "ls2", None)) else f"{p}.mlp", 0)
+        attn_occ = 0
+    return [("attn", attn, attn_occ, "attn_res", "norm2"), mlp]
+
+
+def _vit_taps(model: nn.Module) -> list[RawTap]:
+    return _vit_like_taps(model, _vit_branches)
 
 
 # ---------------------------------------------------------------- XCiT (attention, local patch interaction, MLP)
@@ -152,33 +165,23 @@ def _is_xcit(model: nn.Module) -> bool:
     )
 
 
+def _xcit_branches(blk: nn.Module, p: str) -> list[tuple]:
+    # drop_path1 (attention), drop_path3 (lpi), drop_path2 (MLP); or one shared drop_path fired in that order
+    if hasattr(blk, "drop_path1"):
+        (attn, a_occ), mlp, (lpi, l_occ) = _branch_paths(blk, p, 3)
+    else:
+        (attn, a_occ), (lpi, l_occ), mlp = _branch_paths(blk, p, 3)
+    return [
+        ("attn", attn, a_occ, "attn_res", "norm3"),
+        ("lpi", lpi, l_occ, "lpi_res", "norm2"),
+        mlp,
+    ]
+
+
 def _xcit_taps(model: nn.Module) -> list[RawTap]:
     """XCiT blocks add three branches: cross-covariance attention, the local patch interaction (`lpi`, a
     depthwise convolution over the patch grid) and the MLP, each gamma-scaled and added at its drop_path."""
-    out: list[RawTap] = [("embed", "embed", "blocks.0", "input", None)]
-    for i, blk in enumerate(model.blocks):
-        p = f"blocks.{i}"
-        (attn, a_occ), (mlp, m_occ), (lpi, l_occ) = _branch_paths(blk, p, 3)
-        # one shared drop_path: fired in forward order attn, lpi, mlp
-        if not hasattr(blk, "drop_path1"):
-            (attn, a_occ), (lpi, l_occ), (mlp, m_occ) = _branch_paths(blk, p, 3)
-        out += [
-            (f"{p}.norm1", "norm1", f"{p}.norm1", "output", i),
-            (f"{p}.attn", "attn", attn, "output", i, a_occ),
-            (f"{p}.attn_res", "attn_res", f"{p}.norm3", "input", i),
-            (f"{p}.lpi", "lpi", lpi, "output", i, l_occ),
-            (f"{p}.lpi_res", "lpi_res", f"{p}.norm2", "input", i),
-            (f"{p}.norm2", "norm2", f"{p}.norm2", "output", i),
-        ]
-        if hasattr(blk.mlp, "act"):
-            out.append((f"{p}.mlp_hidden", "mlp_hidden", f"{p}.mlp.act", "output", i))
-        out += [
-            (f"{p}.mlp", "mlp", mlp, "output", i, m_occ),
-            (f"{p}.block", "block", p, "output", i),
-        ]
-    if not _is_identity(getattr(model, "norm", None)):
-        out.append(("norm", "norm", "norm", "output", None))
-    return out
+    return _vit_like_taps(model, _xcit_branches)
 
 
 # ---------------------------------------------------------------- timm ResNet (post-activation)
