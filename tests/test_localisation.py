@@ -327,15 +327,13 @@ def test_token_grids_take_the_taps_own_prefix_and_stride():
 
 
 def test_default_tap_is_never_a_pooled_head_and_refusals_match():
+    from tiny_models import tiny_generic
     from torch import nn
 
     from seelike.models.families import analysis_support, family_of
     from seelike.models.taps import discover_taps
 
-    gen = nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2),
-    )  # fmt: skip
+    gen = tiny_generic()
     taps = discover_taps(gen, (16, 16))
     fam = family_of(gen).name
     assert default_localisation_tap(taps).name == "3"  # not the 1×1 pool

@@ -421,10 +421,9 @@ def test_default_taps_per_family_and_refusals():
         "blocks.1.branch2",
     ]
     # generic: leaf modules; the first spatial one and the last before each change of grid; no pre
-    gen = nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2),
-    )  # fmt: skip
+    from tiny_models import tiny_generic
+
+    gen = tiny_generic()
     taps = discover_taps(gen, (16, 16))
     fam = family_of(gen).name
     assert fam == "generic"

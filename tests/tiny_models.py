@@ -22,3 +22,13 @@ def tiny_resnet(seed: int = 0, **kw) -> nn.Module:
     """timm ResNet-18 (its default widths unless `channels` is given); any timm kwarg overrides."""
     torch.manual_seed(seed)
     return timm.create_model("resnet18", pretrained=False, **kw).eval()
+
+
+def tiny_generic() -> nn.Module:
+    """A plain nn.Sequential (no timm structure: the generic family): two conv maps (16×16, then 8×8 at 16 px),
+    a 1×1 pool and a linear head."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2),
+    )  # fmt: skip
