@@ -312,3 +312,24 @@ def test_split_sizes_are_the_sample_lists_counts():
         "test": 1,
         "train": 1,
     }
+
+
+def test_fig5_reads_only_models_whose_heads_are_their_own(in_empty_dir):
+    """Swin's windowed attention has distances (Figs 3, 4) but no global head outputs for Fig 5: it is an
+    attention model and not a head-subset model, decided at parse time."""
+
+    def edit(c):
+        c["models"]["swin"] = {
+            "source": "train",
+            "arch": "swin_tiny_patch4_window7_224",
+            "kwargs": {"img_size": 32, "window_size": 4, "embed_dim": 24, "depths": [1, 1],
+                       "num_heads": [1, 1], "num_classes": 10},
+            "data_config": c["models"]["vit"]["data_config"],
+            "train": {"dataset": c["models"]["vit"]["train"]["dataset"]},
+        }  # fmt: skip
+        c["attention"]["models"] = None
+
+    cfg = check_config(validated(tiny(edit)))
+    assert "swin" in cfg.analysis_models("attention")
+    assert "swin" not in cfg.head_subset_models()
+    assert "vit" in cfg.head_subset_models()

@@ -359,6 +359,17 @@ class WorkflowConfig:
             return hs["cnn"]
         return next((m for m in self.models if self.model_kind(m) == "cnn"), None)
 
+    def head_subset_models(self) -> list[str]:
+        """The attention models of Fig 5: those whose heads' outputs are their own (global attention without
+        talking heads: not Swin's windows, not CaiT), none when Fig 5 is off or has no CNN."""
+        if self.head_subset_cnn() is None:
+            return []
+        return [
+            m
+            for m in self.analysis_models("attention")
+            if model_refusal(self.config["models"][m], "head_subsets") is None
+        ]
+
 
 def check_config(config: dict[str, Any]) -> WorkflowConfig:
     """Run every cross-key check on a schema-validated `config` (see `WorkflowConfig.check`) and return it

@@ -67,6 +67,11 @@ def head_subset_cnn():
     return CONFIG.head_subset_cnn()
 
 
+def head_subset_models():
+    """The attention models of Fig 5 (global attention whose heads' outputs are their own)."""
+    return CONFIG.head_subset_models()
+
+
 def models_with_source(*sources):
     return [m for m in MODELS if config["models"][m]["source"] in sources]
 
@@ -148,11 +153,7 @@ def attention_convention_targets():
 
 
 def fig5_targets():
-    return (
-        figure("fig5_head_subset_cka")
-        if attention_models() and head_subset_cnn()
-        else []
-    )
+    return figure("fig5_head_subset_cka") if head_subset_models() else []
 
 
 def fig6_targets():
@@ -269,7 +270,7 @@ def head_subset_tables(wildcards):
         )
     return [
         f"results/attention/{wildcards.dataset}/head_subsets/{m}__{cnn}.parquet"
-        for m in attention_models()
+        for m in head_subset_models()
     ]
 
 
@@ -305,7 +306,7 @@ def claims_layout():
         "attention": [[m, f"results/attention/{d}/{m}.parquet"] for m in att],
         "head_subsets": [
             [m, f"results/attention/{d}/head_subsets/{m}__{hs_cnn}.parquet"]
-            for m in (att if hs_cnn else [])
+            for m in head_subset_models()
         ],
         "erf": [[m, f"results/erf/{d}/{m}.parquet"] for m in erf_models()],
         "skip": [[m, f"results/skip/{d}/{m}.parquet"] for m in skip_models()],
