@@ -200,3 +200,28 @@ def test_real_imagenet_sample_folder():
     )
     assert len(df) == 1000 and df["label"].nunique() == 1000
     assert (df.split == "test").all()
+
+
+def test_a_truncated_image_is_named_by_the_samples_check_and_by_the_loader(tmp_path):
+    """One truncated JPEG in an image folder: verify_images (the samples rule) refuses with its path, and a loader
+    that still meets it names the file instead of a bare `OSError: Truncated File Read`."""
+    from PIL import Image
+
+    from seelike.data.sources import ImageReadError, open_source, verify_images
+
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+                tmp_path / c / f"{i}.jpg"
+            )
+    bad = tmp_path / "b" / "1.jpg"
+    bad.write_bytes(bad.read_bytes()[:200])
+    source = open_source({"source": "imagefolder", "root": str(tmp_path)})
+    ids = [r[0] for r in source.rows()]
+    with pytest.raises(ImageReadError, match=r"1 of 4 listed images .* \['b/1.jpg"):
+        verify_images(source, ids)
+    assert source.open("a/0.jpg").size == (32, 32)
+    with pytest.raises(ImageReadError, match=rf"{bad}.*cannot be decoded.*replace or remove"):
+        source.open("b/1.jpg")

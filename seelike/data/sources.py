@@ -20,6 +20,26 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", "
 _SOURCES: dict[str, Callable[[dict[str, Any]], ImageSource]] = {}
 
 
+class ImageReadError(OSError):
+    """An image of a dataset cannot be decoded (truncated, corrupt, not an image); the message names its path."""
+
+
+def verify_images(source: ImageSource, image_ids: list[str]) -> None:
+    """Decode every listed image once (the samples rule does, so that no job meets a bad file minutes into a
+    pass); raises `ImageReadError` naming every file that fails (up to 10)."""
+    bad = []
+    for image_id in image_ids:
+        try:
+            source.open(image_id)
+        except ImageReadError as e:
+            bad.append(f"{image_id} ({e.__cause__})")
+    if bad:
+        raise ImageReadError(
+            f"{len(bad)} of {len(image_ids)} listed images under {str(getattr(source, 'root', ''))!r} cannot be "
+            f"decoded: {bad[:10]}; replace or remove these files, then rerun the samples rule"
+        )
+
+
 class DatasetConfigError(ValueError):
     """A dataset entry in the config cannot be used (missing folder, bad layout)."""
 
@@ -120,8 +140,15 @@ class ImageFolderSource(ImageSource):
         return out
 
     def open(self, image_id: str) -> Image.Image:
-        with Image.open(self.root / image_id) as im:
-            return im.convert("RGB")
+        path = self.root / image_id
+        try:
+            with Image.open(path) as im:
+                return im.convert("RGB")  # decodes the whole file: a truncated one fails here
+        except (OSError, SyntaxError, ValueError) as e:
+            raise ImageReadError(
+                f"image {str(path)!r} cannot be decoded ({type(e).__name__}: {e}); replace or remove the file "
+                "(then rerun the samples rule: snakemake --forcerun samples)"
+            ) from e
 
 
 def _read_idx(path: Path) -> np.ndarray:
