@@ -23,6 +23,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from itertools import chain
 from typing import NamedTuple
 
 import numpy as np
@@ -306,7 +307,7 @@ def localisation_maps(
 
     def features():
         with record_taps(model, [tap], on_tap), torch.inference_mode():
-            for batch in _chain(first, batch_it):
+            for batch in chain([first], batch_it):
                 x = batch.x
                 captured.clear()
                 model(x)
@@ -316,22 +317,12 @@ def localisation_maps(
                 yield position_features(tap, act, grid[0]), x
 
     it = features()
-    head = next(it)
-
-    def chained():
-        yield head
-        yield from it
-
+    head = next(it)  # the first batch fixes the grid
     toks = token_indices(tokens, grid[0])
-    m = localisation_cka(chained(), grid[0], toks, device)
+    m = localisation_cka(chain([head], it), grid[0], toks, device)
     return LocalisationResult(
         tap.name, grid[0], toks, m.cka, m.n_images, m.dropped, m.token_constant, m.patch_constant
     )
-
-
-def _chain(first, rest):
-    yield first
-    yield from rest
 
 
 def token_indices(tokens: Sequence[int | Sequence[int]] | None, grid: PositionGrid) -> list[int]:

@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -209,7 +210,7 @@ def extract_probe_features(
 
         t0 = time.time()
         with record_taps(model, taps, on_tap), torch.inference_mode():
-            for _, x, y in _chain(first, it):
+            for _, x, y in chain([first], it):
                 if offset + len(x) > n_images:
                     raise ProbeDataError(
                         f"the loader gave more than the {n_images} images announced"
@@ -252,11 +253,6 @@ def extract_probe_features(
         }
         write_json(tmp / "meta.json", meta)
     return meta
-
-
-def _chain(first, rest):
-    yield first
-    yield from rest
 
 
 def read_features_meta(features_dir: str | Path) -> dict[str, Any]:

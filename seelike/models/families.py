@@ -420,8 +420,7 @@ def _firings(
     """The output shape of each firing of each module in one forward of two blank images (on the model's
     device, meta included); None for a firing that gives no tensor. `order`, when given, gets the path of each
     firing as it ends, in firing order."""
-    from seelike.device import exact_fp32
-    from seelike.models.taps import input_size
+    from seelike.models.taps import blank_forward
 
     mods = dict(model.named_modules())
     shapes: dict[str, list[tuple[int, ...] | None]] = {p: [] for p in paths}
@@ -433,16 +432,8 @@ def _firings(
 
     handles = [mods[p].register_forward_hook(lambda m, i, o, p=p: hook(m, i, o, p)) for p in paths]
     try:
-        device = next(model.parameters()).device
-    except StopIteration:
-        device = torch.device("cpu")
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), exact_fp32():
-            model(torch.zeros(2, *input_size(model), device=device))
+        blank_forward(model)
     finally:
-        model.train(was)
         for h in handles:
             h.remove()
     return shapes
@@ -593,15 +584,13 @@ def _generic_taps(model: nn.Module) -> list[RawTap]:
     """Named leaf modules (or, for a model with `seelike_tap_patterns`, the modules whose names match a
     pattern), in module order; the probe pass orders them by firing and leaves out what fires other than once
     or is not batch-first."""
-    import fnmatch
-
     patterns = getattr(model, "seelike_tap_patterns", None)
     if patterns:
-        names = [
-            n
-            for n, _ in model.named_modules()
-            if n and any(fnmatch.fnmatchcase(n, p) for p in patterns)
-        ]
+        from seelike.models.load import match_tap_patterns
+
+        modules = [n for n, _ in model.named_modules() if n]
+        matched = {n for names in match_tap_patterns(modules, patterns).values() for n in names}
+        names = [n for n in modules if n in matched]  # module order, each once
         # the user's chosen representations are the model's blocks (block outputs: per-block CKA, probes)
         return [(n, "block", n, "output", i) for i, n in enumerate(names)]
     head = _classifier_path(model)
@@ -717,38 +706,18 @@ def family_record(name: str) -> Family:
 
 # ---------------------------------------------------------------- decisions from a weightless build
 def _build_skeleton(spec: dict[str, Any]) -> nn.Module:
-    from seelike.models import load
+    from seelike.models.load import build_skeleton
 
-    builder = getattr(load, "build_skeleton", None)
-    if builder is not None:
-        return builder(spec)
-    import timm
-
-    kwargs = dict(spec.get("kwargs") or {})
-    arch = spec["arch"].split(".")[0]
-    if spec.get("_device") == "cpu":
-        return timm.create_model(arch, pretrained=False, **kwargs)
-    try:
-        with torch.device("meta"):
-            return timm.create_model(arch, pretrained=False, **kwargs)
-    # a constructor that computes with tensors (tensor.item() on meta): build it for real
-    except (RuntimeError, NotImplementedError):
-        return timm.create_model(arch, pretrained=False, **kwargs)
-
-
-def _data_hw(spec: dict[str, Any]) -> tuple[int, int] | None:
-    size = (spec.get("data_config") or {}).get("input_size")
-    return (int(size[1]), int(size[2])) if size else None
+    return build_skeleton(spec)
 
 
 def _sized(model: nn.Module, spec: dict[str, Any]) -> nn.Module:
-    """The skeleton with the configured input size in its timm config, as `load.create_model` sets it on the
-    real model: a family's own probe pass (`_firings`) then runs at that size too (a model built for 64 px
-    whose attention biases are fixed to its grid fails at timm's default 224)."""
+    """The skeleton with the configured input size as the size it sees (`seelike.models.taps.input_size`), as
+    `load.load_model` sets it on the real model: every probe pass then runs at that size (a model built for
+    64 px whose attention biases are fixed to its grid fails at timm's default 224)."""
     size = (spec.get("data_config") or {}).get("input_size")
     if size:
-        cfg = {**(getattr(model, "pretrained_cfg", None) or {}), "input_size": tuple(size)}
-        model.pretrained_cfg = model.default_cfg = cfg
+        model.seelike_input_size = tuple(int(v) for v in size)
     return model
 
 
@@ -841,7 +810,7 @@ def _structure_uncached(spec_json: str) -> Structure:
     model = _sized(_build_skeleton(spec), spec)
     family = family_of(model).name
     try:
-        taps = tuple(discover_taps(model, _data_hw(spec)))
+        taps = tuple(discover_taps(model))
     # meta tensors cannot run this forward (data-dependent shapes): once more on a real CPU build
     except (RuntimeError, NotImplementedError, TypeError, ValueError):
         if next(model.parameters(), torch.empty(0)).device.type != "meta":
@@ -849,7 +818,7 @@ def _structure_uncached(spec_json: str) -> Structure:
         with torch.device("cpu"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = _sized(_build_skeleton({**spec, "_device": "cpu"}), spec)
-        taps = tuple(discover_taps(model, _data_hw(spec)))
+        taps = tuple(discover_taps(model))
     return Structure(family, taps)
 
 
@@ -857,15 +826,21 @@ _structure = _disk_cached("structure")(_structure_uncached, _encode_structure, _
 _STRUCTURE_KEYS = ("source", "arch", "factory", "kwargs", "taps", "data_config")
 
 
+def _definition(spec: dict[str, Any]) -> str:
+    """The part of a model spec its structure depends on, as the JSON key of the cached decisions: weights and
+    the pretrained tag do not change it (every non-python source builds the timm architecture)."""
+    key = {k: spec.get(k) for k in _STRUCTURE_KEYS if spec.get(k) is not None}
+    key["arch"] = str(key.get("arch", "")).split(".")[0]
+    if key.get("source") != "python":
+        key["source"] = "timm"
+        key.pop("taps", None)
+    return json.dumps(key, sort_keys=True, default=str)
+
+
 def model_structure(spec: dict[str, Any]) -> Structure:
     """Family and taps (with layouts) of a configured model from one weightless build, cached per model
     definition. Raises what the build raises for an unknown architecture or kwargs it does not accept."""
-    key = {k: spec.get(k) for k in _STRUCTURE_KEYS if spec.get(k) is not None}
-    key["arch"] = str(key.get("arch", "")).split(".")[0]
-    if key.get("source") != "python":  # weights do not change the structure
-        key["source"] = "timm"
-        key.pop("taps", None)
-    return _structure(json.dumps(key, sort_keys=True, default=str))
+    return _structure(_definition(spec))
 
 
 def model_family(spec: dict[str, Any]) -> str:
@@ -885,15 +860,12 @@ def _residual_sums_uncached(spec_json: str) -> str | None:
     with torch.device("cpu"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.manual_seed(0)
-        model = _build_skeleton({**spec, "_device": "cpu"})
+        model = _sized(_build_skeleton({**spec, "_device": "cpu"}), spec)
         # LayerScale starts at 1e-5 or 1e-6: a wrongly read branch would hide inside the tolerance
         with torch.no_grad():
             for p in model.parameters():
                 if p.ndim <= 1:
                     p.uniform_(0.5, 1.5)
-    hw = _data_hw(spec)
-    if hw is not None:
-        model.seelike_input_size = (3, *hw)
     from seelike.models.taps import input_size
 
     x = torch.randn(2, *input_size(model), generator=torch.Generator().manual_seed(0))
@@ -930,10 +902,7 @@ def residual_sums_refusal(spec: dict[str, Any]) -> str | None:
     rule would at run time. None where the sums hold, or for families whose rules are exact."""
     if family_record(model_structure(spec).family).residual != "branches":
         return None
-    key = {k: spec.get(k) for k in _STRUCTURE_KEYS if spec.get(k) is not None}
-    key["arch"] = str(key.get("arch", "")).split(".")[0]
-    key["source"] = "timm" if key.get("source") != "python" else "python"
-    return _residual_sums(json.dumps(key, sort_keys=True, default=str))
+    return _residual_sums(_definition(spec))
 
 
 # ---------------------------------------------------------------- which analyses apply

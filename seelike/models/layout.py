@@ -27,7 +27,6 @@ import torch
 
 __all__ = [
     "LAYOUTS",
-    "SPATIAL_LAYOUTS",
     "Layout",
     "infer_layout",
     "positions",
@@ -36,7 +35,6 @@ __all__ = [
 ]
 
 LAYOUTS = ("nchw", "nhwc", "tokens", "vector", "other")
-SPATIAL_LAYOUTS = ("nchw", "nhwc", "tokens")
 
 
 @dataclass(frozen=True)
@@ -44,10 +42,6 @@ class Layout:
     kind: str  # one of LAYOUTS
     grid_hw: tuple[int, int] | None = None  # spatial positions at the probe's input size
     num_prefix_tokens: int = 0  # tokens only
-
-    @property
-    def spatial(self) -> bool:
-        return self.kind in SPATIAL_LAYOUTS and self.grid_hw is not None
 
 
 def _stride_match(g: Sequence[int], img_hw: Sequence[int]) -> int:

@@ -152,15 +152,12 @@ def discover_taps(model: nn.Module, img_hw: Sequence[int] | None = None) -> list
 BATCH_PROBE = 2
 
 
-def probe_layouts(
-    model: nn.Module, taps: list[Tap], img_hw: Sequence[int] | None = None, strict: bool = True
-) -> list[Tap]:
-    """`taps` in firing order with `layout`, `grid_hw`, `num_prefix_tokens` and `probe_hw` filled in from one
-    forward pass of BATCH_PROBE blank images. With `strict`, a tap that fires wrongly (not once, no tensor, a
-    leading dimension other than the batch) is an error (a family rule that names the wrong module); otherwise
-    it is left out (the generic rule's leaf modules)."""
+def blank_forward(model: nn.Module, img_hw: Sequence[int] | None = None) -> tuple[int, int]:
+    """One forward pass of BATCH_PROBE blank images at the size the model sees (`input_size`, or `img_hw`), on
+    the model's device (the meta device included), in eval mode, without gradients and in exact fp32 as every
+    analysis pass (the probe is part of the analysis that calls it); returns the (H, W) it used. The structure
+    probes (hooks registered around it by the caller) run through here."""
     from seelike.device import exact_fp32
-    from seelike.models.layout import infer_layout
 
     c, h, w = input_size(model)
     if img_hw is not None:
@@ -169,6 +166,25 @@ def probe_layouts(
         device = next(model.parameters()).device
     except StopIteration:
         device = torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), exact_fp32():
+            model(torch.zeros(BATCH_PROBE, c, h, w, device=device))
+    finally:
+        model.train(was_training)
+    return h, w
+
+
+def probe_layouts(
+    model: nn.Module, taps: list[Tap], img_hw: Sequence[int] | None = None, strict: bool = True
+) -> list[Tap]:
+    """`taps` in firing order with `layout`, `grid_hw`, `num_prefix_tokens` and `probe_hw` filled in from one
+    forward pass of BATCH_PROBE blank images. With `strict`, a tap that fires wrongly (not once, no tensor, a
+    leading dimension other than the batch) is an error (a family rule that names the wrong module); otherwise
+    it is left out (the generic rule's leaf modules)."""
+    from seelike.models.layout import infer_layout
+
     seen: dict[str, tuple[int, tuple[int, ...] | None]] = {}
     items: dict[str, int] = {}
     order: list[str] = []
@@ -183,19 +199,9 @@ def probe_layouts(
         items[tap.name] = i
         seen[tap.name] = (len(order), tuple(x.shape) if x is not None else None)
 
-    was_training = model.training
-    model.eval()
-    try:
-        # exact fp32 as every analysis pass (seelike.device): the probe is part of the analysis that calls it
-        with (
-            record_taps(model, taps, cb, check_once=False, raw=True) as fired,
-            torch.no_grad(),
-            exact_fp32(),
-        ):
-            model(torch.zeros(BATCH_PROBE, c, h, w, device=device))
-            counts = dict(fired)
-    finally:
-        model.train(was_training)
+    with record_taps(model, taps, cb, check_once=False, raw=True) as fired:
+        h, w = blank_forward(model, img_hw)
+        counts = dict(fired)
     declared = getattr(model, "num_prefix_tokens", None)
     channels_last = str(getattr(model, "output_fmt", "") or "").upper() == "NHWC"
     out, bad = [], []
