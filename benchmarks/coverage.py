@@ -14,7 +14,7 @@ Per architecture and analysis, the dry-run decision is asked first, exactly as t
     analysis_support(structure.family, structure.taps, analysis)
 
 A reason → `refused (reason)`. Otherwise the analysis's package function runs as its rule calls it
-(seelike/rules/entries.py) and its output is checked against invariants that hold whatever the weights:
+(seelike/rules/model_passes.py) and its output is checked against invariants that hold whatever the weights:
 
 - block outputs: taps of a kind in `BLOCK_OUTPUT_KINDS`, at least 2;
 - cka (`seelike.api.compare`, the in-memory path of the cache + cka rules): the self-CKA matrix is finite,

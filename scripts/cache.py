@@ -1,5 +1,6 @@
 """Rule cache: one streaming forward pass writing every tap's per-minibatch Gram (packed)."""
 
 from seelike.rules import run
+from seelike.rules.model_passes import cache
 
-run(snakemake)
+run(snakemake, cache)

@@ -1,6 +1,6 @@
-"""Rules fetch_model / train_model / python_model: build (hub, checkpoint, python factory) or train a model;
-write model.json + taps."""
+"""Rule fetch_model: build a hub or checkpoint model (weights fetched or verified); write model.json + taps."""
 
 from seelike.rules import run
+from seelike.rules.models import fetch_model
 
-run(snakemake)
+run(snakemake, fetch_model)

@@ -1,5 +1,6 @@
-"""Rules plot_self_cka / plot_cross_cka: CKA heatmap (Fig 1 / Fig 2) from a CKA table."""
+"""Rule plot_cross_cka: Fig 2, the CKA heatmap of two models, from their CKA table."""
 
 from seelike.rules import run
+from seelike.rules.figures import plot_cross_cka
 
-run(snakemake)
+run(snakemake, plot_cross_cka)

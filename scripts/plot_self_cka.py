@@ -1,5 +1,6 @@
-"""Rules plot_self_cka / plot_cross_cka: CKA heatmap (Fig 1 / Fig 2) from a CKA table."""
+"""Rule plot_self_cka: Fig 1, the CKA heatmap of a model against itself, from its CKA table."""
 
 from seelike.rules import run
+from seelike.rules.figures import plot_self_cka
 
-run(snakemake)
+run(snakemake, plot_self_cka)

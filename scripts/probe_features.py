@@ -1,5 +1,6 @@
 """Rule probe_features: one streaming forward pass storing the aggregated features of the probe images."""
 
 from seelike.rules import run
+from seelike.rules.model_passes import probe_features
 
-run(snakemake)
+run(snakemake, probe_features)

@@ -1,5 +1,6 @@
-"""Rules fetch_model / train_model: build (hub, checkpoint) or train a timm model; write model.json + taps."""
+"""Rule train_model: train a timm model on its sample list; write model.json + taps + weights."""
 
 from seelike.rules import run
+from seelike.rules.models import train_model
 
-run(snakemake)
+run(snakemake, train_model)

@@ -1,5 +1,9 @@
 """Device choice and the exact-fp32 context every analysis entry function runs under.
 
+Every device default is chosen here: `pick_device` reads a configured name (`auto` → cuda when present),
+`analysis_device` gives an analysis its device (the one asked for, else the model's, else cpu) and
+`place_model` puts the analysed model there in eval mode.
+
 `exact_fp32()` is a context manager and, as `@exact_fp32()`, a decorator: the analyses in `seelike.analyses`
 and `seelike.api.compare` apply it themselves, so no caller (rule, notebook, test) has to remember it.
 """
@@ -22,6 +26,31 @@ def pick_device(pref: str = "auto") -> torch.device:
             f"device '{pref}' requested but no CUDA device is visible; set `device: auto` or `cpu` in the config"
         )
     return torch.device(pref)
+
+
+def analysis_device(
+    device: str | torch.device | None = None, model: torch.nn.Module | None = None
+) -> torch.device:
+    """The device an analysis runs on: `device` when given (a name as `pick_device` reads it — auto, cpu, cuda,
+    cuda:N — or a torch.device), else the device of `model`'s parameters (where its caller put it), else cpu
+    (no model, or one without parameters)."""
+    if isinstance(device, torch.device):
+        return device
+    if device is not None:
+        return pick_device(str(device))
+    if model is not None:
+        param = next(model.parameters(), None)
+        if param is not None:
+            return param.device
+    return torch.device("cpu")
+
+
+def place_model(model: torch.nn.Module, device: str | torch.device | None = None) -> torch.device:
+    """`analysis_device(device, model)`, with `model` moved there and in eval mode (no analysis reads a model
+    in training mode: dropout, batch statistics)."""
+    dev = analysis_device(device, model)
+    model.eval().to(dev)
+    return dev
 
 
 @contextlib.contextmanager

@@ -52,9 +52,13 @@ from seelike.cka import (
     strict_upper,
 )
 
+# the measures' names and the config keys each reads, defined torch-free for the dry run's config checks
+from seelike.config.measures import MEASURE_SETTINGS, MEASURES
+
 __all__ = [
     "CKA_FAMILY",
     "MEASURES",
+    "MEASURE_SETTINGS",
     "MeanAccumulator",
     "MeasureOptions",
     "make_accumulator",
@@ -63,23 +67,6 @@ __all__ = [
     "similarity_matrix",
 ]
 
-MEASURES: tuple[str, ...] = (
-    "linear_cka",
-    "linear_cka_biased",
-    "rbf_cka",
-    "dcor",
-    "rsa",
-    "linear_cka_minus_pc",
-    "bures",
-)
-# the config keys (of `cka`) each measure reads besides the caches: a job's params hold only the requested
-# measures' settings, so editing the settings of a measure not computed reruns nothing
-MEASURE_SETTINGS: dict[str, tuple[str, ...]] = {
-    "rbf_cka": ("rbf_sigma",),
-    "rsa": ("rsa_correlation",),
-    "linear_cka_minus_pc": ("pcs_removed",),
-    "bures": ("bures_taps",),
-}
 # measures computed by CkaAccumulator (a kernel per Gram, HSIC, ratio of means over minibatches)
 CKA_FAMILY: tuple[str, ...] = (
     "linear_cka",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 import warnings
 
 import numpy as np
@@ -13,10 +14,12 @@ import tiny_models
 import torch
 
 from seelike.analyses.cache import (
+    CacheDamagedError,
     CacheFormatError,
     CacheMismatchError,
     build_cache,
     load_grams,
+    load_packed_grams,
     read_cache_meta,
     repeat_rows,
 )
@@ -247,6 +250,51 @@ def test_mismatched_caches_are_refused(tmp_path, samples):
         cka_from_caches(tmp_path / "a", tmp_path / "c")
     with pytest.raises(FileNotFoundError, match="not a finished activation cache"):
         cka_from_caches(tmp_path / "a", tmp_path / "nope")
+
+
+def test_damaged_cache_files_name_the_file_and_the_fix(tmp_path, samples):
+    """A truncated or missing Gram file and a missing or corrupt meta.json: errors that name the file, its
+    expected and actual size, and how to rebuild the cache (not numpy's bare `mmap length is greater than
+    file size`)."""
+    model = tiny_vit()
+    cache = tmp_path / "a"
+    build_cache(model, info("vit", model), samples, DS, cache, n_images=16, batch_size=8)
+    path = cache / "grams" / "r00_b0001.npy"
+    full = path.stat().st_size
+    expected_data = len(read_cache_meta(cache)["taps"]) * (8 * 9 // 2) * 4
+    with open(path, "r+b") as fh:
+        fh.truncate(full - 100)
+    for call in (lambda: load_packed_grams(cache, 0, 1), lambda: cka_from_caches(cache, cache)):
+        with pytest.raises(CacheDamagedError) as err:
+            call()
+        msg = str(err.value)
+        assert str(path) in msg and "truncated" in msg
+        assert f"{full - 100} bytes, expected {full}" in msg and full > expected_data
+        assert f"snakemake --forcerun {cache}" in msg and f"delete {cache}" in msg
+    load_packed_grams(cache, 0, 0)  # the other minibatch still reads
+    with open(path, "wb") as fh:
+        fh.write(b"\x93NUMPY")  # a header cut short
+    with pytest.raises(CacheDamagedError, match="no readable .npy header"):
+        load_packed_grams(cache, 0, 1)
+    path.unlink()
+    with pytest.raises(
+        CacheDamagedError, match=f"{re.escape(str(path))} is missing.*snakemake --forcerun"
+    ):
+        load_packed_grams(cache, 0, 1)
+
+    meta = cache / "meta.json"
+    meta.write_text(meta.read_text()[:50])
+    with pytest.raises(CacheDamagedError) as err:
+        read_cache_meta(cache)
+    assert str(meta) in str(err.value) and f"snakemake --forcerun {cache}" in str(err.value)
+    meta.write_text("[1, 2]")
+    with pytest.raises(CacheDamagedError, match="not the cache's metadata"):
+        read_cache_meta(cache)
+    meta.unlink()
+    with pytest.raises(
+        FileNotFoundError, match=f"not a finished activation cache.*delete {re.escape(str(cache))}"
+    ):
+        read_cache_meta(cache)
 
 
 def test_short_last_batch_is_dropped_and_said(tmp_path, samples, caplog):

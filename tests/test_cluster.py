@@ -1,11 +1,14 @@
 """The workflow through `--profile profiles/slurm` on a REAL single-node SLURM cluster.
 
 Starts munged, MariaDB, slurmdbd, slurmctld and slurmd on localhost (tests/cluster/slurm_cluster.py)
-with a fake GPU gres named as the profile's `gpu_model`, runs tests/configs/tiny.yaml through the
-SLURM executor, and checks (1) the outputs equal a local run's (tables within float tolerance,
-trained models' accuracies equal), (2) every job of a rule with `resources: gpu=1` was submitted
-to the profile's GPU partition with a GPU request (sacct ReqTRES has gres/gpu) and no other job
-was, (3) every GPU rule of the workflow has its SLURM settings in the profile's set-resources.
+with a fake GPU gres named as the profile's `gpu_model`. The cluster run reuses the finished local run of
+tests/configs/tiny.yaml (the `workflow_run` fixture): a copy of it loses one trained model, one model's
+attention table, a CKA table and its figure, and the SLURM executor rebuilds exactly those (train_model,
+cache, attention_distance: GPU rules; cka, plot_cross_cka: CPU rules). Checks (1) the rebuilt outputs
+equal the local run's (tables within float tolerance, trained models' accuracies equal) and nothing else
+was rebuilt, (2) every job of a rule with `resources: gpu=1` was submitted to the profile's GPU partition
+with a GPU request (sacct ReqTRES has gres/gpu) and no other job was. That every GPU rule of the workflow
+has its SLURM settings in the profile is checked statically over every rule (tests/test_profiles.py).
 Every daemon is stopped afterwards, also when the run fails.
 
 Needs root and Debian's slurm-wlm, munge, slurmdbd and mariadb-server (`.ci/install_cluster_deps.sh`);
@@ -18,20 +21,36 @@ import importlib.util
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, SNAKEMAKE, prepare_workdir
+from conftest import REPO, SNAKEMAKE
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 PROFILE = REPO / "profiles" / "slurm"
-TINY = REPO / "tests" / "configs" / "tiny.yaml"
+# What the cluster rebuilds in a copy of the local tiny run: one per kind of job the profile routes (a trained
+# model, its Gram cache and an attention pass on the GPU partition; a CKA table and a figure on the CPU one).
+REBUILT = (
+    "results/models/resnet",
+    "results/attention/digits/vit.parquet",
+    "results/cka/digits/vit__resnet.parquet",
+    "results/figures/digits/fig2_cross_cka/vit__resnet.png",
+    "results/figures/digits/fig2_cross_cka/vit__resnet.pdf",
+)
+TARGETS = (
+    "results/models/resnet/model.json",
+    "results/attention/digits/vit.parquet",
+    "results/figures/digits/fig2_cross_cka/vit__resnet.png",
+)
+EXPECTED_RULES = {"train_model", "cache", "attention_distance", "cka", "plot_cross_cka"}
 # Model metrics and table values: equal up to float reordering (different processes, same threads).
 RTOL, ATOL = 1e-4, 1e-6
 # Keys of JSON outputs that legitimately differ between two runs (host, paths, timings).
@@ -125,9 +144,20 @@ def _rule_of(comment: str) -> str:
     return m.group(1)
 
 
+def _copy_of_local_run(workflow_run: Path, dest: Path) -> Path:
+    """The finished local run without REBUILT (mtimes kept, so nothing else is out of date)."""
+    shutil.copytree(workflow_run / "config", dest / "config")
+    shutil.copytree(workflow_run / "results", dest / "results")
+    for rel in REBUILT:
+        path = dest / rel
+        assert path.exists(), f"the local tiny run has no {rel}: update REBUILT"
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return dest
+
+
 @pytest.fixture(scope="module")
-def slurm_run(tmp_path_factory):
-    """The tiny workflow run through SLURM; yields (workdir, sacct rows, snakemake log)."""
+def slurm_run(tmp_path_factory, workflow_run):
+    """A copy of the local tiny run whose REBUILT outputs SLURM rebuilds; yields (workdir, sacct rows, log)."""
     reason = slurm_cluster.unavailable_reason()
     if reason:
         pytest.skip(f"cluster test: {reason}")
@@ -138,7 +168,7 @@ def slurm_run(tmp_path_factory):
             cluster.start()
         except slurm_cluster.ClusterError as e:
             pytest.fail(f"the test cluster did not start: {e}")
-        workdir = prepare_workdir(tmp_path_factory.mktemp("slurm_run"), TINY)
+        workdir = _copy_of_local_run(workflow_run, tmp_path_factory.mktemp("slurm_run"))
         env = cluster.env()
         env.update(HF_HUB_OFFLINE="1", TIMM_OFFLINE="1", PYTHONUNBUFFERED="1")
         cmd = [
@@ -157,6 +187,10 @@ def slurm_run(tmp_path_factory):
             # Profile value (20 s) suits a real cluster; here jobs finish in seconds.
             "--slurm-init-seconds-before-status-checks",
             "2",
+            # the local run's torch threads (results depend on them); Snakemake passes it on to each job
+            "--max-threads",
+            "1",
+            *TARGETS,
         ]
         t0 = time.monotonic()
         proc = subprocess.run(
@@ -217,6 +251,16 @@ def _result_files(root: Path) -> set[str]:
     }
 
 
+def _rebuilt(local: Path, remote: Path) -> set[str]:
+    """Result files of the SLURM copy that are new or newer than the local run's (copies keep mtimes)."""
+    out = set()
+    for rel in _result_files(remote):
+        a, b = local / rel, remote / rel
+        if not a.exists() or b.stat().st_mtime_ns != a.stat().st_mtime_ns:
+            out.add(rel)
+    return out
+
+
 def test_slurm_outputs_equal_local_run(slurm_run, workflow_run):
     from seelike.io import read_table
 
@@ -225,6 +269,14 @@ def test_slurm_outputs_equal_local_run(slurm_run, workflow_run):
     assert local == remote, (
         f"only local: {sorted(local - remote)[:10]}, only SLURM: {sorted(remote - local)[:10]}"
     )
+    rebuilt = _rebuilt(workflow_run, slurm_root)
+    # What was removed, and the retrained model's Gram cache (its input changed); nothing else but the jobs'
+    # benchmark files.
+    expected = (*REBUILT, "results/cache/digits/resnet", "results/benchmarks/")
+    assert {r for r in rebuilt if not r.startswith(expected)} == set(), "rebuilt beyond the targets"
+    for rel in REBUILT[1:]:
+        assert rel in rebuilt, f"{rel} was not rebuilt"
+    assert any(r.startswith("results/cache/digits/resnet/") for r in rebuilt), "no cache rebuilt"
     # Training is deterministic under its seed on CPU: the same accuracies, not merely close.
     for model_json in sorted(workflow_run.glob("results/models/*/model.json")):
         rel = model_json.relative_to(workflow_run)
@@ -232,8 +284,8 @@ def test_slurm_outputs_equal_local_run(slurm_run, workflow_run):
         ra = json.loads((slurm_root / rel).read_text()).get("metrics") or {}
         la, ra = ({k: v for k, v in m.items() if not _volatile(k)} for m in (la, ra))
         assert la == ra, f"{rel}: metrics differ, local {la} vs SLURM {ra}"
-    n_tables = 0
-    for rel in sorted(local):
+    n_tables = n_grams = 0
+    for rel in sorted(rebuilt):
         a, b = workflow_run / rel, slurm_root / rel
         if rel.endswith((".parquet", ".csv")):
             (da, ma), (db, mb) = read_table(a), read_table(b)
@@ -242,7 +294,11 @@ def test_slurm_outputs_equal_local_run(slurm_run, workflow_run):
             n_tables += 1
         elif rel.endswith(".json") and not rel.endswith(".meta.json"):
             _assert_json_close(json.loads(a.read_text()), json.loads(b.read_text()), rel)
-    assert n_tables > 0, "no tables compared: did the workflow write any?"
+        elif rel.startswith("results/cache/") and rel.endswith(".npy"):
+            ga, gb = np.load(a), np.load(b)
+            np.testing.assert_allclose(gb, ga, rtol=RTOL, atol=ATOL, err_msg=rel)
+            n_grams += 1
+    assert n_tables >= 2 and n_grams > 0, f"compared {n_tables} tables and {n_grams} Gram files"
 
 
 def test_gpu_jobs_requested_a_gpu(slurm_run):
@@ -252,7 +308,10 @@ def test_gpu_jobs_requested_a_gpu(slurm_run):
     gpu_partition = {r: s.get("slurm_partition") for r, s in per_rule.items()}
     rules = _parse_jobs(log)
     gpu_rules = {r for r, res in rules.items() if res.get("gpu") == "1"}
-    assert {"train_model", "cache"} <= gpu_rules, f"GPU rules seen: {sorted(gpu_rules)}"
+    assert set(rules) == EXPECTED_RULES, f"rules run: {sorted(rules)}"
+    assert {"train_model", "cache", "attention_distance"} <= gpu_rules, (
+        f"GPU rules: {sorted(gpu_rules)}"
+    )
     missing = gpu_rules - {r for r, s in per_rule.items() if "gpu_model" in s}
     assert not missing, (
         f"GPU rules without SLURM settings in profiles/slurm set-resources: {missing}"

@@ -1,39 +1,64 @@
-"""The rule-entry layer (seelike.rules): one entry per rule, thin scripts, one metadata builder, one progress log."""
+"""The rule-entry layer (seelike.rules): one function per rule named after it, in the module named after its
+.smk file, thin scripts that name it, one metadata builder, one progress log."""
 
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
 import logging
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
-from seelike.rules import Progress, build_metadata
-from seelike.rules.entries import ENTRIES
+import pytest
+
+from seelike.rules import Progress, build_metadata, run
 
 REPO = Path(__file__).resolve().parents[1]
 RULE = re.compile(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", re.MULTILINE)
 
 
-def _script_rules() -> dict[str, str]:
-    """rule name → its script (scripts/…) for every rule of workflow/rules/*.smk that runs a script."""
+def _script_rules() -> dict[str, tuple[str, str]]:
+    """rule name → (its .smk file's stem, its script under scripts/) for every rule of workflow/rules/*.smk that
+    runs a script."""
     out = {}
     for smk in (REPO / "workflow" / "rules").glob("*.smk"):
         for name, body in RULE.findall(smk.read_text()):
             m = re.search(r"script:\s*\n\s*\"([^\"]+)\"", body)
             if m:
-                out[name] = Path(m.group(1)).name
+                out[name] = (smk.stem, Path(m.group(1)).name)
     return out
 
 
-def test_every_rule_script_is_a_docstring_and_run():
+def test_every_rule_script_is_a_docstring_and_run_of_the_function_named_after_the_rule():
     rules = _script_rules()
-    assert len(rules) >= 24 and set(rules) <= set(ENTRIES), sorted(set(rules) - set(ENTRIES))
-    for script in rules.values():
-        tree = ast.parse((REPO / "scripts" / script).read_text())
-        body = tree.body
+    assert len(rules) >= 24
+    for rule, (stage, script) in rules.items():
+        assert script == f"{rule}.py", rule  # one script per rule, named after it
+        fn = getattr(importlib.import_module(f"seelike.rules.{stage}"), rule, None)
+        assert callable(fn) and fn.__name__ == rule, f"no function {rule} in seelike.rules.{stage}"
+        body = ast.parse((REPO / "scripts" / script).read_text()).body
         assert isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant), script
         assert ast.unparse(body[1]) == "from seelike.rules import run", script
-        assert ast.unparse(body[2]) == "run(snakemake)" and len(body) == 3, script
+        assert ast.unparse(body[2]) == f"from seelike.rules.{stage} import {rule}", script
+        assert ast.unparse(body[3]) == f"run(snakemake, {rule})" and len(body) == 4, script
+    # the other way round: a stage module's public functions are exactly its rules (helpers start with _)
+    for stage in {stage for stage, _ in rules.values()}:
+        module = importlib.import_module(f"seelike.rules.{stage}")
+        public = {
+            name
+            for name, fn in inspect.getmembers(module, inspect.isfunction)
+            if fn.__module__ == module.__name__ and not name.startswith("_")
+        }
+        assert public == {r for r, (s, _) in rules.items() if s == stage}, stage
+
+
+def test_run_refuses_a_function_not_named_after_the_rule():
+    from seelike.rules.comparisons import cka
+
+    with pytest.raises(ValueError, match="rule 'similarity' runs seelike.rules.comparisons.cka"):
+        run(SimpleNamespace(rule="similarity"), cka)
 
 
 def test_metadata_builder_records_model_sample_list_and_versions(tmp_path):

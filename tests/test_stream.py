@@ -122,3 +122,25 @@ def test_fused_attention_under_exact_fp32_matches_the_unfused_path():
     fused, unfused = acts(True), acts(False)
     for name in unfused:
         torch.testing.assert_close(fused[name], unfused[name], rtol=1e-5, atol=1e-5)
+
+
+def test_device_defaults_are_chosen_in_one_place():
+    """`analysis_device`: the device asked for, else the model's, else cpu; `place_model` puts the model there
+    in eval mode; analysis metadata: the analysis's own keys win over the caller's (`with_extra_meta`)."""
+    from seelike.analyses.stream import with_extra_meta
+    from seelike.device import analysis_device, place_model
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout()).train()
+    assert analysis_device() == torch.device("cpu")
+    assert analysis_device(None, model) == next(model.parameters()).device
+    assert analysis_device(None, torch.nn.ReLU()) == torch.device("cpu")  # no parameters
+    assert (
+        analysis_device("cpu", model) == analysis_device(torch.device("cpu")) == torch.device("cpu")
+    )
+    assert analysis_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert place_model(model) == torch.device("cpu") and not model.training
+    assert with_extra_meta({"model": "name", "x": 1}, {"model": {"id": 2}}) == {
+        "model": {"id": 2},
+        "x": 1,
+    }
+    assert with_extra_meta(None, {"a": 1}) == {"a": 1}

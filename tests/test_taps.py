@@ -171,3 +171,53 @@ def test_taps_named_keeps_the_order_and_names_the_config_key():
     assert [t.name for t in taps_named(taps, names, "erf.taps.r")] == names
     with pytest.raises(ValueError, match=r"erf\.taps\.r names \['nope'\]: not a tap of this model"):
         taps_named(taps, ["nope", taps[0].name], "erf.taps.r")
+
+
+def test_hooks_observe_stop_early_and_are_always_removed():
+    """`hooks`, the one way analyses observe modules: outputs and positional inputs as they fire, return values
+    ignored, `StopForward` ends the forward pass and the block, and no hook outlives the block (also when it
+    raises, or when a site is invalid)."""
+    from seelike.models.taps import StopForward, hooks
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    x = torch.randn(5, 3)
+    ref = model(x)
+    mods = list(model)
+
+    def registered() -> int:
+        return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+    got = {}
+    sites = [
+        (mods[0], "output", lambda o: got.__setitem__("out0", o)),
+        (mods[2], "input", lambda a: got.__setitem__("in2", a)),
+        (mods[1], "output", lambda o: o * 0),  # a return value changes nothing
+    ]
+    with hooks(sites):
+        y = model(x)
+        assert registered() == 3
+    torch.testing.assert_close(y, ref, rtol=0, atol=0)
+    torch.testing.assert_close(got["out0"], mods[0](x), rtol=0, atol=0)
+    assert isinstance(got["in2"], tuple) and got["in2"][0].shape == (5, 4)
+    assert registered() == 0
+
+    after: list[str] = []
+
+    def stop(_o) -> None:
+        raise StopForward
+
+    with hooks([(mods[1], "output", stop), (mods[2], "input", lambda a: after.append("ran"))]):
+        model(x)
+        after.append("block went on")  # not reached: StopForward ends the block
+    assert after == [] and registered() == 0
+
+    with pytest.raises(RuntimeError, match="boom"), hooks([(mods[0], "output", lambda o: o)]):
+        raise RuntimeError("boom")
+    assert registered() == 0
+    with (
+        pytest.raises(ValueError, match="where must be"),
+        hooks([(mods[0], "output", lambda o: o), (mods[1], "inside", lambda o: o)]),
+    ):
+        pass
+    assert registered() == 0

@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from seelike.analyses.stream import Progress, stream
-from seelike.device import exact_fp32
+from seelike.device import exact_fp32, place_model
 from seelike.models.geometry import (
     NotAnAttentionModelError,
     TokenGrid,
@@ -58,6 +58,7 @@ from seelike.models.geometry import (
     token_grid,
     window_geometry,
 )
+from seelike.models.taps import HookSite, add_hooks, hooks
 
 CLS_MODES = ("drop_renorm", "keep")
 
@@ -326,16 +327,41 @@ def refuse_attention(mods: Sequence[tuple[str, nn.Module]], old: Sequence[bool |
             m.fused_attn = f
 
 
-def read_attention(site: AttentionSite, fn) -> list:
-    """Register hooks that call `fn(probabilities)` with `site`'s per-head probabilities on every forward:
-    (B, heads, N, N) for global attention, (B·nW, heads, N, N) for windowed attention (before `fn`, the block's
-    input map size is in `site_state[site.name]`). Returns the hook handles (remove them when done)."""
+@contextmanager
+def unfused(sites: Sequence[AttentionSite]):
+    """Fused attention off in the sites' modules inside the block (`unfuse_attention`), restored after."""
+    mods = [(s.name, s.module) for s in sites]
+    old = unfuse_attention(mods)
+    try:
+        yield
+    finally:
+        refuse_attention(mods, old)
+
+
+def attention_hooks(site: AttentionSite, fn) -> list[HookSite]:
+    """The hooks (`seelike.models.taps.hooks`) that call `fn(probabilities)` with `site`'s per-head
+    probabilities on every forward: (B, heads, N, N) for global attention, (B·nW, heads, N, N) for windowed
+    attention."""
     if site.talking_heads:
         # proj_w's input is the softmax output laid out (B, N, N, heads)
-        return [
-            site.module.proj_w.register_forward_pre_hook(lambda _m, a: fn(a[0].permute(0, 3, 1, 2)))
-        ]
-    return [site.module.attn_drop.register_forward_hook(lambda _m, _i, out: fn(out))]
+        return [(site.module.proj_w, "input", lambda a: fn(a[0].permute(0, 3, 1, 2)))]
+    return [(site.module.attn_drop, "output", fn)]
+
+
+def read_attention(site: AttentionSite, fn) -> list:
+    """`attention_hooks` registered; returns the hook handles (remove them when done). Prefer
+    `with hooks(attention_hooks(site, fn)):`, which removes them (kept for benchmarks/coverage.py)."""
+    return add_hooks(attention_hooks(site, fn))
+
+
+def window_map_hooks(sites: Sequence[AttentionSite], fn) -> list[HookSite]:
+    """Hooks that call `fn(i, (H, W))` with the input map size of the block of every windowed site i, before
+    its attention runs."""
+    return [
+        (s.block, "input", lambda a, i=i: fn(i, _map_hw(a[0])))
+        for i, s in enumerate(sites)
+        if s.kind == "window"
+    ]
 
 
 @contextmanager
@@ -345,23 +371,11 @@ def attention_probabilities(model: nn.Module, sites: Sequence[AttentionSite] | N
     sites = list(sites) if sites is not None else attention_sites(model)
     got: list[list] = [[] for _ in sites]
     hw: dict[int, tuple[int, int]] = {}
-    handles = []
-    mods = [(s.name, s.module) for s in sites]
-    old = unfuse_attention(mods)
-    try:
-        for i, s in enumerate(sites):
-            if s.kind == "window":
-                handles.append(
-                    s.block.register_forward_pre_hook(
-                        lambda _m, a, i=i: hw.__setitem__(i, _map_hw(a[0]))
-                    )
-                )
-            handles += read_attention(s, lambda p, i=i: got[i].append((p.detach(), hw.get(i))))
+    observers = window_map_hooks(sites, hw.__setitem__)
+    for i, s in enumerate(sites):
+        observers += attention_hooks(s, lambda p, i=i: got[i].append((p.detach(), hw.get(i))))
+    with unfused(sites), hooks(observers):
         yield got
-    finally:
-        for h in handles:
-            h.remove()
-        refuse_attention(mods, old)
 
 
 def _map_hw(x: torch.Tensor) -> tuple[int, int]:
@@ -380,6 +394,83 @@ def _block_window(site: AttentionSite) -> tuple[tuple[int, int], tuple[int, int]
     return pair(site.block.window_size), pair(site.block.shift_size)
 
 
+class _DistanceReader:
+    """The hooks of `attention_distances`: each site's probabilities reduced to per-image mean distances as
+    they leave the softmax, into `acc` (made at the first batch, when the image size is known)."""
+
+    def __init__(self, sites: Sequence[AttentionSite], cls: str):
+        self.sites, self.cls = list(sites), cls
+        self.acc: AttentionDistances | None = None
+        self.img_hw: tuple[int, int] | None = None
+        self.hw: dict[int, tuple[int, int]] = {}  # windowed site → its block's input map (H, W)
+        self.geom: dict[tuple, WindowGeometry] = {}
+        self.dist: dict[int, torch.Tensor] = {}  # global attention: N tokens → (P, P) distances
+
+    def start(self, model: nn.Module, x: torch.Tensor) -> AttentionDistances:
+        if self.acc is None:
+            self.img_hw = (int(x.shape[-2]), int(x.shape[-1]))
+            self.acc = AttentionDistances(
+                [s.name for s in self.sites],
+                [s.num_heads for s in self.sites],
+                self.cls,
+                token_grid(model, x.shape[-2:]),
+                kind=self.sites[0].kind,
+            )
+        return self.acc
+
+    def observers(self) -> list[HookSite]:
+        out = window_map_hooks(self.sites, self.hw.__setitem__)
+        for i, s in enumerate(self.sites):
+            on = self.window if s.kind == "window" else self.global_
+            out += attention_hooks(s, lambda p, i=i, on=on: on(i, p))
+        return out
+
+    def global_(self, idx: int, out: torch.Tensor) -> None:
+        acc = self.acc
+        g = acc.grid
+        gh, gw = g.grid_hw
+        n = out.shape[-1] if out.ndim == 4 else -1
+        prefix = n - gh * gw
+        if out.ndim != 4 or out.shape[1] != acc.num_heads[idx] or out.shape[-2] != n or prefix < 0:
+            raise NotAnAttentionModelError(
+                f"attention in {acc.block_names[idx]} has shape {tuple(out.shape)}, expected (B, "
+                f"{acc.num_heads[idx]}, N, N) with N = prefix tokens + the {gh}x{gw} patch grid: a global "
+                "attention over the patch grid; windowed or pooled attention is not supported here"
+            )
+        if acc.prefix_tokens[idx] is None:
+            acc.prefix_tokens[idx] = prefix
+            acc.block_grid_hw[idx] = (gh, gw)
+            acc.block_stride_px[idx] = tuple(float(v) for v in g.stride_px)
+        if n not in self.dist:
+            self.dist[n] = torch.as_tensor(
+                patch_distance_matrix(g.grid_hw, g.patch_px, g.stride_px),
+                dtype=torch.float32,
+                device=out.device,
+            )
+        d = mean_attention_distance(
+            out, g.grid_hw, g.patch_px, prefix, self.cls, g.stride_px, self.dist[n]
+        )
+        acc.add(idx, d)
+
+    def window(self, idx: int, out: torch.Tensor) -> None:
+        acc = self.acc
+        hw = self.hw[idx]
+        window, shift = _block_window(self.sites[idx])
+        key = (idx, hw, window, shift)
+        if key not in self.geom:
+            img_h, img_w = self.img_hw
+            stride = (img_h / hw[0], img_w / hw[1])
+            self.geom[key] = window_geometry(hw, window, shift, stride)
+            acc.block_grid_hw[idx], acc.block_stride_px[idx] = hw, stride
+            acc.windows[idx], acc.shifts[idx] = window, shift
+        if out.ndim != 4 or out.shape[1] != acc.num_heads[idx]:
+            raise NotAnAttentionModelError(
+                f"windowed attention in {acc.block_names[idx]} has shape {tuple(out.shape)}, expected "
+                f"(B·windows, {acc.num_heads[idx]}, N, N)"
+            )
+        acc.add(idx, window_attention_distance(out, self.geom[key], self.cls))
+
+
 @exact_fp32()
 @torch.no_grad()
 def attention_distances(
@@ -395,94 +486,20 @@ def attention_distances(
     attention distance of every block × head; attention maps are reduced inside the hook, never stored.
 
     Global token attention (ViT family) and windowed attention (Swin family); see the module docstring.
-    Stops after `n_images` images when given (`seelike.analyses.stream`, which also reports `progress`).
-    Raises NotAnAttentionModelError for a model without either.
+    Stops after `n_images` images when given (`seelike.analyses.stream`, which also reports `progress`);
+    `device`: `seelike.device.analysis_device` (default: where the model is). Raises NotAnAttentionModelError for
+    a model without either.
     """
     if cls not in CLS_MODES:
         raise ValueError(f"cls must be one of {CLS_MODES}, got {cls!r}")
     sites = attention_sites(model)
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    model.eval().to(device)
-    mods = [(s.name, s.module) for s in sites]
-    old = unfuse_attention(mods)
-    state: dict = {"acc": None, "img_hw": None, "hw": {}, "geom": {}, "dist": {}}
-    handles = []
-
-    def global_hook(idx: int, out: torch.Tensor) -> None:
-        acc: AttentionDistances = state["acc"]
-        g = acc.grid
-        gh, gw = g.grid_hw
-        n = out.shape[-1] if out.ndim == 4 else -1
-        prefix = n - gh * gw
-        if out.ndim != 4 or out.shape[1] != acc.num_heads[idx] or out.shape[-2] != n or prefix < 0:
-            raise NotAnAttentionModelError(
-                f"attention in {acc.block_names[idx]} has shape {tuple(out.shape)}, expected (B, "
-                f"{acc.num_heads[idx]}, N, N) with N = prefix tokens + the {gh}x{gw} patch grid: a global "
-                "attention over the patch grid; windowed or pooled attention is not supported here"
-            )
-        if acc.prefix_tokens[idx] is None:
-            acc.prefix_tokens[idx] = prefix
-            acc.block_grid_hw[idx] = (gh, gw)
-            acc.block_stride_px[idx] = tuple(float(v) for v in g.stride_px)
-        if n not in state["dist"]:
-            state["dist"][n] = torch.as_tensor(
-                patch_distance_matrix(g.grid_hw, g.patch_px, g.stride_px),
-                dtype=torch.float32,
-                device=out.device,
-            )
-        d = mean_attention_distance(
-            out, g.grid_hw, g.patch_px, prefix, cls, g.stride_px, state["dist"][n]
-        )
-        acc.add(idx, d)
-
-    def window_hook(idx: int, out: torch.Tensor) -> None:
-        acc: AttentionDistances = state["acc"]
-        site = sites[idx]
-        hw = state["hw"][idx]
-        window, shift = _block_window(site)
-        key = (idx, hw, window, shift)
-        if key not in state["geom"]:
-            img_h, img_w = state["img_hw"]
-            stride = (img_h / hw[0], img_w / hw[1])
-            state["geom"][key] = window_geometry(hw, window, shift, stride)
-            acc.block_grid_hw[idx], acc.block_stride_px[idx] = hw, stride
-            acc.windows[idx], acc.shifts[idx] = window, shift
-        geom = state["geom"][key]
-        if out.ndim != 4 or out.shape[1] != acc.num_heads[idx]:
-            raise NotAnAttentionModelError(
-                f"windowed attention in {acc.block_names[idx]} has shape {tuple(out.shape)}, expected "
-                f"(B·windows, {acc.num_heads[idx]}, N, N)"
-            )
-        acc.add(idx, window_attention_distance(out, geom, cls))
-
-    try:
-        for i, s in enumerate(sites):
-            if s.kind == "window":
-                handles.append(
-                    s.block.register_forward_pre_hook(
-                        lambda _m, a, i=i: state["hw"].__setitem__(i, _map_hw(a[0]))
-                    )
-                )
-                handles += read_attention(s, lambda p, i=i: window_hook(i, p))
-            else:
-                handles += read_attention(s, lambda p, i=i: global_hook(i, p))
+    device = place_model(model, device)
+    reader = _DistanceReader(sites, cls)
+    with unfused(sites), hooks(reader.observers()):
         for batch in stream(batches, device, n_images=n_images, progress=progress):
-            x = batch.x
-            if state["acc"] is None:
-                state["img_hw"] = (int(x.shape[-2]), int(x.shape[-1]))
-                state["acc"] = AttentionDistances(
-                    [s.name for s in sites],
-                    [s.num_heads for s in sites],
-                    cls,
-                    token_grid(model, x.shape[-2:]),
-                    kind=sites[0].kind,
-                )
-            model(x)
-            state["acc"].n_images += len(x)
-    finally:
-        for h in handles:
-            h.remove()
-        refuse_attention(mods, old)
-    if state["acc"] is None:
+            acc = reader.start(model, batch.x)
+            model(batch.x)
+            acc.n_images += len(batch.x)
+    if reader.acc is None:
         raise ValueError("no images were given: the batch iterable was empty")
-    return state["acc"]
+    return reader.acc

@@ -13,7 +13,7 @@ import torch
 
 from seelike.analyses.cache import check_compatible, load_packed_grams, read_cache_meta
 from seelike.cka import MIN_BATCH
-from seelike.device import exact_fp32
+from seelike.device import analysis_device, exact_fp32
 from seelike.models.taps import BLOCK_OUTPUT_KINDS
 from seelike.similarity import MeasureOptions, check_measure, make_accumulator
 
@@ -28,7 +28,7 @@ NULL_Z = 3.0
 def cka_from_caches(
     cache_a: str | Path,
     cache_b: str | Path,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     permutations: int = 0,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Minibatch CKA of every tap pair of two cached models (a == b: self-similarity).
@@ -100,7 +100,7 @@ def measures_from_caches(
     cache_b: str | Path,
     measures: Sequence[str],
     options: MeasureOptions | None = None,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     permutations: int = 0,
     bures_taps: str | list[str] = "block_outputs",
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -113,7 +113,7 @@ def measures_from_caches(
     permutations, and on a self-similarity diagonal) and `constant`. `bures` only for the `bures_cells`.
     """
     options = options or MeasureOptions()
-    device = torch.device(device)
+    device = analysis_device(device)
     for m in measures:
         check_measure(m)
     meta_a, meta_b = read_cache_meta(cache_a), read_cache_meta(cache_b)

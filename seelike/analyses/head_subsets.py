@@ -11,19 +11,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from seelike.analyses.attention import (
-    AttentionSite,
-    attention_sites,
-    refuse_attention,
-    unfuse_attention,
-)
+from seelike.analyses.attention import AttentionSite, attention_sites, unfused
 from seelike.analyses.stream import Progress, stream
-from seelike.device import exact_fp32
+from seelike.device import exact_fp32, place_model
 from seelike.models.geometry import NotAnAttentionModelError, token_grid
-
-
-class _StopForward(Exception):
-    """Raised inside a hook once the wanted activation is captured: the rest of the model need not run."""
+from seelike.models.taps import StopForward, hooks
 
 
 def head_site(model: nn.Module, block: int = 0) -> AttentionSite:
@@ -60,23 +52,14 @@ def head_outputs(model: nn.Module, x: torch.Tensor, block: int = 0) -> torch.Ten
     forward pass stops right after that block's attention.
     """
     site = head_site(model, block)
-    attn = site.module
     got: list[torch.Tensor] = []
 
-    def grab(_m: nn.Module, args: tuple) -> None:
+    def grab(args: tuple) -> None:
         got.append(args[0].detach())
-        raise _StopForward
+        raise StopForward
 
-    mods = [(site.name, attn)]
-    old = unfuse_attention(mods)
-    h = attn.proj.register_forward_pre_hook(grab)
-    try:
+    with unfused([site]), hooks([(site.module.proj, "input", grab)]):
         model(x)
-    except _StopForward:
-        pass
-    finally:
-        h.remove()
-        refuse_attention(mods, old)
     y = got[0]
     heads = site.num_heads
     return y.reshape(y.shape[0], y.shape[1], heads, y.shape[-1] // heads)
@@ -149,12 +132,12 @@ def head_subset_cka(
 
     `vit_batches` yields the images of minibatch i (or (images, labels)); `cnn_grams` yields the CNN's (T, n, n)
     Grams of the SAME images in the same order (e.g. from its activation cache). `progress(0, i, n_batches)`
-    after each minibatch (`seelike.analyses.stream`).
+    after each minibatch (`seelike.analyses.stream`). `device`: `seelike.device.analysis_device` (default:
+    where the model is).
     """
     from seelike.cka import CkaAccumulator
 
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    model.eval().to(device)
+    device = place_model(model, device)
     head_site(model, block)  # refuses before any image is read
     acc: CkaAccumulator | None = None
     batches = stream(vit_batches, device, progress=progress, n_batches=n_batches)
@@ -192,6 +175,37 @@ def default_cnn_taps(taps: Sequence[dict]) -> list[str]:
     return firsts[0][:3] + (firsts[1][:2] if len(firsts) > 1 else [])
 
 
+def _cached_cnn_taps(meta: dict, cnn_taps: Sequence[str] | None) -> tuple[list[str], list[int]]:
+    """The CNN taps read from a cache (`cnn_taps`, else `default_cnn_taps`) and their rows in its Grams."""
+    names = [t["name"] for t in meta["taps"]]
+    chosen = list(cnn_taps) if cnn_taps else default_cnn_taps(meta["taps"])
+    missing = [t for t in chosen if t not in names]
+    if missing:
+        raise ValueError(
+            f"CNN taps {missing} are not in the cache of {meta['model_name']!r}; it has {names}"
+        )
+    return chosen, [names.index(t) for t in chosen]
+
+
+def _subset_table(groups, dist: np.ndarray, chosen: Sequence[str], cka, se) -> pd.DataFrame:
+    """Fig 5's tidy table: one row per head subset × CNN tap."""
+    rows = []
+    for s, g in enumerate(groups):
+        for t, tap in enumerate(chosen):
+            rows.append(
+                {
+                    "subset": s,
+                    "heads": ",".join(str(h) for h in g),
+                    "subset_mean_distance_px": float(dist[g].mean()),
+                    "cnn_tap": tap,
+                    "cnn_tap_order": t,
+                    "cka": float(cka[s, t]),
+                    "cka_se": float(se[s, t]),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
 @exact_fp32()
 def head_subset_cka_from_cache(
     model: nn.Module,
@@ -214,8 +228,8 @@ def head_subset_cka_from_cache(
     The CNN is not rerun: its Grams come from its activation cache, and the ViT sees the cache's images in the
     cache's minibatches (same sample list, checked by hash). Returns a tidy table and its metadata.
     """
-    from seelike.analyses.cache import load_grams, read_cache_meta, repeat_rows
-    from seelike.data.loader import make_loader, read_samples
+    from seelike.analyses.cache import load_grams, read_cache_meta, repeat_loader
+    from seelike.data.loader import read_samples
     from seelike.data.samples import samples_hash
 
     meta = read_cache_meta(cnn_cache_dir)
@@ -224,14 +238,7 @@ def head_subset_cka_from_cache(
         raise ValueError(
             f"the CNN cache {cnn_cache_dir} was made from another sample list than {samples_csv}; rebuild it"
         )
-    names = [t["name"] for t in meta["taps"]]
-    chosen = list(cnn_taps) if cnn_taps else default_cnn_taps(meta["taps"])
-    missing = [t for t in chosen if t not in names]
-    if missing:
-        raise ValueError(
-            f"CNN taps {missing} are not in the cache of {meta['model_name']!r}; it has {names}"
-        )
-    idx = [names.index(t) for t in chosen]
+    chosen, idx = _cached_cnn_taps(meta, cnn_taps)
     att = attention_table[attention_table["block"] == block].sort_values("head")
     if att.empty:
         raise ValueError(f"the attention table has no block {block}")
@@ -242,12 +249,9 @@ def head_subset_cka_from_cache(
 
     def vit_batches():
         for r in range(plan["repeats"]):
-            rows = repeat_rows(samples, plan["split"], plan["n_images"], r, plan["seed"])
-            loader = make_loader(
-                rows, dataset_cfg, model_info["data_config"], split=None,
-                batch_size=plan["batch_size"], num_workers=num_workers,
-            )  # fmt: skip
-            yield from loader
+            yield from repeat_loader(
+                samples, plan, r, dataset_cfg, model_info["data_config"], num_workers=num_workers
+            )
 
     def grams():
         for r in range(plan["repeats"]):
@@ -259,22 +263,8 @@ def head_subset_cka_from_cache(
         model, vit_batches(), grams(), groups, block=block, tokens=tokens, device=device,
         progress=progress, n_batches=n_batches, with_se=True,
     )  # fmt: skip
-    rows = []
-    for s, g in enumerate(groups):
-        for t, tap in enumerate(chosen):
-            rows.append(
-                {
-                    "subset": s,
-                    "heads": ",".join(str(h) for h in g),
-                    "subset_mean_distance_px": float(dist[g].mean()),
-                    "cnn_tap": tap,
-                    "cnn_tap_order": t,
-                    "cka": float(cka[s, t]),
-                    "cka_se": float(se[s, t]),
-                }
-            )
     out_meta = {
         "block": block, "subset_size": size, "tokens": tokens, "cnn_model": meta["model_name"],
         "cnn_taps": chosen, "plan": plan, "groups": groups,
     }  # fmt: skip
-    return pd.DataFrame(rows), out_meta
+    return _subset_table(groups, dist, chosen, cka, se), out_meta

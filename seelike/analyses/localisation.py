@@ -34,7 +34,7 @@ from torch import nn
 
 from seelike.analyses.stream import Progress, stream
 from seelike.cka import MIN_BATCH, CkaAccumulator, ConstantRepresentationWarning
-from seelike.device import exact_fp32
+from seelike.device import analysis_device, exact_fp32, place_model
 from seelike.models.geometry import PositionGrid, cnn_position_grid, token_grid, vit_position_grid
 from seelike.models.kinds import BLOCK_OUTPUT_KINDS
 from seelike.models.layout import positions, tap_grid
@@ -117,15 +117,16 @@ def localisation_cka(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     grid: PositionGrid,
     tokens: Sequence[int] | None = None,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
 ) -> CkaMap:
     """Minibatch CKA (T, G) between chosen positions' representations and every position's input patch.
 
     `batches` yields (position features (G, B, C), images (B, 3, H, W)) of the same images. Returns the map
     with the number of images used, the dropped batches (fewer than 4 images) and which tokens and patches are
-    constant across the images (their CKA is undefined and reported as 0, e.g. blank image borders).
+    constant across the images (their CKA is undefined and reported as 0, e.g. blank image borders). `device`:
+    `seelike.device.analysis_device` (default cpu).
     """
-    device = torch.device(device)
+    device = analysis_device(device)
     tokens = list(range(grid.size)) if tokens is None else [int(t) for t in tokens]
     bad = [t for t in tokens if not 0 <= t < grid.size]
     if bad:
@@ -270,7 +271,7 @@ def localisation_maps(
     batches: Iterable,
     tap=None,
     tokens: Sequence[int | Sequence[int]] | None = None,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     *,
     n_images: int | None = None,
     progress: Progress | None = None,
@@ -278,10 +279,11 @@ def localisation_maps(
     """Run the model over `batches` (images, or (images, labels)) and build the localisation map of one tap
     (`tap`: a Tap, a tap name, or None for `default_localisation_tap`; it must have a spatial map or token
     grid); `tokens` as in `token_indices`.
-    At most `n_images` images; `progress` as in `seelike.analyses.stream`."""
+    At most `n_images` images; `progress` as in `seelike.analyses.stream`; `device`:
+    `seelike.device.analysis_device` (default: where the model is)."""
     from seelike.models.taps import discover_taps, record_taps, taps_named
 
-    device = torch.device(device)
+    device = place_model(model, device)
     batch_it = stream(batches, device, n_images=n_images, progress=progress)
     first = next(batch_it, None)
     if first is None:

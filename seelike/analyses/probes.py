@@ -32,8 +32,8 @@ from seelike.analyses.ridge import (
     fit_probe,
     kshot_indices,
 )
-from seelike.analyses.stream import Progress, stream
-from seelike.device import exact_fp32
+from seelike.analyses.stream import Progress, stream, with_extra_meta
+from seelike.device import exact_fp32, place_model
 from seelike.io import atomic_write, write_json
 from seelike.models.kinds import BLOCK_OUTPUT_KINDS
 from seelike.models.layout import positions, prefix, tap_grid
@@ -119,49 +119,19 @@ def normalised_depth(indices: Sequence[int]) -> dict[int, float]:
     return {i: (r / (n - 1) if n > 1 else 1.0) for r, i in enumerate(order)}
 
 
-@exact_fp32()
-def extract_probe_features(
-    model: nn.Module,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    n_images: int,
-    out_dir: str | Path,
-    taps: Sequence[Any],
-    token_taps: Sequence[str] = (),
-    aggregations: Sequence[str] | None = None,
-    device: str | torch.device = "cpu",
-    extra_meta: dict[str, Any] | None = None,
-    progress: Progress | None = None,
-) -> dict[str, Any]:
-    """ONE streaming forward pass writing only the aggregated features of each tap (`seelike.analyses.stream`:
-    `progress(0, batch, n_batches)` once each batch is written).
+class _TapGeometry(NamedTuple):
+    taps: list[Any]  # the probed taps, as discovered at the images' size where discovery names them
+    shapes: dict[str, list[int]]  # tap name → per-image activation shape
+    grids: dict[str, tuple[int, int] | None]  # tap name → its grid (None: not spatial)
+    pool_hw: tuple[int, int] | None  # the final grid `pool_final` pools maps to
 
-    Layout of `out_dir`: `meta.json` (taps, aggregations, dims, labels order), `labels.npy`, and per tap and
-    aggregation `{tap_index:03d}_{aggregation}.npy` float32 (n_images, d); per-token taps also
-    `{tap_index:03d}_token.npy` float32 (n_images, G, C). Features go straight into memory-mapped files, so
-    nothing beyond one batch's activations is held in memory.
-    """
-    from seelike.models.taps import record_taps
 
-    device = torch.device(device)
-    out_dir = Path(out_dir)
-    taps = list(taps)
-    names = {t.name for t in taps}
-    missing = [n for n in token_taps if n not in names]
-    if missing:
-        raise ValueError(
-            f"per-token taps {missing} are not among the probed taps {sorted(names)[:8]}..."
-        )
-    it = stream(batches, device, progress=progress)
-    first = next(it, None)
-    if first is None:
-        raise ProbeDataError("no images to extract probe features from")
+def _tap_geometry(model: nn.Module, x: torch.Tensor, taps: Sequence[Any]) -> _TapGeometry:
+    """Shapes and grids of every tap from one image of `x`: the final grid must be known before pooling
+    earlier taps."""
+    from seelike.models.taps import discover_taps, record_taps
 
-    # Shapes and grids of every tap from one image: the final grid must be known before pooling earlier taps.
-    from seelike.models.taps import discover_taps, tap_record
-
-    all_taps = discover_taps(
-        model, first.x.shape[-2:]
-    )  # layouts and grids at the size of the images
+    all_taps = discover_taps(model, x.shape[-2:])  # layouts and grids at the size of the images
     found = {t.name: t for t in all_taps}
     taps = [found.get(t.name, t) for t in taps]
     shapes: dict[str, list[int]] = {}
@@ -172,85 +142,172 @@ def extract_probe_features(
         grids.setdefault(t.name, tap_grid(t, a) if t.spatial else None)
 
     with record_taps(model, all_taps, on_shape), torch.inference_mode():
-        model(first.x[:1])
+        model(x[:1])
     pool_hw = final_grid(all_taps, grids)
-    by_name = {t.name: t for t in taps}
     if any(t.name not in grids for t in taps):  # taps given that discover_taps does not name
         with record_taps(model, taps, on_shape), torch.inference_mode():
-            model(first.x[:1])
+            model(x[:1])
+    return _TapGeometry(taps, shapes, grids, pool_hw)
+
+
+def _check_token_taps(taps: Sequence[Any], token_taps: Sequence[str]) -> None:
+    names = {t.name for t in taps}
+    missing = [n for n in token_taps if n not in names]
+    if missing:
+        raise ValueError(
+            f"per-token taps {missing} are not among the probed taps {sorted(names)[:8]}..."
+        )
+
+
+def _spatial_token_taps(taps: Sequence[Any], token_taps: Sequence[str]) -> list[str]:
+    """`token_taps` less those without a token grid or map (a warning names them)."""
+    by_name = {t.name: t for t in taps}
     flat = [n for n in token_taps if not by_name[n].spatial]
     if flat:
         log.warning("no per-token probes for %s: their activations have no token grid or map", flat)
-        token_taps = [n for n in token_taps if n not in flat]
+    return [n for n in token_taps if n not in flat]
 
-    plan: dict[str, list[str]] = {}
-    for t in taps:
-        aggs = aggregation_names(t, pool_hw)
-        if aggregations is not None:
-            aggs = [a for a in aggs if a in aggregations]
-        plan[t.name] = aggs
 
-    with atomic_write(out_dir) as tmp:
+def _features_meta(
+    geo: _TapGeometry, plan: dict[str, list[str]], token_taps: Sequence[str], n_images: int
+) -> dict[str, Any]:
+    """The feature store's own metadata: per tap its record, aggregations, per-token flag and grid."""
+    from seelike.models.taps import tap_record
+
+    def grid(t) -> list[int] | None:
+        return list(geo.grids[t.name]) if geo.grids.get(t.name) is not None else None
+
+    return {
+        "format": FEATURES_FORMAT,
+        "n_images": n_images,
+        "pool_hw": list(geo.pool_hw) if geo.pool_hw else None,
+        "taps": [
+            {
+                **tap_record(t, geo.shapes[t.name]),
+                "aggregations": plan[t.name],
+                "token": t.name in token_taps,
+                "grid_hw": grid(t),
+            }
+            for t in geo.taps
+        ],
+    }
+
+
+class _FeatureWriter:
+    """The feature store being written: per (tap, aggregation) a memory-mapped float32 (n_images, d) file,
+    made at the first batch that holds it, and the labels; batches are appended in order."""
+
+    def __init__(self, out: Path, taps: Sequence[Any], n_images: int):
+        self.out, self.n_images = out, n_images
+        self.index = {t.name: t.index for t in taps}
+        self.files: dict[tuple[str, str], np.memmap] = {}
+        self.labels = np.empty(n_images, dtype=np.int64)
+        self.offset = 0
+
+    def add(self, features: dict[tuple[str, str], torch.Tensor], y) -> None:
+        """One batch's features ((tap, aggregation) → (b, ...) cpu tensors) and its labels `y`."""
+        n = len(y)
+        self.check_room(n)
+        for (tap_name, agg), v in features.items():
+            key = (tap_name, agg)
+            if key not in self.files:
+                self.files[key] = np.lib.format.open_memmap(
+                    self.out / f"{self.index[tap_name]:03d}_{agg}.npy", mode="w+",
+                    dtype=np.float32, shape=(self.n_images, *v.shape[1:]),
+                )  # fmt: skip
+            self.files[key][self.offset : self.offset + n] = v.numpy()
+        self.labels[self.offset : self.offset + n] = np.asarray(y)
+        self.offset += n
+
+    def check_room(self, n: int) -> None:
+        """Refuse a batch of `n` images past the `n_images` announced (before its forward pass)."""
+        if self.offset + n > self.n_images:
+            raise ProbeDataError(f"the loader gave more than the {self.n_images} images announced")
+
+    def close(self) -> None:
+        if self.offset != self.n_images:
+            raise ProbeDataError(f"expected {self.n_images} images, the loader gave {self.offset}")
+        for mm in self.files.values():
+            mm.flush()
+        self.files.clear()
+        np.save(self.out / "labels.npy", self.labels)
+
+
+def _feature_hook(plan: dict[str, list[str]], token_taps, pool_hw, buf: dict):
+    """The tap callback that puts one batch's features of every tap into `buf`: its aggregations in `plan`
+    and, for `token_taps`, its grid positions."""
+
+    def on_tap(tap, act: torch.Tensor) -> None:
+        # Copies, never views: a view (the CLS token, a flattened or per-token activation) would keep the
+        # whole activation alive until the batch is written, and in-place ops that follow (timm ResNet's
+        # `x += shortcut`) would change it.
+        a = act.detach().float()
+        for name, v in aggregate(tap, a, pool_hw).items():
+            if name in plan[tap.name]:
+                buf[(tap.name, name)] = v.to("cpu", copy=True)
+        if tap.name in token_taps:
+            buf[(tap.name, "token")] = token_positions(tap, a).to("cpu", copy=True)
+
+    return on_tap
+
+
+@exact_fp32()
+def extract_probe_features(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    n_images: int,
+    out_dir: str | Path,
+    taps: Sequence[Any],
+    token_taps: Sequence[str] = (),
+    aggregations: Sequence[str] | None = None,
+    device: str | torch.device | None = None,
+    extra_meta: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """ONE streaming forward pass writing only the aggregated features of each tap (`seelike.analyses.stream`:
+    `progress(0, batch, n_batches)` once each batch is written; `device`: `seelike.device.analysis_device`,
+    default where the model is).
+
+    Layout of `out_dir`: `meta.json` (taps, aggregations, dims, labels order; with `extra_meta`, whose keys the
+    store's own override: `with_extra_meta`), `labels.npy`, and per tap and aggregation
+    `{tap_index:03d}_{aggregation}.npy` float32 (n_images, d); per-token taps also `{tap_index:03d}_token.npy`
+    float32 (n_images, G, C). Features go straight into memory-mapped files, so nothing beyond one batch's
+    activations is held in memory.
+    """
+    from seelike.models.taps import record_taps
+
+    device = place_model(model, device)
+    _check_token_taps(taps, token_taps)
+    it = stream(batches, device, progress=progress)
+    first = next(it, None)
+    if first is None:
+        raise ProbeDataError("no images to extract probe features from")
+    geo = _tap_geometry(model, first.x, taps)
+    token_taps = _spatial_token_taps(geo.taps, token_taps)
+    plan = {
+        t.name: [
+            a
+            for a in aggregation_names(t, geo.pool_hw)
+            if aggregations is None or a in aggregations
+        ]
+        for t in geo.taps
+    }
+    buf: dict[tuple[str, str], torch.Tensor] = {}
+    on_tap = _feature_hook(plan, token_taps, geo.pool_hw, buf)
+    with atomic_write(Path(out_dir)) as tmp:
         tmp.mkdir(parents=True)
-        files: dict[tuple[str, str], np.memmap] = {}
-        labels = np.empty(n_images, dtype=np.int64)
-        offset = 0
-        buf: dict[tuple[str, str], torch.Tensor] = {}
-
-        def on_tap(tap, act: torch.Tensor) -> None:
-            # Copies, never views: a view (the CLS token, a flattened or per-token activation) would keep the
-            # whole activation alive until the batch is written, and in-place ops that follow (timm ResNet's
-            # `x += shortcut`) would change it.
-            a = act.detach().float()
-            for name, v in aggregate(tap, a, pool_hw).items():
-                if name in plan[tap.name]:
-                    buf[(tap.name, name)] = v.to("cpu", copy=True)
-            if tap.name in token_taps:
-                buf[(tap.name, "token")] = token_positions(tap, a).to("cpu", copy=True)
-
+        writer = _FeatureWriter(tmp, geo.taps, n_images)
         t0 = time.time()
-        with record_taps(model, taps, on_tap), torch.inference_mode():
+        with record_taps(model, geo.taps, on_tap), torch.inference_mode():
             for _, x, y in chain([first], it):
-                if offset + len(x) > n_images:
-                    raise ProbeDataError(
-                        f"the loader gave more than the {n_images} images announced"
-                    )
+                writer.check_room(len(x))
                 buf.clear()
                 model(x)
-                for (tap_name, agg), v in buf.items():
-                    key = (tap_name, agg)
-                    if key not in files:
-                        idx = next(t.index for t in taps if t.name == tap_name)
-                        files[key] = np.lib.format.open_memmap(
-                            tmp / f"{idx:03d}_{agg}.npy", mode="w+", dtype=np.float32,
-                            shape=(n_images, *v.shape[1:]),
-                        )  # fmt: skip
-                    files[key][offset : offset + len(x)] = v.numpy()
-                labels[offset : offset + len(x)] = np.asarray(y)
-                offset += len(x)
-        if offset != n_images:
-            raise ProbeDataError(f"expected {n_images} images, the loader gave {offset}")
-        for mm in files.values():
-            mm.flush()
-        files.clear()
-        np.save(tmp / "labels.npy", labels)
-        meta = {
-            "format": FEATURES_FORMAT,
-            "n_images": n_images,
-            "pool_hw": list(pool_hw) if pool_hw else None,
-            "taps": [
-                {
-                    **tap_record(t, shapes[t.name]),
-                    "aggregations": plan[t.name],
-                    "token": t.name in token_taps,
-                    "grid_hw": list(grids[t.name]) if grids.get(t.name) is not None else None,
-                }
-                for t in taps
-            ],
-            "seconds": round(time.time() - t0, 2),
-            "device": str(device),
-            **(extra_meta or {}),
-        }
+                writer.add(buf, y)
+        writer.close()
+        own = _features_meta(geo, plan, token_taps, n_images)
+        own.update(seconds=round(time.time() - t0, 2), device=str(device))
+        meta = with_extra_meta(extra_meta, own)
         write_json(tmp / "meta.json", meta)
     return meta
 
@@ -311,7 +368,7 @@ def probe_table(
     lambdas: Sequence[float] = DEFAULT_LAMBDAS,
     holdout: float = 0.2,
     seed: int = 0,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     model_name: str | None = None,
     progress: Progress | None = None,
 ) -> pd.DataFrame:

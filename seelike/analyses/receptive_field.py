@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from seelike.analyses.stream import Progress, stream
-from seelike.device import exact_fp32
+from seelike.device import exact_fp32, place_model
 from seelike.models.layout import positions, tap_grid
 
 CHANNEL_REDUCE = ("grad_of_mean", "mean_of_abs")
@@ -171,7 +171,8 @@ def effective_receptive_fields(
     `taps` are `seelike.models.taps.Tap` objects (name, module_path, where, layout) with a spatial layout
     (`discover_taps` fills layouts in); a tap without a grid is an error. One forward pass per batch captures
     every tap; each tap then gets its own backward pass (`grad_of_mean`) or C of them (`mean_of_abs`).
-    Stops after `n_images` images; `progress` as in `seelike.analyses.stream`.
+    Stops after `n_images` images; `progress` as in `seelike.analyses.stream`; `device`:
+    `seelike.device.analysis_device` (default: where the model is).
     """
     if channel_reduce not in CHANNEL_REDUCE:
         raise ValueError(f"channel_reduce must be one of {CHANNEL_REDUCE}, got {channel_reduce!r}")
@@ -183,8 +184,7 @@ def effective_receptive_fields(
             f"taps {flat} have no spatial map or token grid, so no centre position: an ERF needs one "
             "(layouts in taps.csv; taps from seelike.models.taps.discover_taps carry theirs)"
         )
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    model.eval().to(device)
+    device = place_model(model, device)
     sums: dict[str, torch.Tensor] = {}
     seen = 0
     img_hw: tuple[int, int] | None = None

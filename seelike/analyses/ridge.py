@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from seelike.device import analysis_device
+
 DEFAULT_LAMBDAS: tuple[float, ...] = tuple(float(v) for v in np.logspace(-3, 5, 17))
 
 
@@ -115,13 +117,13 @@ def ridge_solve(
     t: np.ndarray | torch.Tensor,
     lam: float,
     form: str = "auto",
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
 ) -> np.ndarray:
     """W minimising ‖xW − t‖² + lam‖W‖² (no centring, no scaling: the raw solver, for tests and reuse)."""
     if lam <= 0:
         raise ValueError(f"ridge λ must be > 0, got {lam}")
-    device = torch.device(device)
+    device = analysis_device(device)
     dt = _dtype_for(device, dtype)
     xt = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).to(device, dt)
     tt = torch.as_tensor(np.asarray(t) if not isinstance(t, torch.Tensor) else t).to(device, dt)
@@ -166,12 +168,12 @@ def heldout_accuracies(
     x_val: np.ndarray | torch.Tensor,
     y_val: Sequence[int] | np.ndarray,
     lambdas: Sequence[float] = DEFAULT_LAMBDAS,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     form: str = "auto",
 ) -> np.ndarray:
     """Accuracy on (x_val, y_val) of the probe fitted on (x_fit, y_fit) for every λ (one factorisation)."""
-    device = torch.device(device)
+    device = analysis_device(device)
     dt = _dtype_for(device, dtype)
     y_fit, y_val = np.asarray(y_fit), np.asarray(y_val)
     classes = np.unique(y_fit)
@@ -188,7 +190,7 @@ def select_lambda(
     lambdas: Sequence[float] = DEFAULT_LAMBDAS,
     holdout: float = 0.2,
     seed: int = 0,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     form: str = "auto",
 ) -> tuple[float, np.ndarray]:
@@ -225,12 +227,12 @@ def fit_probe(
     lambdas: Sequence[float] = DEFAULT_LAMBDAS,
     holdout: float = 0.2,
     seed: int = 0,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     form: str = "auto",
 ) -> ProbeFit:
     """The paper's probe: λ chosen on a held-out part of the training examples, refit on all, scored on test."""
-    device = torch.device(device)
+    device = analysis_device(device)
     dt = _dtype_for(device, dtype)
     y_train, y_test = np.asarray(y_train), np.asarray(y_test)
     if len(y_test) == 0:

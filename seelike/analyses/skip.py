@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from seelike.analyses.stream import Progress, stream
-from seelike.device import exact_fp32
+from seelike.device import exact_fp32, place_model
 
 __all__ = ["ResidualSumError", "SkipStats", "ratio_and_cosine", "skip_statistics"]
 
@@ -298,6 +298,189 @@ def _plan(fam, all_taps) -> list[_Unit]:
     return units
 
 
+def _hold(t: torch.Tensor) -> tuple[torch.Tensor, int | None]:
+    """A reference to an activation and its version: statistics are computed as soon as a unit's z and f(z)
+    have both fired, before the in-place add that follows in timm ResNets, so nothing is copied. Inference
+    tensors have no version counter: those are copied."""
+    try:
+        return t, t._version
+    except RuntimeError:
+        return t.clone(), None
+
+
+class _SkipReader:
+    """The hooks of `skip_statistics`: per residual unit, what has fired of its z and f(z) in the current
+    forward (`held`, by role) and which sublayer comes next (`step`); each sublayer's statistics are taken as
+    soon as both are known and added to `stats`. One handler per residual structure of the family record:
+    `sublayers`, `unit`, `branches`."""
+
+    def __init__(self, model: nn.Module, fam, units: list[_Unit]):
+        self.model, self.fam = model, fam
+        self.units = {u.name: u for u in units}
+        self.role_of = {t.name: (u.name, role) for u in units for role, t in u.taps.items()}
+        self.taps = [t for u in units for t in u.taps.values()]
+        self.stats = SkipStats(fam.name)
+        self.held: dict[str, dict[str, tuple[torch.Tensor, int | None]]] = {
+            u: {} for u in self.units
+        }
+        self.step: dict[str, int] = dict.fromkeys(self.units, 0)
+        self.handler = {"sublayers": self.sublayers, "unit": self.unit, "branches": self.branches}[
+            fam.residual
+        ]
+
+    def observers(self, mods: dict[str, nn.Module]):
+        """Hooks on every unit's input (`seelike.models.taps.hooks`): a new forward of the unit starts."""
+        return [(mods[u], "input", lambda a, u=u: self.unit_input(u, a[0])) for u in self.units]
+
+    def unit_input(self, unit: str, x: torch.Tensor) -> None:
+        self.held[unit] = {"input": _hold(x)}
+        self.step[unit] = 0
+
+    def on_tap(self, tap, t: torch.Tensor) -> None:
+        name, role = self.role_of[tap.name]
+        self.handler(self.units[name], role, t)
+
+    def get(self, unit: str, kind: str) -> torch.Tensor:
+        t, version = self.held[unit][kind]
+        if version is not None and t._version != version:
+            raise RuntimeError(
+                f"{unit}: the {kind} activation was modified in place before its skip statistics were "
+                "computed; this model family needs its own tap order"
+            )
+        return t
+
+    def per_image(self, a: torch.Tensor, like: torch.Tensor, what: str, u: _Unit) -> torch.Tensor:
+        """`a` in the shape of `like` (the same values per image: Swin's (B, H, W, C) ↔ (B, HW, C))."""
+        if a.shape == like.shape:
+            return a
+        if a.shape[0] != like.shape[0] or a[:1].numel() != like[:1].numel():
+            raise ResidualSumError(
+                f"{u.name}: {what} {tuple(a.shape)} cannot be added to {tuple(like.shape)} "
+                f"(family {self.fam.name!r})"
+            )
+        return a.reshape(like.shape)
+
+    def acc(self, u: _Unit, branch: str, z, f, s, per_token: bool, tap) -> None:
+        ratio, cos, nz, nf, err = _unit_statistics(z, f, s, not per_token, tap)
+        if err > SUM_RTOL:
+            raise ResidualSumError(
+                f"{u.name}: z + f(z) of its {branch!r} sublayer differs from the model's sum by {err:.2e} "
+                f"(relative, > {SUM_RTOL:g}) in family {self.fam.name!r}: the taps do not read this block's "
+                "identity path and branch, so its skip statistics would be wrong numbers"
+            )
+        stats = self.stats
+        key = (u.block, u.name, branch)
+        if key not in stats.accs:
+            stats.accs[key] = _Acc.zeros(ratio.shape[1])
+            types = None
+            if per_token:
+                types = _token_types(self.model, ratio.shape[1], tap.num_prefix_tokens)
+                if not stats.token_types:
+                    stats.token_types = types
+            stats.types[key] = types
+        stats.accs[key].add(ratio, cos, nz, nf)
+
+    def sublayers(self, u: _Unit, role: str, t: torch.Tensor) -> None:
+        """ViT-style: the branch tap of pair i holds f; its sum tap closes the sublayer (z = previous sum)."""
+        pairs = self.fam.residual_pairs
+        i = self.step[u.name]
+        if i >= len(pairs):
+            return
+        branch, sum_kind = pairs[i]
+        if role == branch:
+            self.held[u.name]["f"] = _hold(t)
+        elif role == sum_kind:
+            if "f" not in self.held[u.name]:
+                raise ResidualSumError(
+                    f"{u.name}: its {sum_kind!r} sum fired before its {branch!r} branch "
+                    f"(family {self.fam.name!r})"
+                )
+            z, f = self.get(u.name, "input"), self.get(u.name, "f")
+            z, s = self.per_image(z, f, "z", u), self.per_image(t, f, "the sum", u)
+            self.acc(u, branch, z, f, s, u.per_token, u.taps[branch])
+            self.held[u.name] = {"input": _hold(t)}  # the next sublayer's z
+            self.step[u.name] = i + 1
+
+    def unit(self, u: _Unit, role: str, t: torch.Tensor) -> None:
+        """CNN unit: z (the shortcut projection, or the unit input) and f (the branch) fire before the add."""
+        self.held[u.name][role] = _hold(t)
+        z_kind = "shortcut" if "shortcut" in u.taps else "input"
+        if {"branch", z_kind} <= self.held[u.name].keys():
+            z, f = self.get(u.name, z_kind), self.get(u.name, "branch")
+            if z.shape != f.shape:
+                raise RuntimeError(
+                    f"{u.name}: shortcut {tuple(z.shape)} and branch {tuple(f.shape)} differ"
+                )
+            self.acc(u, "residual", z, f, None, False, u.taps["branch"])
+            self.held[u.name] = {}
+
+    def branches(self, u: _Unit, role: str, t: torch.Tensor) -> None:
+        """z0 + f1 + f2 + ...: each sublayer as soon as its z and f are known; the last sum against the end."""
+        if role != "end":
+            self.held[u.name][role] = _hold(t)
+        while self._next_branch(u):
+            pass
+        if role == "end":
+            self._close_branches(u, t)
+
+    def _next_branch(self, u: _Unit) -> bool:
+        """The statistics of sublayer `step` once its z and f have fired (then True), its sum s = z + f kept as
+        the next sublayer's z."""
+        h, i = self.held[u.name], self.step[u.name]
+        if i >= len(u.branch_names):
+            return False
+        z_role = "s" if i else ("shortcut" if "shortcut" in u.taps else "input")
+        if z_role not in h or f"f{i}" not in h:
+            return False
+        f = self.get(u.name, f"f{i}")
+        z = self.per_image(self.get(u.name, z_role), f, "z", u)
+        self.acc(u, u.branch_names[i], z, f, None, u.per_token, u.taps[f"f{i}"])
+        s = (
+            z + f
+        )  # the model's own add (same operands, same dtype), checked against the block's sum
+        for k in (z_role, f"f{i}"):
+            h.pop(k, None)
+        h["s"] = (s, None)
+        self.step[u.name] = i + 1
+        return True
+
+    def _close_branches(self, u: _Unit, t: torch.Tensor) -> None:
+        """The block's sum (or output) `t` has fired: every sublayer must be done and their sum equal `t`."""
+        n = len(u.branch_names)
+        if self.step[u.name] < n:
+            missing = [u.branch_names[i] for i in range(self.step[u.name], n)]
+            raise ResidualSumError(
+                f"{u.name}: its output fired before its identity path or its branches {missing} "
+                f"(family {self.fam.name!r})"
+            )
+        s = self.per_image(self.held[u.name]["s"][0], t, "the sum of its branches", u)
+        err = _relative_error(s, t)
+        if err > SUM_RTOL:
+            raise ResidualSumError(
+                f"{u.name}: its identity path plus its branches {u.branch_names} differs from the block's "
+                f"{'sum' if u.taps['end'].kind == 'sum' else 'output'} by {err:.2e} (relative, > {SUM_RTOL:g}) "
+                f"in family {self.fam.name!r}: something other than the residual adds runs in this block, so "
+                "its skip statistics would be wrong numbers"
+            )
+        self.held[u.name] = {}
+
+
+def _skip_units(model: nn.Module, fam, all_taps) -> list[_Unit]:
+    """The residual units whose statistics are read, or a ValueError naming why the model has none."""
+    from seelike.models.families import analysis_support
+
+    reason = analysis_support(fam.name, all_taps, "skip")
+    units = _plan(fam, all_taps) if reason is None else []
+    if reason is None and not units:
+        reason = f"none of its blocks has the taps of a residual sublayer (family {fam.name!r})"
+    if reason is not None:
+        raise ValueError(
+            f"skip-connection statistics cannot be read from {type(model).__name__}: {reason}; "
+            "drop it from `skip.models`"
+        )
+    return units
+
+
 @exact_fp32()
 @torch.no_grad()
 def skip_statistics(
@@ -309,184 +492,29 @@ def skip_statistics(
     progress: Progress | None = None,
 ) -> SkipStats:
     """Stream images through `model` and accumulate skip-connection statistics for every residual sublayer
-    (`seelike.analyses.stream`: at most `n_images` images, `progress` after each batch).
+    (`seelike.analyses.stream`: at most `n_images` images, `progress` after each batch; `device`:
+    `seelike.device.analysis_device`, default where the model is).
 
     Reads the residual structure of the model's family record (`Family.residual`: sublayers, unit or branches);
     a model whose family has none, or no readable branch, raises ValueError with the reason
     (`seelike.models.families.analysis_support`). A block whose z + f(z) is not the model's own sum raises
     `ResidualSumError`.
     """
-    from seelike.models.families import analysis_support, family_of
-    from seelike.models.taps import discover_taps, record_taps
+    from seelike.models.families import family_of
+    from seelike.models.taps import discover_taps, hooks, record_taps
 
     fam = family_of(model)
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    model.eval().to(device)
-    all_taps = discover_taps(model)
-    reason = analysis_support(fam.name, all_taps, "skip")
-    if reason is None and not _plan(fam, all_taps):
-        reason = f"none of its blocks has the taps of a residual sublayer (family {fam.name!r})"
-    if reason is not None:
-        raise ValueError(
-            f"skip-connection statistics cannot be read from {type(model).__name__}: {reason}; "
-            "drop it from `skip.models`"
-        )
-    units = {u.name: u for u in _plan(fam, all_taps)}
-    role_of = {t.name: (u.name, role) for u in units.values() for role, t in u.taps.items()}
-    taps = [t for u in units.values() for t in u.taps.values()]
-    mods = dict(model.named_modules())
-    stats = SkipStats(fam.name)
-    held: dict[str, dict[str, tuple[torch.Tensor, int | None]]] = {u: {} for u in units}
-    step: dict[str, int] = dict.fromkeys(units, 0)
-
-    def acc(u: _Unit, branch: str, z, f, s, per_token: bool, tap) -> None:
-        ratio, cos, nz, nf, err = _unit_statistics(z, f, s, not per_token, tap)
-        if err > SUM_RTOL:
-            raise ResidualSumError(
-                f"{u.name}: z + f(z) of its {branch!r} sublayer differs from the model's sum by {err:.2e} "
-                f"(relative, > {SUM_RTOL:g}) in family {fam.name!r}: the taps do not read this block's identity "
-                "path and branch, so its skip statistics would be wrong numbers"
-            )
-        key = (u.block, u.name, branch)
-        if key not in stats.accs:
-            stats.accs[key] = _Acc.zeros(ratio.shape[1])
-            types = None
-            if per_token:
-                types = _token_types(model, ratio.shape[1], tap.num_prefix_tokens)
-                if not stats.token_types:
-                    stats.token_types = types
-            stats.types[key] = types
-        stats.accs[key].add(ratio, cos, nz, nf)
-
-    def hold(t: torch.Tensor) -> tuple[torch.Tensor, int | None]:
-        """A reference to an activation and its version: statistics are computed as soon as a unit's z and
-        f(z) have both fired, before the in-place add that follows in timm ResNets, so nothing is copied.
-        Inference tensors have no version counter: those are copied."""
-        try:
-            return t, t._version
-        except RuntimeError:
-            return t.clone(), None
-
-    def get(unit: str, kind: str) -> torch.Tensor:
-        t, version = held[unit][kind]
-        if version is not None and t._version != version:
-            raise RuntimeError(
-                f"{unit}: the {kind} activation was modified in place before its skip statistics were "
-                "computed; this model family needs its own tap order"
-            )
-        return t
-
-    def on_unit_input(unit: str):
-        def pre(_m, args):
-            held[unit] = {"input": hold(args[0])}
-            step[unit] = 0
-
-        return pre
-
-    def per_image(a: torch.Tensor, like: torch.Tensor, what: str, u: _Unit) -> torch.Tensor:
-        """`a` in the shape of `like` (the same values per image: Swin's (B, H, W, C) ↔ (B, HW, C))."""
-        if a.shape == like.shape:
-            return a
-        if a.shape[0] != like.shape[0] or a[:1].numel() != like[:1].numel():
-            raise ResidualSumError(
-                f"{u.name}: {what} {tuple(a.shape)} cannot be added to {tuple(like.shape)} (family {fam.name!r})"
-            )
-        return a.reshape(like.shape)
-
-    def sublayers(u: _Unit, role: str, t: torch.Tensor) -> None:
-        """ViT-style: the branch tap of pair i holds f; its sum tap closes the sublayer (z = previous sum)."""
-        pairs = fam.residual_pairs
-        i = step[u.name]
-        if i >= len(pairs):
-            return
-        branch, sum_kind = pairs[i]
-        if role == branch:
-            held[u.name]["f"] = hold(t)
-        elif role == sum_kind:
-            if "f" not in held[u.name]:
-                raise ResidualSumError(
-                    f"{u.name}: its {sum_kind!r} sum fired before its {branch!r} branch (family {fam.name!r})"
-                )
-            z, f = get(u.name, "input"), get(u.name, "f")
-            acc(
-                u,
-                branch,
-                per_image(z, f, "z", u),
-                f,
-                per_image(t, f, "the sum", u),
-                u.per_token,
-                u.taps[branch],
-            )
-            held[u.name] = {"input": hold(t)}  # the next sublayer's z
-            step[u.name] = i + 1
-
-    def unit(u: _Unit, role: str, t: torch.Tensor) -> None:
-        """CNN unit: z (the shortcut projection, or the unit input) and f (the branch) fire before the add."""
-        held[u.name][role] = hold(t)
-        z_kind = "shortcut" if "shortcut" in u.taps else "input"
-        if {"branch", z_kind} <= held[u.name].keys():
-            z, f = get(u.name, z_kind), get(u.name, "branch")
-            if z.shape != f.shape:
-                raise RuntimeError(
-                    f"{u.name}: shortcut {tuple(z.shape)} and branch {tuple(f.shape)} differ"
-                )
-            acc(u, "residual", z, f, None, False, u.taps["branch"])
-            held[u.name] = {}
-
-    def branches(u: _Unit, role: str, t: torch.Tensor) -> None:
-        """z0 + f1 + f2 + ...: each sublayer as soon as its z and f are known; the last sum against the end."""
-        h = held[u.name]
-        if role != "end":
-            h[role] = hold(t)
-        n = len(u.branch_names)
-        while step[u.name] < n:
-            i = step[u.name]
-            z_role = "s" if i else ("shortcut" if "shortcut" in u.taps else "input")
-            if z_role not in h or f"f{i}" not in h:
-                break
-            f = get(u.name, f"f{i}")
-            z = per_image(get(u.name, z_role), f, "z", u)
-            acc(u, u.branch_names[i], z, f, None, u.per_token, u.taps[f"f{i}"])
-            s = (
-                z + f
-            )  # the model's own add (same operands, same dtype), checked against the block's sum below
-            for k in (z_role, f"f{i}"):
-                h.pop(k, None)
-            h["s"] = (s, None)
-            step[u.name] = i + 1
-        if role == "end":
-            if step[u.name] < n:
-                missing = [u.branch_names[i] for i in range(step[u.name], n)]
-                raise ResidualSumError(
-                    f"{u.name}: its output fired before its identity path or its branches {missing} "
-                    f"(family {fam.name!r})"
-                )
-            s = per_image(h["s"][0], t, "the sum of its branches", u)
-            err = _relative_error(s, t)
-            if err > SUM_RTOL:
-                raise ResidualSumError(
-                    f"{u.name}: its identity path plus its branches {u.branch_names} differs from the block's "
-                    f"{'sum' if u.taps['end'].kind == 'sum' else 'output'} by {err:.2e} (relative, > {SUM_RTOL:g}) "
-                    f"in family {fam.name!r}: something other than the residual adds runs in this block, so its "
-                    "skip statistics would be wrong numbers"
-                )
-            held[u.name] = {}
-
-    handler = {"sublayers": sublayers, "unit": unit, "branches": branches}[fam.residual]
-
-    def cb(tap, t: torch.Tensor) -> None:
-        name, role = role_of[tap.name]
-        handler(units[name], role, t)
-
-    handles = [mods[u].register_forward_pre_hook(on_unit_input(u)) for u in units]
-    try:
-        with record_taps(model, taps, cb):
-            for batch in stream(batches, device, n_images=n_images, progress=progress):
-                model(batch.x)
-                stats.n_images += len(batch.x)
-    finally:
-        for h in handles:
-            h.remove()
+    device = place_model(model, device)
+    reader = _SkipReader(model, fam, _skip_units(model, fam, discover_taps(model)))
+    stats = reader.stats
+    # the unit-input hooks first: a unit's input resets its state before any of its taps fires
+    with (
+        hooks(reader.observers(dict(model.named_modules()))),
+        record_taps(model, reader.taps, reader.on_tap),
+    ):
+        for batch in stream(batches, device, n_images=n_images, progress=progress):
+            model(batch.x)
+            stats.n_images += len(batch.x)
     if stats.n_images == 0:
         raise ValueError("no images were given: the batch iterable was empty")
     return stats

@@ -11,6 +11,9 @@ stops a run with that batch's output already written. `n_batches` is what the st
 iterable's length, capped by `n_images` when the batch size is known (-1 when unknown). Analyses that do not
 iterate over images report through the same shape (linear probes: `(0, tap, n_taps)`).
 `seelike.rules.Progress` is the logger the workflow passes.
+
+Metadata an analysis writes next to its output is its own keys over the caller's `extra_meta` (the rule's
+metadata): `with_extra_meta`, one merge order for every analysis.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-__all__ = ["Batch", "Progress", "n_batches_of", "stream"]
+__all__ = ["Batch", "Progress", "n_batches_of", "stream", "with_extra_meta"]
 
 Progress = Callable[[int, int, int], None]
 
@@ -84,3 +87,9 @@ def stream(
         seen += take
         if progress is not None:
             progress(repeat, b, total)
+
+
+def with_extra_meta(extra: dict[str, Any] | None, own: dict[str, Any]) -> dict[str, Any]:
+    """An analysis's output metadata: the caller's `extra` keys (the rule's metadata) first, then the analysis's
+    `own`, which win where both have a key (e.g. a cache's `model` is its identity record, not a name)."""
+    return {**(extra or {}), **own}

@@ -14,8 +14,7 @@ import difflib
 from pathlib import Path
 from typing import Any
 
-import timm
-
+from seelike.config.measures import MEASURES
 from seelike.data.samples import split_counts
 from seelike.data.sources import DatasetConfigError, open_source
 from seelike.models.families import (
@@ -24,6 +23,7 @@ from seelike.models.families import (
     model_refusal,
     model_structure,
     model_tap_names,
+    timm_knows,
 )
 
 # Analyses with a `models:` list (null = every model they apply to) and, with `n_images`, the images they read.
@@ -126,7 +126,9 @@ class WorkflowConfig:
                         "or set source: python"
                     )
             arch = spec["arch"].split(".")[0]
-            if not timm.is_model(arch):
+            if not timm_knows(arch):
+                import timm  # the names it knows, for the message
+
                 close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.6)
                 raise ConfigError(
                     f"config: models.{name}.arch {spec['arch']!r} is not a timm architecture"
@@ -189,8 +191,6 @@ class WorkflowConfig:
 
     def check_measures(self) -> None:
         """cka.measures names measures of seelike.similarity.MEASURES (the one list of them)."""
-        from seelike.similarity import MEASURES
-
         unknown = [m for m in self.config["cka"]["measures"] if m not in MEASURES]
         if unknown:
             hint = difflib.get_close_matches(unknown[0], MEASURES, n=2, cutoff=0.4)

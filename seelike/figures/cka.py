@@ -10,12 +10,16 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from seelike.figures.common import save_figure, tick_labels
+from seelike.figures.common import legend_outside, save_figure, tick_labels, with_dataset
 from seelike.tables import cka_frame
 
 
 def plot_cka_heatmap(
-    df: pd.DataFrame, meta: dict[str, Any], png: str | Path, pdf: str | Path | None = None
+    df: pd.DataFrame,
+    meta: dict[str, Any],
+    png: str | Path,
+    pdf: str | Path | None = None,
+    dataset: str | None = None,
 ):
     """Heatmap of a long CKA table: rows = model a's taps (bottom = first), columns = model b's taps. Cells
     that cannot be told from the permutation null (`null_z` below the table's threshold) carry a grey dot,
@@ -23,7 +27,7 @@ def plot_cka_heatmap(
 
     mat = cka_frame(df)
     n_a, n_b = mat.shape
-    size = min(12, max(5, 0.08 * max(n_a, n_b) + 3))
+    size = min(12, max(5.5, 0.08 * max(n_a, n_b) + 3))
     fig, ax = plt.subplots(figsize=(size * 1.1, size))
     sns.heatmap(
         mat.to_numpy(),
@@ -51,19 +55,23 @@ def plot_cka_heatmap(
     ax.set_xlabel(f"{b} taps")
     plan = meta.get("plan", {})
     title = f"{a}: self-similarity" if a == b else f"{a} vs {b}"
-    precision = ""
+    precision = []  # title lines short enough to stay clear of the colour bar
     if "cka_se" in df and df["cka_se"].notna().any():
-        precision = f"; median SE {np.nanmedian(df['cka_se']):.3g}"
+        precision.append(f"median SE {np.nanmedian(df['cka_se']):.3g}")
     if unc.get("null_floor") is not None:
-        precision += (
-            f"; null floor {unc['null_floor']:.3g} ({unc['permutations']} permutations; "
-            "dotted: indistinguishable from the null)"
-        )
-    ax.set_title(
-        f"{title}\n{plan.get('n_images')} images × {plan.get('repeats')} repeat(s), "
-        f"batch {plan.get('batch_size')}, samples {str(plan.get('samples_hash'))[:8]}{precision}",
-        fontsize=9,
-    )
+        precision.append(f"null floor {unc['null_floor']:.3g} ({unc['permutations']} permutations)")
+    lines = [
+        with_dataset(title, dataset),
+        (
+            f"{plan.get('n_images')} images × {plan.get('repeats')} repeat(s), "
+            f"batch {plan.get('batch_size')}, samples {str(plan.get('samples_hash'))[:8]}"
+        ),
+    ]
+    if precision:
+        lines.append("; ".join(precision))
+    if unc.get("null_floor") is not None:
+        lines.append("grey dot: indistinguishable from the null")
+    ax.set_title("\n".join(lines), fontsize=9)
     save_figure(fig, png, pdf)
 
 
@@ -71,30 +79,34 @@ def plot_per_block_cka(
     tables: list[tuple[pd.DataFrame, dict[str, Any]]],
     png: str | Path,
     pdf: str | Path | None = None,
+    dataset: str | None = None,
 ) -> None:
     """Fig 12: per-block CKA against depth, one line per (reference, other) pair, one panel per reference."""
     refs = list(dict.fromkeys(meta["model_a"] for _, meta in tables))
-    fig, axes = plt.subplots(1, len(refs), figsize=(5.0 * len(refs), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(refs), figsize=(6.0 * len(refs), 3.6), squeeze=False)
     for ax, ref in zip(axes[0], refs):
+        bars = set()
         for df, meta in tables:
             if meta["model_a"] != ref:
                 continue
+            # the standard error of the mean where the table has it, else the spread over repeats
+            has_se = "se" in df and df["se"].notna().all()
+            bars.add("±1 SE" if has_se else "±1 SD over repeats")
             ax.errorbar(
                 df["depth"],
                 df["cka"],
-                # the standard error of the mean where the table has it, else the spread over repeats
-                yerr=df["se"] if "se" in df and df["se"].notna().all() else df["std"],
+                yerr=df["se"] if has_se else df["std"],
                 marker="o",
                 ms=3,
                 capsize=2,
                 label=meta["model_b"],
             )
         ax.set(
-            title=f"per-block CKA with {ref}",
-            xlabel="block (relative depth)",
-            ylabel="CKA",
-            ylim=(min(0.0, ax.get_ylim()[0]), 1.02),
+            title=with_dataset(f"per-block CKA with {ref}", dataset),
+            xlabel="relative depth of block (0 = first, 1 = last)",
+            ylabel=f"minibatch CKA (bars: {', '.join(sorted(bars))})",
+            ylim=(min(0.0, ax.get_ylim()[0]), 1.05),
         )
-        ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
+        legend_outside(ax, title="model", fontsize=8)
     save_figure(fig, png, pdf)

@@ -1,10 +1,12 @@
-"""What every figure shares: atomic PNG + PDF output, tap labels, panel grids."""
+"""What every figure shares: atomic PNG + PDF output, tap labels, panel grids, titles naming the dataset,
+integer ticks, legends kept off the data, plain numbers on log axes."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from seelike.io import atomic_write
 
@@ -42,3 +44,34 @@ def panel_grid(n: int, width: float = 4.2, height: float = 3.4, rows: int = 1):
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
     return fig, axes.ravel()
+
+
+def with_dataset(title: str, dataset: str | None) -> str:
+    """`title` followed by the images it was measured on, when the caller knows them."""
+    return f"{title} [{dataset}]" if dataset else title
+
+
+def integer_ticks(ax, axis: str = "x", max_ticks: int = 13) -> None:
+    """Whole-number ticks only (head ranks, block and sublayer indices), at most about `max_ticks` of them."""
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_major_locator(MaxNLocator(nbins=max_ticks, integer=True, min_n_ticks=1))
+
+
+def legend_outside(ax, title: str | None = None, fontsize: float = 7, **kw):
+    """The axes' legend to the right of its panel, so it never covers a data point."""
+    return ax.legend(
+        title=title, fontsize=fontsize, title_fontsize=fontsize, loc="upper left",
+        bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False, **kw,
+    )  # fmt: skip
+
+
+def plain_log_axis(ax, axis: str = "y") -> None:
+    """Ticks of a log axis labelled as plain numbers (0.2, 1, 5), not 2×10⁻¹: at 1, 2, 5 × 10^k, or at every
+    integer multiple of 10^k when the axis spans less than about a decade. Call it once the data are drawn."""
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    lo, hi = ax.get_ylim() if axis == "y" else ax.get_xlim()
+    narrow = lo > 0 and hi / lo < 15
+    subs = tuple(float(k) for k in range(1, 10)) if narrow else (1.0, 2.0, 5.0)
+    target.set_major_locator(LogLocator(base=10, subs=subs, numticks=12))
+    target.set_major_formatter(FuncFormatter(lambda v, _pos=None: f"{v:.3g}"))
+    target.set_minor_formatter(NullFormatter())

@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from seelike.figures.common import save_figure
+from seelike.figures.common import integer_ticks, legend_outside, save_figure, with_dataset
+
+PATCH_LABELS = {"own": "own patch", "best_other": "best other patch"}
 
 
 def _grid(meta: Mapping[str, Any], df: pd.DataFrame) -> tuple[int, int]:
@@ -56,6 +58,7 @@ def plot_localisation(
     png: str | Path,
     pdf: str | Path | None = None,
     tokens: Sequence[int] | None = None,
+    dataset: str | None = None,
 ) -> None:
     """Figs 9/10: for chosen tokens, the CKA between the token's representation and the input patch at every
     grid position (the token's own position outlined); last panel: each token's CKA with its own patch."""
@@ -74,13 +77,23 @@ def plot_localisation(
     )  # grey: a constant input patch (e.g. blank border), CKA undefined
     n = len(tokens) + 1
     fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.9), squeeze=False)
+    blank = False
     for ax, t in zip(axes[0], tokens):
-        ax.imshow(_heat(df, t, hw), cmap=cmap, vmin=0, vmax=vmax)
+        heat = _heat(df, t, hw)
+        blank |= bool(np.isnan(heat).any())
+        ax.imshow(heat, cmap=cmap, vmin=0, vmax=vmax)
         r, c = divmod(t, hw[1])
         ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, ec="cyan", lw=1.5))
         ax.set_title(f"token ({r}, {c})", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
+    # the first map carries the grid's scale: patch rows and columns, as in the titles' (row, col)
+    first = axes[0, 0]
+    integer_ticks(first, "x", max_ticks=5)
+    integer_ticks(first, "y", max_ticks=5)
+    first.tick_params(labelsize=6, length=2, pad=1)
+    first.set_xlabel("patch column", fontsize=7)
+    first.set_ylabel("patch row", fontsize=7)
     summ = localisation_summary(df)
     own = np.full(hw, np.nan)
     own[summ["token"].to_numpy() // hw[1], summ["token"].to_numpy() % hw[1]] = summ[
@@ -91,29 +104,50 @@ def plot_localisation(
     ax.set_title(f"own-patch CKA\n(own = max for {summ['own_is_max'].mean():.0%})", fontsize=8)
     ax.set_xticks([])
     ax.set_yticks([])
-    fig.colorbar(im, ax=list(axes[0]), fraction=0.02, label="CKA with input patch")
+    fig.colorbar(
+        im, ax=list(axes[0]), fraction=0.02, shrink=0.8, pad=0.02, label="CKA with input patch"
+    )
     model, tap = meta.get("model", ""), meta.get("tap", "")
+    key = "cyan square: the token's own position" + (
+        "; grey: patch constant over the images (CKA undefined)" if blank else ""
+    )
     fig.suptitle(
-        f"{model}: token representation at {tap} vs input patches ({meta.get('n_images', '?')} images)"
+        with_dataset(
+            f"{model}: token representation at {tap} vs input patches ({meta.get('n_images', '?')} images)",
+            dataset,
+        )
+        + f"\n{key}"
     )
     save_figure(fig, png, pdf)
 
 
 def plot_localisation_summary(
-    tables: Mapping[str, pd.DataFrame], png: str | Path, pdf: str | Path | None = None
+    tables: Mapping[str, pd.DataFrame],
+    png: str | Path,
+    pdf: str | Path | None = None,
+    dataset: str | None = None,
 ) -> None:
     """Fig 10-style comparison across models: each token's CKA with its own patch vs the best other patch."""
     rows = []
     for model, df in tables.items():
         s = localisation_summary(df)
         for which in ("own", "best_other"):
-            rows.append(pd.DataFrame({"model": model, "patch": which, "cka": s[which]}))
+            rows.append(
+                pd.DataFrame({"model": model, "patch": PATCH_LABELS[which], "cka": s[which]})
+            )
     data = pd.concat(rows, ignore_index=True)
     fig, ax = plt.subplots(figsize=(1.8 * len(tables) + 2.5, 3.6))
-    sns.stripplot(data=data, x="model", y="cka", hue="patch", dodge=True, ax=ax, size=3, alpha=0.7)
+    sns.stripplot(
+        data=data, x="model", y="cka", hue="patch", hue_order=list(PATCH_LABELS.values()), dodge=True, ax=ax,
+        size=3, alpha=0.7,
+    )  # fmt: skip
     ax.axhline(0, color="0.5", lw=0.8)
+    ax.set_xlabel(None)
     ax.set_ylabel("CKA of token with input patch")
-    ax.set_title("Localisation: own patch vs best other patch (one point per token)")
-    ax.legend(fontsize=7, title=None)
+    ax.set_title(
+        with_dataset("Localisation: own patch vs best other patch (one point per token)", dataset)
+    )
+    ax.grid(axis="y", alpha=0.3)
+    legend_outside(ax, markerscale=1.5)
     fig.tight_layout()
     save_figure(fig, png, pdf)

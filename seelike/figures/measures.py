@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from seelike.figures.common import panel_grid, save_figure, tick_labels
+from seelike.figures.common import panel_grid, save_figure, tick_labels, with_dataset
 from seelike.tables import cka_array
 
 # Measures whose estimator can go below 0 (unbiased HSIC, U-centred distances, correlations of RDMs): their
@@ -26,7 +26,11 @@ def _measures(df: pd.DataFrame) -> list[str]:
 
 
 def plot_measure_heatmaps(
-    df: pd.DataFrame, meta: dict[str, Any], png: str | Path, pdf: str | Path | None = None
+    df: pd.DataFrame,
+    meta: dict[str, Any],
+    png: str | Path,
+    pdf: str | Path | None = None,
+    dataset: str | None = None,
 ) -> None:
     """One heatmap per measure of a long similarity table (magma, 0..1): rows = model a's taps (first at the
     bottom), columns = model b's taps. Constant cells and cells a measure does not compute (bures off its
@@ -64,8 +68,8 @@ def plot_measure_heatmaps(
         ax.invert_yaxis()  # lowest layers at the origin, as in the paper
         ya, la = tick_labels(names_a, max_ticks=24)
         xb, lb = tick_labels(names_b, max_ticks=24)
-        ax.set_yticks([i + 0.5 for i in ya], la, fontsize=5, rotation=0)
-        ax.set_xticks([i + 0.5 for i in xb], lb, fontsize=5, rotation=90)
+        ax.set_yticks([i + 0.5 for i in ya], la, fontsize=6, rotation=0)
+        ax.set_xticks([i + 0.5 for i in xb], lb, fontsize=6, rotation=90)
         se = d["se"].to_numpy(dtype=np.float64) if "se" in d else np.array([])
         if "constant" in d:
             se = se[~d["constant"].to_numpy(bool)] if se.size else se
@@ -82,22 +86,26 @@ def plot_measure_heatmaps(
     plan = meta.get("plan", {})
     head = f"{a}: self-similarity" if a == b else f"{a} vs {b}"
     dotted = (
-        f"; dotted: within {threshold:g} null SD ({unc['permutations']} permutations)"
+        f"; grey dot: within {threshold:g} null SD ({unc['permutations']} permutations)"
         if unc.get("permutations")
         else ""
     )
+    first = with_dataset(f"{head} under {len(measures)} similarity measure(s)", dataset)
     fig.suptitle(
-        f"{head} under {len(measures)} similarity measure(s)\n{plan.get('n_images')} images × "
+        f"{first}\n{plan.get('n_images')} images × "
         f"{plan.get('repeats')} repeat(s), batch {plan.get('batch_size')}, samples "
-        f"{str(plan.get('samples_hash'))[:8]}{dotted}",
-        fontsize=9,
+        f"{str(plan.get('samples_hash'))[:8]}{dotted}; blank: not computed, or constant",
+        fontsize=11,
     )
     fig.tight_layout()
     save_figure(fig, png, pdf)
 
 
 def plot_measure_agreement(
-    agreement: pd.DataFrame, png: str | Path, pdf: str | Path | None = None
+    agreement: pd.DataFrame,
+    png: str | Path,
+    pdf: str | Path | None = None,
+    dataset: str | None = None,
 ) -> None:
     """One measure × measure heatmap per model pair of an `agreement_table`: the Spearman rank correlation of
     two measures over the tap pairs both define (annotated; RdBu, −1..1). The diagonal is blank (not computed:
@@ -126,5 +134,11 @@ def plot_measure_agreement(
         cells = f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"
         head = f"{a}: self (i < j)" if a == b else f"{a} vs {b}"
         ax.set_title(f"{head}\n{cells} tap pairs", fontsize=8)
+    fig.suptitle(
+        with_dataset(
+            "Agreement of similarity measures: Spearman ρ of their values over tap pairs", dataset
+        ),
+        fontsize=10,
+    )
     fig.tight_layout()
     save_figure(fig, png, pdf)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from seelike.figures.common import save_figure
+from seelike.figures.common import legend_outside, save_figure, with_dataset
 from seelike.tables import primary_aggregation, probe_shots
 
 AGG_LABELS = {
@@ -33,6 +33,7 @@ def plot_probe_models(
     png: str | Path,
     pdf: str | Path | None = None,
     shots: str | None = None,
+    dataset: str | None = None,
 ) -> None:
     """Fig 13: probe accuracy against normalised layer index, models overlaid. Left: each model's own read-out
     (CLS for CLS ViTs, final-grid pooling for CNNs); right: the mean over spatial positions for every model."""
@@ -45,9 +46,11 @@ def plot_probe_models(
         d["primary"] = d["aggregation"] == primary_aggregation(d)
         frames.append(d)
     data = pd.concat(frames, ignore_index=True)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), sharey=True)
     left = data[data["primary"]].copy()
-    left["label"] = left["model"] + " (" + left["aggregation"] + ")"
+    left["label"] = (
+        left["model"] + " (" + left["aggregation"].map(lambda a: AGG_LABELS.get(a, a)) + ")"
+    )
     panels = (
         (axes[0], left, "label", "each model's read-out"),
         (
@@ -64,11 +67,12 @@ def plot_probe_models(
         _chance(ax, data)
         ax.set_xlabel("normalised layer index")
         ax.set_ylabel("linear probe accuracy")
-        ax.set_ylim(0, 1.02)
+        ax.set_ylim(0, 1.05)
         ax.set_title(title)
-        ax.legend(fontsize=7, title=None)
+        ax.grid(alpha=0.3)
+        legend_outside(ax)
     k = probe_shots(frames[0], shots) if frames else ""
-    fig.suptitle(f"Linear probes per layer ({k}-shot, test accuracy)")
+    fig.suptitle(with_dataset(f"Linear probes per layer ({k}-shot, test accuracy)", dataset))
     fig.tight_layout()
     save_figure(fig, png, pdf)
 
@@ -87,6 +91,7 @@ def plot_probe_aggregations(
     png: str | Path,
     pdf: str | Path | None = None,
     shots: str | None = None,
+    dataset: str | None = None,
 ) -> None:
     """Fig 11: per model, accuracy against normalised layer index for every aggregation (CLS, means, pooled)
     and for single tokens (mean over positions, min–max band) at the taps with per-token probes; below, the
@@ -107,32 +112,40 @@ def plot_probe_aggregations(
         tok = d[d["aggregation"] == "token"]
         if len(tok):
             s = tok.groupby("depth")["accuracy"].agg(["mean", "min", "max"]).reset_index()
+            # drawn just right of its depth, so it does not hide the read-out lines' markers there
             ax.errorbar(
-                s["depth"], s["mean"], yerr=[s["mean"] - s["min"], s["max"] - s["mean"]], fmt="D", color="k",
+                s["depth"] + 0.03, s["mean"], yerr=[s["mean"] - s["min"], s["max"] - s["mean"]], fmt="D", color="k",
                 capsize=3, label="token (mean, min–max)",
             )  # fmt: skip
         _chance(ax, d)
-        ax.set_ylim(0, 1.02)
+        ax.set_ylim(0, 1.05)
         ax.set_xlabel("normalised layer index")
         ax.set_ylabel("linear probe accuracy")
         ax.set_title(f"{model} ({k}-shot)")
-        ax.legend(fontsize=6, title=None)
+        ax.grid(alpha=0.3)
+        handles, labels = ax.get_legend_handles_labels()
+        ax.legend(
+            handles, [AGG_LABELS.get(lab, lab) for lab in labels], fontsize=6, loc="upper center",
+            bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False,
+        )  # fmt: skip
         ax2 = axes[1, j]
         if len(tok):
             last = tok.sort_values("tap_index")["tap"].iloc[-1]
             m = token_map(d, last, k)
             im = ax2.imshow(m, cmap="viridis", vmin=0, vmax=1)
-            fig.colorbar(im, ax=ax2, fraction=0.046, label="accuracy")
+            fig.colorbar(im, ax=ax2, fraction=0.046, label="linear probe accuracy")
             ax2.set_title(f"per-token accuracy, {last}", fontsize=8)
             ax2.set_xticks(range(0, m.shape[1], max(1, m.shape[1] // 8)))
             ax2.set_yticks(range(0, m.shape[0], max(1, m.shape[0] // 8)))
-            ax2.set_xlabel("column")
-            ax2.set_ylabel("row")
+            ax2.set_xlabel("token column")
+            ax2.set_ylabel("token row")
         else:
             ax2.set_axis_off()
             ax2.text(
                 0.5, 0.5, "no per-token probes", ha="center", va="center", transform=ax2.transAxes
             )
-    fig.suptitle("Linear probes: CLS, pooled and single-token read-outs per layer")
+    fig.suptitle(
+        with_dataset("Linear probes: CLS, pooled and single-token read-outs per layer", dataset)
+    )
     fig.tight_layout()
     save_figure(fig, png, pdf)

@@ -10,7 +10,14 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from seelike.figures.common import panel_grid, save_figure
+from seelike.figures.common import (
+    integer_ticks,
+    legend_outside,
+    panel_grid,
+    plain_log_axis,
+    save_figure,
+    with_dataset,
+)
 
 
 def _with_sublayer(df: pd.DataFrame) -> pd.DataFrame:
@@ -57,16 +64,44 @@ def _finite(y: pd.Series) -> np.ndarray:
     return np.where(np.isfinite(v), v, np.nan)
 
 
+def _sublayer_ticks(ax, d: pd.DataFrame, sublayers: list, max_ticks: int = 24) -> None:
+    """y ticks of the per-token heatmap: each sublayer as 'block branch' (e.g. '3 mlp'), thinned."""
+    names = d.groupby("sublayer")[["block", "branch"]].first()
+    step = max(1, -(-len(sublayers) // max_ticks))
+    idx = list(range(0, len(sublayers), step))
+    labels = [
+        f"{names.loc[sublayers[i], 'block']} {names.loc[sublayers[i], 'branch']}" for i in idx
+    ]
+    ax.set_yticks([i + 0.5 for i in idx], labels, fontsize=6, rotation=0)
+
+
+def _token_ticks(ax, d: pd.DataFrame, tokens: list, n_patch_ticks: int = 8) -> None:
+    """x ticks of the per-token heatmap: every prefix token by name (CLS, reg), patches by patch index."""
+    types = d.groupby("token")["token_type"].first()
+    prefix = [i for i, t in enumerate(tokens) if types[t] not in ("patch", "spatial")]
+    patches = [i for i, t in enumerate(tokens) if types[t] in ("patch", "spatial")]
+    ticks = [(i, "CLS" if types[tokens[i]] == "cls" else "reg") for i in prefix]
+    if patches:
+        step = max(1, -(-len(patches) // n_patch_ticks))
+        first = step if prefix else 0  # patch 0 would sit on the last prefix token's label
+        ticks += [(patches[k], str(k)) for k in range(first, len(patches), step)]
+    ax.set_xticks([i + 0.5 for i, _ in ticks], [lab for _, lab in ticks], fontsize=6, rotation=0)
+
+
 def plot_skip_ratio(
-    tables: Mapping[str, pd.DataFrame], png: str | Path, pdf: str | Path | None = None
+    tables: Mapping[str, pd.DataFrame],
+    png: str | Path,
+    pdf: str | Path | None = None,
+    dataset: str | None = None,
 ) -> None:
-    """Fig 7: per ViT, a heatmap of log10 ‖z‖/‖f(z)‖ per token × sublayer and lines for CLS vs patch tokens;
-    one panel with every CNN's units. Infinite ratios (zero branches) are left blank and counted in the title."""
+    """Fig 7: per ViT, a heatmap of log10 ‖z‖/‖f(z)‖ per token × sublayer (diverging around 0: red = the skip
+    path is the larger) and lines for CLS vs patch tokens; one panel with every CNN's units. Infinite ratios
+    (zero branches) are left blank and counted in the title."""
     # per-token tables (ViT, XCiT, MLP-Mixer: token sequences) get heatmaps; pooled ones (CNNs, Swin) one panel
     vits = {m: df for m, df in tables.items() if (df["token_type"] != "spatial").any()}
     cnns = {m: df for m, df in tables.items() if m not in vits}
     n_rows = len(vits) + (1 if cnns else 0)
-    fig, axes = plt.subplots(n_rows, 2, figsize=(11, 3.4 * n_rows), squeeze=False)
+    fig, axes = plt.subplots(n_rows, 2, figsize=(12, 3.8 * n_rows), squeeze=False)
     for i, (model, df) in enumerate(vits.items()):
         d = _with_sublayer(df)
         mat = d.pivot_table(index="sublayer", columns="token", values="ratio_mean", aggfunc="first")
@@ -74,53 +109,75 @@ def plot_skip_ratio(
             logm = np.log10(np.where(np.isfinite(mat.to_numpy()), mat.to_numpy(), np.nan))
         n_inf = int(np.isinf(mat.to_numpy()).sum())
         ax = axes[i, 0]
-        sns.heatmap(logm, ax=ax, cmap="viridis", cbar_kws={"label": "log10 ‖z‖/‖f(z)‖"})
+        span = float(np.nanmax(np.abs(logm))) if np.isfinite(logm).any() else 1.0
+        sns.heatmap(
+            logm, ax=ax, cmap="RdBu_r", center=0, vmin=-span, vmax=span,
+            cbar_kws={"label": "log10 ‖z‖/‖f(z)‖  (> 0: skip larger)"},
+        )  # fmt: skip
         ax.invert_yaxis()
-        ax.set_xlabel("token (prefix tokens first)")
-        ax.set_ylabel("residual sublayer (forward order)")
+        _sublayer_ticks(ax, d, list(mat.index))
+        _token_ticks(ax, d, list(mat.columns))
+        ax.set_xlabel("token (prefix tokens, then patch index, row-major)")
+        ax.set_ylabel("residual sublayer (block, branch)")
         ax.set_title(f"{model}: per token" + (f" ({n_inf} infinite)" if n_inf else ""))
-        ax.set_xticks([])
         s = sublayer_frame(df)
         ax = axes[i, 1]
         for (branch, ttype), g in s.groupby(["branch", "token_type"]):
             ax.plot(g["block"], _finite(g["ratio"]), marker="o" if branch == "attn" else "s",
                     label=f"{branch} · {ttype}")  # fmt: skip
+        ax.axhline(1, color="0.6", lw=0.8, ls=":")
         ax.set_yscale("log")
+        plain_log_axis(ax)
+        integer_ticks(ax)
         ax.set_xlabel("block")
-        ax.set_ylabel("‖z‖/‖f(z)‖")
-        ax.set_title(f"{model}: CLS vs patch tokens")
-        ax.legend(fontsize=7)
+        ax.set_ylabel("‖z‖/‖f(z)‖ (log scale)")
+        ax.set_title(f"{model}: CLS vs patch tokens (mean over tokens)")
+        ax.grid(alpha=0.3)
+        legend_outside(ax, title="branch · token")
     if cnns:
         ax = axes[-1, 0]
         for model, df in cnns.items():
             s = sublayer_frame(df)
             ax.plot(s["sublayer"], _finite(s["ratio"]), marker="o", label=model)
+        ax.axhline(1, color="0.6", lw=0.8, ls=":")
         ax.set_yscale("log")
-        ax.set_xlabel("residual sublayer (forward order)")
-        ax.set_ylabel("‖shortcut‖/‖branch‖")
-        ax.set_title("pooled over positions (CNNs, maps)")
-        ax.legend(fontsize=7)
+        plain_log_axis(ax)
+        integer_ticks(ax)
+        ax.set_xlabel("residual unit (forward order)")
+        ax.set_ylabel("‖shortcut‖/‖branch‖ (log scale)")
+        ax.set_title("CNNs (mean over positions)")
+        ax.grid(alpha=0.3)
+        legend_outside(ax)
         axes[-1, 1].set_visible(False)
-    fig.suptitle("Skip-connection norm ratio ‖z‖/‖f(z)‖ (z = identity path, f = branch)")
+    fig.suptitle(
+        with_dataset(
+            "Skip-connection norm ratio ‖z‖/‖f(z)‖ (z = identity path, f = branch)", dataset
+        )
+    )
     fig.tight_layout()
     save_figure(fig, png, pdf)
 
 
 def plot_skip_cosine(
-    tables: Mapping[str, pd.DataFrame], png: str | Path, pdf: str | Path | None = None
+    tables: Mapping[str, pd.DataFrame],
+    png: str | Path,
+    pdf: str | Path | None = None,
+    dataset: str | None = None,
 ) -> None:
     """App. E.2: cosine between a sublayer's output (z + f) and its branch f, per block (CLS vs patch tokens)."""
-    fig, axes = panel_grid(len(tables))
+    fig, axes = panel_grid(len(tables), width=5.2)
     for ax, (model, df) in zip(axes, tables.items()):
         s = sublayer_frame(df)
         for (branch, ttype), g in s.groupby(["branch", "token_type"]):
             ax.plot(g["block"], g["cosine"], marker="o", label=f"{branch} · {ttype}")
         ax.axhline(0, color="0.7", lw=0.8)
         ax.set_ylim(-1.05, 1.05)
+        integer_ticks(ax)
         ax.set_xlabel("block / unit")
         ax.set_ylabel("cos(z + f(z), f(z))")
         ax.set_title(model)
-        ax.legend(fontsize=7)
-    fig.suptitle("Cosine between sublayer output and branch output")
+        ax.grid(alpha=0.3)
+        legend_outside(ax, title="branch · token")
+    fig.suptitle(with_dataset("Cosine between sublayer output and branch output", dataset))
     fig.tight_layout()
     save_figure(fig, png, pdf)

@@ -26,18 +26,19 @@ import hashlib
 import json
 import math
 import os
-import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from seelike.models.kinds import BLOCK_OUTPUT_KINDS
+
+# torch (and timm) are imported where a model is built or inspected: a dry run whose decisions are all on disk
+# (`_disk_cached`) imports neither
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = [
     "FAMILIES",
@@ -50,10 +51,11 @@ __all__ = [
     "model_structure",
     "model_tap_names",
     "residual_sums_refusal",
+    "timm_knows",
 ]
 
 RawTap = tuple  # (name, kind, module path, "output" | "input", block index | None[, occurrence])
-Discoverer = Callable[[nn.Module], list[RawTap]]
+Discoverer = Callable[["nn.Module"], list[RawTap]]
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,8 @@ def _has(m: nn.Module, *names: str) -> bool:
 
 
 def _is_identity(m: nn.Module | None) -> bool:
+    from torch import nn
+
     return m is None or isinstance(m, nn.Identity)
 
 
@@ -105,7 +109,7 @@ def _branch_paths(blk: nn.Module, p: str, n: int) -> list[tuple[str, int]]:
 def _is_vit(model: nn.Module) -> bool:
     blocks = getattr(model, "blocks", None)
     return (
-        isinstance(blocks, (nn.Sequential, nn.ModuleList))
+        isinstance(blocks, _containers())
         and len(blocks) > 0
         and all(_has(b, "attn", "norm1", "norm2", "mlp") for b in blocks)
         # windowed blocks (SAM-ViT) partition the attention branch: no module gives it whole
@@ -159,7 +163,7 @@ def _vit_taps(model: nn.Module) -> list[RawTap]:
 def _is_xcit(model: nn.Module) -> bool:
     blocks = getattr(model, "blocks", None)
     return (
-        isinstance(blocks, (nn.Sequential, nn.ModuleList))
+        isinstance(blocks, _containers())
         and len(blocks) > 0
         and all(_has(b, "attn", "norm1", "norm3", "local_mp", "norm2", "mlp") for b in blocks)
     )
@@ -234,6 +238,8 @@ def _resnet_taps(model: nn.Module) -> list[RawTap]:
 
 # ---------------------------------------------------------------- timm ResNetV2 (pre-activation, BiT)
 def _is_resnetv2(model: nn.Module) -> bool:
+    from torch import nn
+
     stages = getattr(model, "stages", None)
     return (
         _has(model, "stem", "stages")
@@ -298,6 +304,8 @@ def _effnet_block_layout(blk: nn.Module) -> tuple[list[str], str] | None:
 
 
 def _is_efficientnet(model: nn.Module) -> bool:
+    from torch import nn
+
     stages = getattr(model, "blocks", None)
     return (
         _has(model, "conv_stem", "bn1")
@@ -344,16 +352,21 @@ def _efficientnet_taps(model: nn.Module) -> list[RawTap]:
 
 
 # ---------------------------------------------------------------- any timm model: feature_info stages
-_CONTAINERS = (nn.Sequential, nn.ModuleList)
+def _containers() -> tuple[type, ...]:
+    from torch import nn
+
+    return (nn.Sequential, nn.ModuleList)
 
 
 def _blocks_of(path: str, m: nn.Module) -> list[str]:
     """The blocks inside one stage module: its `blocks`, its items (a Sequential / ModuleList), children of one
     block class (RegNet's b1 … bN), else the stage itself as one block."""
+    from torch import nn
+
     inner = getattr(m, "blocks", None)
-    if isinstance(inner, _CONTAINERS) and len(inner):
+    if isinstance(inner, _containers()) and len(inner):
         return [f"{path}.blocks.{n}" for n, _ in inner.named_children()]
-    if isinstance(m, _CONTAINERS) and len(m):
+    if isinstance(m, _containers()) and len(m):
         out = []
         # a ModuleList inside is never called: its items are (Twins)
         for n, c in m.named_children():
@@ -379,18 +392,18 @@ def _stage_paths(model: nn.Module) -> list[str]:
     # GhostNet): every item of that container is a block
     for parent in {p.rsplit(".", 1)[0] for p in paths if "." in p}:
         items = [c for _, c in mods[parent].named_children()] if parent in mods else []
-        if isinstance(mods.get(parent), _CONTAINERS) and len({type(c) for c in items}) == 1:
+        if isinstance(mods.get(parent), _containers()) and len({type(c) for c in items}) == 1:
             group = [p for p in paths if p.rsplit(".", 1)[0] == parent]
             at = paths.index(group[0])
             paths = [p for p in paths if p not in group]
             paths[at:at] = [f"{parent}.{k}" for k, _ in mods[parent].named_children()]
     for n, c in model.named_children():
         covered = any(p == n or p.startswith(n + ".") for p in paths)
-        if not covered and "block" in n and isinstance(c, _CONTAINERS) and len(c):
+        if not covered and "block" in n and isinstance(c, _containers()) and len(c):
             paths.append(n)
     if not paths:
         for n, c in model.named_children():
-            if not (isinstance(c, _CONTAINERS) and len(c)):
+            if not (isinstance(c, _containers()) and len(c)):
                 continue
             if n.rstrip("0123456789") in ("layer", "stage"):
                 paths.append(n)
@@ -420,6 +433,8 @@ def _firings(
     """The output shape of each firing of each module in one forward of two blank images (on the model's
     device, meta included); None for a firing that gives no tensor. `order`, when given, gets the path of each
     firing as it ends, in firing order."""
+    import torch
+
     from seelike.models.taps import blank_forward
 
     mods = dict(model.named_modules())
@@ -439,17 +454,20 @@ def _firings(
     return shapes
 
 
-_ACTIVATIONS = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.GELU,
-    nn.SiLU,
-    nn.Hardswish,
-    nn.LeakyReLU,
-    nn.ELU,
-    nn.Mish,
-    nn.PReLU,
-)
+def _activations() -> tuple[type, ...]:
+    from torch import nn
+
+    return (
+        nn.ReLU,
+        nn.ReLU6,
+        nn.GELU,
+        nn.SiLU,
+        nn.Hardswish,
+        nn.LeakyReLU,
+        nn.ELU,
+        nn.Mish,
+        nn.PReLU,
+    )
 
 
 def _residual_unit(mods: dict[str, nn.Module], b: str) -> str:
@@ -501,7 +519,7 @@ def _branch_reads(
         return reads, None
     path = after[0][0]
     if len(after) == 1 and (
-        isinstance(mods[path], _ACTIVATIONS) or path.rsplit(".", 1)[1].startswith("act")
+        isinstance(mods[path], _activations()) or path.rsplit(".", 1)[1].startswith("act")
     ):
         return reads, after[0]
     return None
@@ -514,6 +532,8 @@ def _timm_stage_taps(model: nn.Module) -> list[RawTap]:
     input: RegNet's act3) and its output `block`; then the final `norm`. Blocks without drop_path modules, or
     whose adds are not identity + branches (`_branch_reads`), have no branch taps (no readable residual). A block
     with no drop_path of its own that wraps one module is read through it (RegNet's one-block stages)."""
+    from torch import nn
+
     blocks = _stage_blocks(model)
     mods = dict(model.named_modules())
     info = [d for d in getattr(model, "feature_info", None) or [] if isinstance(d, dict)]
@@ -572,7 +592,10 @@ def _timm_stage_taps(model: nn.Module) -> list[RawTap]:
 
 
 # ---------------------------------------------------------------- generic fallback (and module-name patterns)
-_SKIP_LEAVES = (nn.Identity, nn.Dropout, nn.Dropout2d, nn.Flatten)
+def _skip_leaves() -> tuple[type, ...]:
+    from torch import nn
+
+    return (nn.Identity, nn.Dropout, nn.Dropout2d, nn.Flatten)
 
 
 def _classifier_path(model: nn.Module) -> str | None:
@@ -593,11 +616,11 @@ def _generic_taps(model: nn.Module) -> list[RawTap]:
         names = [n for n in modules if n in matched]  # module order, each once
         # the user's chosen representations are the model's blocks (block outputs: per-block CKA, probes)
         return [(n, "block", n, "output", i) for i, n in enumerate(names)]
-    head = _classifier_path(model)
+    head, skip = _classifier_path(model), _skip_leaves()
     return [
         (n, type(m).__name__.lower(), n, "output", None)
         for n, m in model.named_modules()
-        if n and not list(m.children()) and not isinstance(m, _SKIP_LEAVES) and n != head
+        if n and not list(m.children()) and not isinstance(m, skip) and n != head
     ]
 
 
@@ -729,9 +752,11 @@ class Structure:
 
 # ---------------------------------------------------------------- decisions cached on disk
 # A dry run builds every configured model without weights to decide its family, taps and analyses; the answers
-# depend only on the model definition, this code and the timm / torch versions, so they are kept on disk
-# (SEELIKE_CACHE_DIR, default $XDG_CACHE_HOME/seelike or ~/.cache/seelike; "off" disables) and a dry run
-# rebuilds nothing it has decided before. `source: python` models are never cached: their code is the user's.
+# depend only on the model definition (`_definition`), the code that decides (`_code_version`) and the timm /
+# torch versions, so they are kept on disk (SEELIKE_CACHE_DIR, default $XDG_CACHE_HOME/seelike or
+# ~/.cache/seelike; "off" disables) and a dry run rebuilds nothing it has decided before: with every decision
+# on disk (structure, refusals, residual sums, the architecture names timm knows) it imports neither torch nor
+# timm. `source: python` models are never cached: their code is the user's.
 def _cache_dir() -> Path | None:
     root = os.environ.get("SEELIKE_CACHE_DIR")
     if root is None:
@@ -740,28 +765,48 @@ def _cache_dir() -> Path | None:
     return None if root.strip().lower() in ("", "0", "off") else Path(root) / "structure"
 
 
+def _installed(package: str) -> str:
+    """The installed version of `package`, read from its metadata (no import)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "absent"
+
+
+# the code every decision comes from: model building, families, taps and layouts, the analyses' own choosers
+# (erf_support, localisation_support, probes_support) and the residual-sum check (seelike.analyses.skip)
+_DECIDING_CODE = ("models/*.py", "analyses/*.py", "device.py")
+
+
 @cache
 def _code_version() -> str:
-    import timm
-
-    from seelike.analyses import skip
-    from seelike.models import layout, load, taps
-
-    h = hashlib.sha256(f"{timm.__version__} {torch.__version__}".encode())
-    for mod in (sys.modules[__name__], taps, layout, load, skip):
-        h.update(Path(mod.__file__).read_bytes())
+    """The timm and torch versions and a hash of the deciding code's source (`_DECIDING_CODE`): another
+    version of any of them reads none of the decisions on disk."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256(f"timm {_installed('timm')} torch {_installed('torch')}".encode())
+    for path in sorted({f for pattern in _DECIDING_CODE for f in root.glob(pattern)}):
+        h.update(f"{path.relative_to(root).as_posix()}\n".encode())
+        h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 
-def _disk_cached(kind: str):
-    """Cache a function of a spec's JSON on disk as JSON (`encode` / `decode` map its value), beside the
-    in-process cache."""
+def _python_model(key: dict[str, Any]) -> bool:
+    """A decision key of a `source: python` model (the definition itself, or one under `model`)."""
+    return key.get("source") == "python" or (key.get("model") or {}).get("source") == "python"
+
+
+def _disk_cached(kind: str, keep: Callable[[Any], bool] = lambda _value: True):
+    """Cache a function of a JSON key (a model definition, or a dict holding one under `model`) on disk as JSON
+    (`encode` / `decode` map its value), beside the in-process cache. A value `keep` refuses is not written
+    (decided again next time)."""
 
     def wrap(fn, encode=lambda v: v, decode=lambda v: v):
         @cache
         def cached(spec_json: str):
             folder = _cache_dir()
-            if folder is None or json.loads(spec_json).get("source") == "python":
+            if folder is None or _python_model(json.loads(spec_json)):
                 return fn(spec_json)
             key = hashlib.sha256(f"{kind} {_code_version()} {spec_json}".encode()).hexdigest()[:24]
             path = folder / f"{kind}-{key}.json"
@@ -770,6 +815,8 @@ def _disk_cached(kind: str):
             except (OSError, ValueError, KeyError, TypeError):
                 pass
             value = fn(spec_json)
+            if not keep(value):
+                return value
             try:  # atomic: a concurrent dry run reads a whole file or none
                 folder.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -804,6 +851,8 @@ def _decode_structure(v: dict[str, Any]) -> Structure:
 
 
 def _structure_uncached(spec_json: str) -> Structure:
+    import torch
+
     from seelike.models.taps import discover_taps
 
     spec = json.loads(spec_json)
@@ -828,7 +877,8 @@ _STRUCTURE_KEYS = ("source", "arch", "factory", "kwargs", "taps", "data_config")
 
 def _definition(spec: dict[str, Any]) -> str:
     """The part of a model spec its structure depends on, as the JSON key of the cached decisions: weights and
-    the pretrained tag do not change it (every non-python source builds the timm architecture)."""
+    the pretrained tag do not change it (every non-python source builds the timm architecture). A definition
+    is a spec itself, whose definition it is."""
     key = {k: spec.get(k) for k in _STRUCTURE_KEYS if spec.get(k) is not None}
     key["arch"] = str(key.get("arch", "")).split(".")[0]
     if key.get("source") != "python":
@@ -853,7 +903,25 @@ def model_tap_names(spec: dict[str, Any]) -> tuple[str, ...]:
     return tuple(t.name for t in model_structure(spec).taps)
 
 
+def _timm_knows_uncached(key_json: str) -> bool:
+    import timm
+
+    return bool(timm.is_model(json.loads(key_json)["arch"]))
+
+
+# a yes only: an unknown name is asked again (it fails the dry run, which then imports timm for close names)
+_timm_knows = _disk_cached("arch", keep=bool)(_timm_knows_uncached)
+
+
+def timm_knows(arch: str) -> bool:
+    """Whether `arch` (its pretrained tag left out) is a timm architecture (`timm.is_model`), cached on disk
+    per name and timm version like the decisions."""
+    return _timm_knows(json.dumps({"arch": arch.split(".")[0]}))
+
+
 def _residual_sums_uncached(spec_json: str) -> str | None:
+    import torch
+
     from seelike.analyses.skip import ResidualSumError, skip_statistics
 
     spec = json.loads(spec_json)
@@ -878,6 +946,23 @@ def _residual_sums_uncached(spec_json: str) -> str | None:
 
 _residual_sums = _disk_cached("residual_sums")(_residual_sums_uncached)
 
+# The settings of an analysis's config section its support decision reads (`analysis_support`): a cached
+# refusal is keyed on these and decided from these alone, so a setting missing here is one the decision ignores.
+_SUPPORT_SETTINGS = {"erf": ("residual",), "probes": ("tap_kinds",)}
+
+
+def _refusal_uncached(key_json: str) -> str | None:
+    key = json.loads(key_json)
+    spec, analysis = key["model"], key["analysis"]  # a definition is a spec
+    s = model_structure(spec)
+    why = analysis_support(s.family, s.taps, analysis, key["tap_names"], key["settings"])
+    if why is None and analysis == "skip":
+        why = residual_sums_refusal(spec)
+    return why
+
+
+_refusal = _disk_cached("refusal")(_refusal_uncached)
+
 
 def model_refusal(
     spec: dict[str, Any],
@@ -887,12 +972,16 @@ def model_refusal(
 ) -> str | None:
     """Why `analysis` cannot run on the configured model `spec`, or None: what the dry run decides, from its
     family record and its taps' layouts (`analysis_support`) and, for skip statistics, its residual sums
-    (`residual_sums_refusal`)."""
-    s = model_structure(spec)
-    why = analysis_support(s.family, s.taps, analysis, tap_names, settings)
-    if why is None and analysis == "skip":
-        why = residual_sums_refusal(spec)
-    return why
+    (`residual_sums_refusal`); cached on disk per model definition, analysis, tap names and the settings the
+    decision reads (`_SUPPORT_SETTINGS`)."""
+    settings = settings or {}
+    key = {
+        "model": json.loads(_definition(spec)),
+        "analysis": analysis,
+        "tap_names": list(tap_names) if tap_names is not None else None,
+        "settings": {k: settings[k] for k in _SUPPORT_SETTINGS.get(analysis, ()) if k in settings},
+    }
+    return _refusal(json.dumps(key, sort_keys=True, default=str))
 
 
 def residual_sums_refusal(spec: dict[str, Any]) -> str | None:
@@ -912,7 +1001,8 @@ def analysis_support(
     """None when `analysis` (attention, head_subsets, skip, erf, localisation, probes, cka) applies to a
     model of `family` with `taps`, else the reason it does not (one sentence, for the dry-run error).
     `tap_names`: the taps the analysis would read (the configured ones), when it reads chosen taps;
-    `settings`: the analysis's config section where it decides (erf.residual, probes.tap_kinds)."""
+    `settings`: the analysis's config section where it decides (erf.residual, probes.tap_kinds: every key read
+    here is listed in `_SUPPORT_SETTINGS`, which keys the cached refusals)."""
     settings = settings or {}
     f = family_record(family)
     if analysis in ("attention", "head_subsets"):

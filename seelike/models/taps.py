@@ -18,19 +18,26 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from seelike.models.kinds import BLOCK_OUTPUT_KINDS as _BLOCK_OUTPUT_KINDS
 
+# torch is imported where a model runs: the `Tap` record is read without it (a dry run's cached decisions)
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
 __all__ = [
     "BLOCK_OUTPUT_KINDS",
+    "HookSite",
+    "StopForward",
     "Tap",
     "TapFiringError",
+    "add_hooks",
     "discover_taps",
+    "hooks",
     "probe_layouts",
     "record_taps",
     "tap_family",
@@ -114,6 +121,8 @@ def input_size(model: nn.Module) -> tuple[int, int, int]:
 def _batch_item(o, batch: int) -> tuple[int, torch.Tensor | None]:
     """(index, tensor) of the first batch-first tensor of a module's value (the value itself: index 0); else the
     first tensor, or None."""
+    import torch
+
     items = list(o) if isinstance(o, (tuple, list)) else [o]
     tensors = [(i, x) for i, x in enumerate(items) if isinstance(x, torch.Tensor)]
     for i, x in tensors:
@@ -157,15 +166,14 @@ def blank_forward(model: nn.Module, img_hw: Sequence[int] | None = None) -> tupl
     the model's device (the meta device included), in eval mode, without gradients and in exact fp32 as every
     analysis pass (the probe is part of the analysis that calls it); returns the (H, W) it used. The structure
     probes (hooks registered around it by the caller) run through here."""
-    from seelike.device import exact_fp32
+    import torch
+
+    from seelike.device import analysis_device, exact_fp32
 
     c, h, w = input_size(model)
     if img_hw is not None:
         h, w = int(img_hw[0]), int(img_hw[1])
-    try:
-        device = next(model.parameters()).device
-    except StopIteration:
-        device = torch.device("cpu")
+    device = analysis_device(model=model)
     was_training = model.training
     model.eval()
     try:
@@ -263,6 +271,65 @@ def taps_table(taps: list[Tap]):
     return pd.DataFrame([asdict(t) for t in taps])
 
 
+class StopForward(Exception):
+    """Raised by a hook (`hooks`) once it has what it wanted: the rest of the model need not run. The `hooks`
+    block it was raised in ends there, without error."""
+
+
+# One observer of a module: (module, where, fn). where="output": `fn(output)` after the module runs;
+# where="input": `fn(args)` with its positional inputs (a tuple) before it runs. What `fn` returns is ignored.
+HookSite = tuple["nn.Module", str, Callable[[Any], None]]
+
+
+def add_hooks(sites: Iterable[HookSite]) -> list[torch.utils.hooks.RemovableHandle]:
+    """Register an observing hook for every (module, where, fn) of `sites` (`HookSite`) and return the handles,
+    in order; a bad `where` removes those already registered and raises. Prefer `hooks`, which removes them."""
+    handles: list[torch.utils.hooks.RemovableHandle] = []
+    try:
+        for module, where, fn in sites:
+            if where == "output":
+                handles.append(module.register_forward_hook(_observe_output(fn)))
+            elif where == "input":
+                handles.append(module.register_forward_pre_hook(_observe_input(fn)))
+            else:
+                raise ValueError(f"a hook's where must be 'output' or 'input', got {where!r}")
+    except BaseException:
+        for h in handles:
+            h.remove()
+        raise
+    return handles
+
+
+def _observe_output(fn: Callable[[Any], None]):
+    def hook(_m, _args, out) -> None:
+        fn(out)
+
+    return hook
+
+
+def _observe_input(fn: Callable[[Any], None]):
+    def hook(_m, args) -> None:
+        fn(args)
+
+    return hook
+
+
+@contextlib.contextmanager
+def hooks(sites: Iterable[HookSite]) -> Iterator[None]:
+    """The one way an analysis observes modules: inside the block, `fn` of every (module, where, fn) of `sites`
+    runs on each forward (`HookSite`: the module's output, or its positional inputs); hooks never change what
+    the model computes. A hook that raises `StopForward` ends the forward pass and the block, without error.
+    Every hook is removed on leaving the block, also when it raises."""
+    handles = add_hooks(sites)
+    try:
+        yield
+    except StopForward:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+
+
 @contextlib.contextmanager
 def record_taps(
     model: nn.Module,
@@ -276,7 +343,7 @@ def record_taps(
     `tap.occurrence` of its module (a block whose branches share one drop_path module fires it once per branch).
     Yields, per tap, how often its module fired in the current forward; with `check_once`, a module firing more
     often than its taps expect raises `TapFiringError`. `raw`: pass the hook's value as is (a tuple, a list,
-    anything), not its first tensor.
+    anything), not its first tensor. The hooks are `hooks`' (removed on leaving, `StopForward` ends the block).
     """
     modules = dict(model.named_modules())
     sites: dict[tuple[str, str], list[Tap]] = {}
@@ -288,7 +355,6 @@ def record_taps(
         sites.setdefault((tap.module_path, tap.where), []).append(tap)
     counts = {t.name: 0 for t in taps}
     fired: dict[tuple[str, str], int] = {}
-    handles = []
 
     def fire(site: tuple[str, str], value) -> None:
         k = fired[site] = fired.get(site, 0) + 1
@@ -307,22 +373,14 @@ def record_taps(
                 v = value[tap.item] if not raw and isinstance(value, (tuple, list)) else value
                 callback(tap, v)
 
-    for site in sites:
-        mod = modules[site[0]]
-        if site[1] == "output":
-            handles.append(mod.register_forward_hook(lambda _m, _i, o, s=site: fire(s, o)))
-        else:
-            handles.append(mod.register_forward_pre_hook(lambda _m, i, s=site: fire(s, i)))
-
     # Counts reset before each forward so `check_once` is per pass.
-    def reset(_m, _i):
+    def reset(_args) -> None:
         fired.clear()
         for k in counts:
             counts[k] = 0
 
-    handles.append(model.register_forward_pre_hook(reset))
-    try:
+    observers: list[HookSite] = [
+        (modules[site[0]], site[1], lambda v, s=site: fire(s, v)) for site in sites
+    ]
+    with hooks([*observers, (model, "input", reset)]):
         yield counts
-    finally:
-        for h in handles:
-            h.remove()

@@ -17,7 +17,7 @@ class Execution:
     raising `num_workers` reruns nothing, while every setting that changes a result (plain dicts and values,
     in canonical key order) does."""
 
-    device: str = "cpu"
+    device: str = "auto"
     num_workers: int = 0
 
 
@@ -81,7 +81,7 @@ class RuleContext:
 
     @property
     def run(self) -> Execution:
-        return self.params.get("run") or Execution(device=self.params.get("device", "cpu"))
+        return self.params.get("run") or Execution(device=self.params.get("device", "auto"))
 
     @cached_property
     def device(self):

@@ -13,9 +13,11 @@ import re
 
 from snakemake.utils import validate
 
+# torch-free imports: with the model decisions cached on disk (seelike.models.families), parsing the workflow
+# imports neither torch nor timm
 from seelike.config import ConfigError, check_config
+from seelike.config.measures import MEASURE_SETTINGS
 from seelike.rules import Execution
-from seelike.similarity import MEASURE_SETTINGS
 
 # ============================================================================ 1. validation
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)

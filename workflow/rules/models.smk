@@ -72,7 +72,7 @@ rule python_model:
         spec=model_spec,
         run=execution,
     script:
-        "../../scripts/fetch_model.py"
+        "../../scripts/python_model.py"
 
 
 localrules:
