@@ -84,7 +84,7 @@ class Replay(nn.Module):
         self.current = []
 
     def forward(self, _idx):
-        for layer, a in zip(self.layers, self.current):
+        for layer, a in zip(self.layers, self.current, strict=True):
             layer(a)
         return torch.zeros(1)
 

@@ -327,7 +327,7 @@ def cka_problem(df) -> str | None:
     constant = set(df.attrs.get("constant_rows", []))
     bad = [
         (n, d)
-        for n, d in zip(df.index, np.diag(m))
+        for n, d in zip(df.index, np.diag(m), strict=True)
         if (abs(d) > TOL if n in constant else abs(d - 1) > TOL)
     ]
     if bad:

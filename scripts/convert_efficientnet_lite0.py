@@ -79,7 +79,8 @@ def map_by_position(
             f"{len(bad)} of {len(src)} tensors differ in shape, e.g.\n  " + "\n  ".join(bad[:5])
         )
     return OrderedDict(
-        (tk, sv.detach().to(tv.dtype).contiguous()) for (_, sv), (tk, tv) in zip(src, tgt)
+        (tk, sv.detach().to(tv.dtype).contiguous())
+        for (_, sv), (tk, tv) in zip(src, tgt, strict=True)
     )
 
 

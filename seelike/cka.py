@@ -476,7 +476,7 @@ def check_paired_batches(xs: Sequence, ys: Sequence) -> None:
         raise ValueError(
             f"xs and ys need the same number of minibatches, got {len(xs)} and {len(ys)}"
         )
-    for i, (x, y) in enumerate(zip(xs, ys)):
+    for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
         if len(x) != len(y):
             raise ValueError(f"minibatch {i}: {len(x)} examples in xs but {len(y)} in ys")
 
@@ -506,8 +506,8 @@ def cka_from_grams(
         )
     df = pd.DataFrame(acc.result(), index=names_a, columns=names_b)
     deg_a, deg_b = acc.degenerate()
-    df.attrs["constant_rows"] = [n for n, d in zip(names_a, deg_a) if d]
-    df.attrs["constant_cols"] = [n for n, d in zip(names_b, deg_b) if d]
+    df.attrs["constant_rows"] = [n for n, d in zip(names_a, deg_a, strict=True) if d]
+    df.attrs["constant_cols"] = [n for n, d in zip(names_b, deg_b, strict=True) if d]
     df.attrs["dropped_batches"] = list(acc.dropped)
     constant = sorted(set(df.attrs["constant_rows"]) | set(df.attrs["constant_cols"]))
     if constant:

@@ -79,7 +79,7 @@ def variance_by_cut(
         for c in cut_list:
             subs_a = recut(ga, c)
             subs_b = subs_a if gb is None else recut(gb, c)
-            for sa, sb in zip(subs_a, subs_b):
+            for sa, sb in zip(subs_a, subs_b, strict=True):
                 accs[c].add(sa, None if gb is None else sb)
     n_images = len(full_batches) * meta_a["plan"]["batch_size"]
     return {c: acc.jackknife_se() ** 2 for c, acc in accs.items()}, n_images, meta_a

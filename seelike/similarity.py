@@ -295,7 +295,7 @@ class MeanAccumulator:
             tol = rank_tolerance(evals, sub.dtype, n)
             evals = torch.where(evals > tol, evals, torch.zeros_like(evals))
             r = evecs * evals.sqrt()[..., None, :]
-            for t, f, tr in zip(idx, r, hd.sum(-1)):
+            for t, f, tr in zip(idx, r, hd.sum(-1), strict=True):
                 factors[int(t)], traces[int(t)] = f, float(tr)
         return factors, traces
 
@@ -313,7 +313,7 @@ class MeanAccumulator:
             a, b = ia[start : start + self.chunk], ib[start : start + self.chunk]
             m = torch.stack([fa[int(x)].T for x in a]) @ torch.stack([fb[int(y)] for y in b])
             nuc = torch.linalg.svdvals(m).sum(-1).cpu().numpy()
-            den = np.sqrt([ta[int(x)] * tb[int(y)] for x, y in zip(a, b)])
+            den = np.sqrt([ta[int(x)] * tb[int(y)] for x, y in zip(a, b, strict=True)])
             values[a, b] = np.where(den > 0, nuc / np.where(den > 0, den, 1.0), 0.0)
         return values, None
 
@@ -433,7 +433,8 @@ def measures_from_grams(
         )  # raises first when every minibatch was dropped (no tap to call constant)
         deg_a, deg_b = acc.degenerate()
         constant = sorted(
-            {n for n, d in zip(names_a, deg_a) if d} | {n for n, d in zip(names_b, deg_b) if d}
+            {n for n, d in zip(names_a, deg_a, strict=True) if d}
+            | {n for n, d in zip(names_b, deg_b, strict=True) if d}
         )
         if constant:
             warnings.warn(

@@ -6,12 +6,16 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TIMM_OFFLINE", "1")
+# The dry-run decision cache (seelike.models.families) of this session only: the suite starts cold, as on a
+# fresh machine, and never writes into the user's ~/.cache.
+os.environ.setdefault("SEELIKE_CACHE_DIR", tempfile.mkdtemp(prefix="seelike-test-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))

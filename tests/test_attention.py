@@ -157,7 +157,7 @@ def reference_distances(model: nn.Module, x: torch.Tensor, cls: str) -> np.ndarr
     for h in hooks:
         h.remove()
     out = []
-    for blk, xin in zip(model.blocks, blocks_in):
+    for blk, xin in zip(model.blocks, blocks_in, strict=True):
         at = blk.attn
         y = blk.norm1(xin).double()
         w, bias = at.qkv.weight.double(), at.qkv.bias.double()
@@ -255,7 +255,7 @@ def test_head_subset_cka_matches_minibatch_cka():
     cnn = [torch.randn(6, 5, 2, 2, generator=g) for _ in range(3)]  # stand-in CNN activations
     cnn2 = [c**2 for c in cnn]
     groups = [[2], [0, 1]]
-    grams = [torch.stack([gram(a), gram(b)]) for a, b in zip(cnn, cnn2)]
+    grams = [torch.stack([gram(a), gram(b)]) for a, b in zip(cnn, cnn2, strict=True)]
     got, se = head_subset_cka(model, xs, grams, groups, with_se=True)
     assert got.shape == se.shape == (2, 2)
     for s, grp in enumerate(groups):
@@ -353,7 +353,7 @@ def test_cait_talking_heads_probabilities_and_distances():
     res = attention_distances(model, [x], cls="keep")
     df = res.to_frame()
     assert res.prefix_tokens == [0, 0]
-    for i, (s, xin) in enumerate(zip(sites, inputs)):
+    for i, (s, xin) in enumerate(zip(sites, inputs, strict=True)):
         at, y = s.module, xin.double()
         b, n, _ = y.shape
         qkv = (
@@ -402,7 +402,7 @@ def test_window_geometry_matches_timm_partition(kind, img):
     ]
     assert len({s.name for s in sites}) == 4
     shifted = []
-    for s, hw in zip(sites, [(img // 4, img // 4)] * 2 + [(img // 8, img // 8)] * 2):
+    for s, hw in zip(sites, [(img // 4, img // 4)] * 2 + [(img // 8, img // 8)] * 2, strict=True):
         x = torch.zeros(1, *hw, 24 * (1 if hw[0] == img // 4 else 2))
         x[0, :, :, 0] = torch.arange(hw[0])[:, None] + 1.0
         x[0, :, :, 1] = torch.arange(hw[1])[None, :] + 1.0
@@ -434,7 +434,7 @@ def test_shifted_windows_mask_exactly_the_wrapped_pairs(kind):
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
     with torch.no_grad(), attention_probabilities(model) as got:
         model(x)
-    for s, ((probs, hw),) in zip(attention_sites(model), got):
+    for s, ((probs, hw),) in zip(attention_sites(model), got, strict=True):
         window, shift = _block_window(s)
         geom = window_geometry(hw, window, shift, (64 / hw[0], 64 / hw[1]))
         d = geom.positions[:, :, None, :] - geom.positions[:, None, :, :]
@@ -459,7 +459,7 @@ def swin_reference(model, x, cls) -> np.ndarray:
         model(x)
     img_h, img_w = x.shape[-2:]
     out = []
-    for s, ((probs, (gh, gw)),) in zip(sites, got):
+    for s, ((probs, (gh, gw)),) in zip(sites, got, strict=True):
         (wh, ww), (sh, sw) = _block_window(s)
         nh, nw = -(-gh // wh), -(-gw // ww)
         stride = (img_h / gh, img_w / gw)

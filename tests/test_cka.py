@@ -40,7 +40,7 @@ def ref_hsic1(K: np.ndarray, L: np.ndarray) -> float:
 def ref_minibatch_cka(xs, ys) -> float:
     """Nguyen et al. (2021): ratio of the means of per-batch HSIC₁ values."""
     kk, ll, kl = [], [], []
-    for x, y in zip(xs, ys):
+    for x, y in zip(xs, ys, strict=True):
         x = np.asarray(x, np.float64).reshape(len(x), -1)
         y = np.asarray(y, np.float64).reshape(len(y), -1)
         K, L = x @ x.T, y @ y.T
@@ -121,8 +121,8 @@ def test_cka_matrix_fast_path_matches_per_pair_reference():
 def test_ratio_of_means_differs_from_mean_of_ratios():
     """Guards against averaging per-batch CKAs (a common mistake)."""
     xs = [rng.standard_normal((16, 4)) * s for s in (1.0, 10.0)]
-    ys = [x + rng.standard_normal((16, 4)) * s for x, s in zip(xs, (0.1, 30.0))]
-    mean_of_ratios = np.mean([ref_minibatch_cka([x], [y]) for x, y in zip(xs, ys)])
+    ys = [x + rng.standard_normal((16, 4)) * s for x, s in zip(xs, (0.1, 30.0), strict=True)]
+    mean_of_ratios = np.mean([ref_minibatch_cka([x], [y]) for x, y in zip(xs, ys, strict=True)])
     ours = minibatch_cka(xs, ys)
     assert abs(ours - ref_minibatch_cka(xs, ys)) < 1e-9
     assert abs(ours - mean_of_ratios) > 1e-3
@@ -308,7 +308,7 @@ def test_accumulator_takes_packed_stacks_equal_to_full_ones():
     xs = [rng.normal(size=(16, 10)) for _ in range(3)]
     ys = [rng.normal(size=(16, 8)) + xs[i][:, :8] for i in range(3)]
     full, packed = CkaAccumulator(1, 1), CkaAccumulator(1, 1)
-    for x, y in zip(xs, ys):
+    for x, y in zip(xs, ys, strict=True):
         gx, gy = gram(torch.from_numpy(x))[None], gram(torch.from_numpy(y))[None]
         full.add(gx, gy)
         # numpy arrays, as memory-mapped from disk
@@ -383,7 +383,8 @@ def test_permutation_null_matches_permuted_images_reference():
         orders = [d.permutation(n) for d in draws]
         for a, b in ((0, 0), (2, 2), (1, 2)):
             ref = ref_minibatch_cka(
-                [xs[a] for xs, _ in batches], [ys[b][o] for (_, ys), o in zip(batches, orders)]
+                [xs[a] for xs, _ in batches],
+                [ys[b][o] for (_, ys), o in zip(batches, orders, strict=True)],
             )
             assert null[p, a, b] == pytest.approx(ref, abs=1e-10)
     # a real dependence stands far out of its null; the null is centred near 0

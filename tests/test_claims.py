@@ -34,7 +34,9 @@ def long_cka(
             "kind_b": [kind(taps_b[j]) if kind else "x" for j in ib],
             "index_b": ib,
             "cka": m.ravel(),
-            "constant": [taps_a[i] in constant or taps_b[j] in constant for i, j in zip(ia, ib)],
+            "constant": [
+                taps_a[i] in constant or taps_b[j] in constant for i, j in zip(ia, ib, strict=True)
+            ],
         }
     )
     return df.sample(frac=1.0, random_state=0)

@@ -132,7 +132,10 @@ def _sacct_rows(cluster, expected: int, timeout: float = 30) -> list[dict[str, s
     deadline = time.monotonic() + timeout
     while True:
         out = cluster.run("sacct", "-X", "-P", "-a", "--starttime=now-1days", f"--format={fmt}")
-        rows = [dict(zip(fmt.split(","), ln.split("|"))) for ln in out.strip().splitlines()[1:]]
+        rows = [
+            dict(zip(fmt.split(","), ln.split("|"), strict=True))
+            for ln in out.strip().splitlines()[1:]
+        ]
         if len(rows) >= expected or time.monotonic() > deadline:
             return rows
         time.sleep(1)
@@ -235,7 +238,7 @@ def _assert_json_close(a, b, where: str) -> None:
             _assert_json_close(a[k], b[k], f"{where}.{k}")
     elif isinstance(a, list) and isinstance(b, list):
         assert len(a) == len(b), f"{where}: lengths {len(a)} != {len(b)}"
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
             _assert_json_close(x, y, f"{where}[{i}]")
     elif isinstance(a, float) or isinstance(b, float):
         assert math.isclose(a, b, rel_tol=RTOL, abs_tol=ATOL), f"{where}: {a} != {b}"

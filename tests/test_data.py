@@ -79,7 +79,7 @@ def test_imagefolder_flat_and_split_layouts(tmp_path):
         0,
     )
     assert df.split.value_counts().to_dict() == {"train": 6, "test": 6}
-    assert all(i.startswith(s + "/") for i, s in zip(df.id, df.split))
+    assert all(i.startswith(s + "/") for i, s in zip(df.id, df.split, strict=True))
 
 
 def test_sorted_order_keeps_the_source_order_and_warns(tmp_path, caplog):
@@ -183,7 +183,7 @@ def test_loader_order_and_model_preprocessing(tmp_path):
         "crop_pct": 1.0,
         "interpolation": "bilinear",
     }
-    xs, ys = zip(*make_loader(df, DIGITS, dc, split="test", n_images=12, batch_size=5))
+    xs, ys = zip(*make_loader(df, DIGITS, dc, split="test", n_images=12, batch_size=5), strict=True)
     assert [len(x) for x in xs] == [5, 5, 2] and xs[0].shape[1:] == (3, 24, 24)
     assert [int(v) for y in ys for v in y] == select(df, "test", 12)["label"].tolist()
     assert float(xs[0].min()) >= -1.0 - 1e-6 and float(xs[0].max()) <= 1.0 + 1e-6

@@ -39,7 +39,9 @@ def test_heatmap_marks_cells_within_the_null_and_states_the_floor(monkeypatch):
     ax = figs[0].axes[0]
     dots = [c for c in ax.collections if isinstance(c, PathCollection)]  # the heatmap is a QuadMesh
     marked = np.concatenate([c.get_offsets() for c in dots])
-    expected = {(i, j) for i, j, z in zip(df.index_a, df.index_b, df.null_z) if z < 3.0}
+    expected = {
+        (i, j) for i, j, z in zip(df.index_a, df.index_b, df.null_z, strict=True) if z < 3.0
+    }
     assert {(int(r - 0.5), int(c - 0.5)) for c, r in marked} == expected
     assert "null floor 0.031" in ax.get_title() and "median SE 0.01" in ax.get_title()
 

@@ -37,7 +37,7 @@ def ref_hsic1(K: np.ndarray, L: np.ndarray) -> float:
 
 def ref_cka(xs, ys) -> float:
     kl = kk = ll = 0.0
-    for x, y in zip(xs, ys):
+    for x, y in zip(xs, ys, strict=True):
         x = np.asarray(x, np.float64).reshape(len(x), -1)
         y = np.asarray(y, np.float64).reshape(len(y), -1)
         K, L = x @ x.T, y @ y.T

@@ -30,7 +30,9 @@ def similarity_table(
     cells of a `constant` tap store 0."""
     ia, ib = np.meshgrid(np.arange(len(taps_a)), np.arange(len(taps_b)), indexing="ij")
     ia, ib = ia.ravel(), ib.ravel()
-    const = np.array([taps_a[i] in constant or taps_b[j] in constant for i, j in zip(ia, ib)])
+    const = np.array(
+        [taps_a[i] in constant or taps_b[j] in constant for i, j in zip(ia, ib, strict=True)]
+    )
     frames = []
     for measure, m in mats.items():
         v = m.ravel().copy()
@@ -90,7 +92,7 @@ def test_cross_agreement_matches_scipy_on_the_cells_both_define():
     df = measure_agreement(similarity_table(mats, TAPS_A, TAPS_B), same=False)
     assert list(df.columns) == ["measure_1", "measure_2", "spearman", "n_cells"]
     # every pair once, in MEASURES order (linear_cka, rbf_cka, rsa, bures)
-    assert list(zip(df.measure_1, df.measure_2)) == [
+    assert list(zip(df.measure_1, df.measure_2, strict=True)) == [
         ("linear_cka", "rbf_cka"), ("linear_cka", "rsa"), ("linear_cka", "bures"),
         ("rbf_cka", "rsa"), ("rbf_cka", "bures"), ("rsa", "bures"),
     ]  # fmt: skip
@@ -117,7 +119,9 @@ def test_self_agreement_reads_each_pair_once_above_the_diagonal():
     df = measure_agreement(
         similarity_table({"dcor": dcor, "linear_cka": lin}, TAPS_A, TAPS_A), True
     )
-    assert list(zip(df.measure_1, df.measure_2)) == [("linear_cka", "dcor")]  # MEASURES order
+    assert list(zip(df.measure_1, df.measure_2, strict=True)) == [
+        ("linear_cka", "dcor")
+    ]  # MEASURES order
     rho, cells = _expected(lin, dcor, np.triu(np.ones((n, n), bool), k=1))
     assert cells == n * (n - 1) // 2
     assert df["spearman"].iloc[0] == pytest.approx(rho, abs=1e-12)
@@ -162,7 +166,10 @@ def test_agreement_edge_cases_and_the_table_over_pairs():
         "spearman",
         "n_cells",
     ]
-    assert list(dict.fromkeys(zip(t.model_a, t.model_b))) == [("vit", "vit"), ("vit", "cnn")]
+    assert list(dict.fromkeys(zip(t.model_a, t.model_b, strict=True))) == [
+        ("vit", "vit"),
+        ("vit", "cnn"),
+    ]
     assert (t[t.model_b == "vit"]["n_cells"] == n * (n - 1) // 2).all()  # self: i < j
     assert len(t[t.model_b == "cnn"]) == 6
     assert agreement_table({}).empty

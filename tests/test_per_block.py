@@ -47,7 +47,7 @@ def _long(
 
 def test_diagonal_of_block_outputs_in_forward_order():
     names = TAPS["name"].tolist()
-    kinds = dict(zip(TAPS["name"], TAPS["kind"]))
+    kinds = dict(zip(TAPS["name"], TAPS["kind"], strict=True))
     m = np.random.default_rng(0).uniform(size=(6, 6))
     out = per_block_cka(_long(m, names, names, kinds), TAPS)
     assert out["tap"].tolist() == ["embed", "blocks.0.block", "blocks.1.block"]
@@ -58,7 +58,7 @@ def test_diagonal_of_block_outputs_in_forward_order():
 
 
 def test_different_taps_are_refused_with_the_difference_named():
-    kinds = dict(zip(TAPS["name"], TAPS["kind"])) | {"layer1.0.out": "out"}
+    kinds = dict(zip(TAPS["name"], TAPS["kind"], strict=True)) | {"layer1.0.out": "out"}
     names = TAPS["name"].tolist()
     other = names[:-1] + ["layer1.0.out"]
     with pytest.raises(TapMismatchError, match=r"only in the reference: \['norm'\].*cka.pairs"):

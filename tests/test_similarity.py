@@ -142,14 +142,14 @@ def ref_bures_gram_form(x: np.ndarray, y: np.ndarray) -> float:
 def ratio_of_means(stat, xs, ys) -> float:
     """Σ_i s(X_i, Y_i) / sqrt(Σ_i s(X_i, X_i) · Σ_i s(Y_i, Y_i)) (Nguyen et al. 2021)."""
     xs, ys = [flat(x) for x in xs], [flat(y) for y in ys]
-    kl = sum(stat(x, y) for x, y in zip(xs, ys))
+    kl = sum(stat(x, y) for x, y in zip(xs, ys, strict=True))
     kk = sum(stat(x, x) for x in xs)
     ll = sum(stat(y, y) for y in ys)
     return float(kl / np.sqrt(kk * ll))
 
 
 def mean_over_batches(stat, xs, ys) -> float:
-    return float(np.mean([stat(flat(x), flat(y)) for x, y in zip(xs, ys)]))
+    return float(np.mean([stat(flat(x), flat(y)) for x, y in zip(xs, ys, strict=True)]))
 
 
 def reference(xs, ys, measure: str, o: MeasureOptions | None = None) -> float:
@@ -335,11 +335,11 @@ def test_aggregation_over_minibatches_is_the_specified_one():
     xs = [r.standard_normal((16, 6)) * s for s in (1.0, 10.0, 0.2)]
     ys = [
         x @ r.standard_normal((6, 5)) + r.standard_normal((16, 5)) * s
-        for x, s in zip(xs, (0.1, 40.0, 0.5))
+        for x, s in zip(xs, (0.1, 40.0, 0.5), strict=True)
     ]
     for measure in SPEC_MEASURES:
         want = reference(xs, ys, measure)
-        per_batch = [reference([x], [y], measure) for x, y in zip(xs, ys)]
+        per_batch = [reference([x], [y], measure) for x, y in zip(xs, ys, strict=True)]
         got = minibatch_similarity(xs, ys, measure)
         assert got == pytest.approx(want, rel=RTOL64, abs=ATOL64), measure
         if measure in ("rsa", "bures"):
@@ -380,11 +380,17 @@ def test_invariances(measure, opts, sizes):
     ) == pytest.approx(base, **tol)
     perms = [r.permutation(len(x)) for x in xs]
     assert minibatch_similarity(
-        [x[p] for x, p in zip(xs, perms)], [y[p] for y, p in zip(ys, perms)], measure, opts
+        [x[p] for x, p in zip(xs, perms, strict=True)],
+        [y[p] for y, p in zip(ys, perms, strict=True)],
+        measure,
+        opts,
     ) == pytest.approx(base, **tol)
     # ... while permuting only one side is a different value (the invariance tests can fail)
     assert (
-        abs(minibatch_similarity([x[p] for x, p in zip(xs, perms)], ys, measure, opts) - base)
+        abs(
+            minibatch_similarity([x[p] for x, p in zip(xs, perms, strict=True)], ys, measure, opts)
+            - base
+        )
         > 1e-3
     )
 

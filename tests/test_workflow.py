@@ -163,7 +163,7 @@ def test_end_to_end_outputs(workflow_run):
     pb, _ = read_table(res / "per_block" / "digits" / "vit__vit_variant.parquet")
     cross, _ = read_table(res / "cka" / "digits" / "vit__vit_variant.parquet")
     assert pb["tap"].tolist() == ["embed", "blocks.0.block", "blocks.1.block"]
-    for tap, value in zip(pb["tap"], pb["cka"]):
+    for tap, value in zip(pb["tap"], pb["cka"], strict=True):
         assert value == cross[(cross.tap_a == tap) & (cross.tap_b == tap)]["cka"].item()
     variant = read_json(res / "models" / "vit_variant" / "model.json")
     assert variant["remove_skip"]["blocks"] == [1] and variant["metrics"]["train_images"] == 128

@@ -276,10 +276,10 @@ class AttentionDistances:
         """Per block: the map it attends over, its stride in pixels, window and shift (None where global)."""
         cols = zip(
             self.block_names, self.prefix_tokens, self.block_grid_hw, self.block_stride_px,
-            self.windows, self.shifts,
+            self.windows, self.shifts, strict=True,
         )  # fmt: skip
         keys = ("module", "prefix_tokens", "grid_hw", "stride_px", "window", "shift")
-        return [dict(zip(keys, c)) for c in cols]
+        return [dict(zip(keys, c, strict=True)) for c in cols]
 
     def to_frame(self) -> pd.DataFrame:
         """Tidy table: one row per block × head, with the head's rank (0 = most local) inside its block."""
@@ -322,7 +322,7 @@ def unfuse_attention(mods: Sequence[tuple[str, nn.Module]]) -> list[bool | None]
 
 def refuse_attention(mods: Sequence[tuple[str, nn.Module]], old: Sequence[bool | None]) -> None:
     """Restore the fused-attention flags `unfuse_attention` returned."""
-    for (_, m), f in zip(mods, old):
+    for (_, m), f in zip(mods, old, strict=True):
         if f is not None:
             m.fused_attn = f
 

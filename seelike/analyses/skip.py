@@ -133,7 +133,7 @@ def _unit_statistics(
             zc, fc, sc = (t.reshape(-1, 1, t.shape[-1]) for t in (zc, fc, sc))
         parts.append(_ratio_cosine_norms(zc, fc, sc))
         del zc, fc, sc
-    return (*(torch.cat(p) for p in zip(*parts)), err)
+    return (*(torch.cat(p) for p in zip(*parts, strict=True)), err)
 
 
 @dataclass

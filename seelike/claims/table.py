@@ -216,7 +216,7 @@ def to_markdown(df: pd.DataFrame, title: str | None = None) -> str:
     lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in df[COLUMNS].itertuples(index=False):
         cells = []
-        for col, v in zip(COLUMNS, row):
+        for col, v in zip(COLUMNS, row, strict=True):
             if col in ("seen", "robust"):
                 v = (
                     "n/a"

@@ -59,7 +59,7 @@ def plot_attention_distance(
     block has its own colour and marker and is set slightly apart on x (dodged), so none hides another; the
     first block is drawn on top."""
     fig, axes = panel_grid(len(tables), width=5.0)
-    for ax, (model, df) in zip(axes, tables.items()):
+    for ax, (model, df) in zip(axes, tables.items(), strict=False):
         n_blocks = int(df["block"].max()) + 1
         chosen = resolve_blocks(blocks, n_blocks)
         colours = sns.color_palette("tab10", max(len(chosen), 1))
@@ -96,7 +96,7 @@ def plot_attention_all_blocks(
     """Every block: one dot per head at its mean distance, x = block (heads side by side in rank order, colour
     = rank, with a colour bar); shows where local heads disappear."""
     fig, axes = panel_grid(len(tables), width=5.2)
-    for ax, (model, df) in zip(axes, tables.items()):
+    for ax, (model, df) in zip(axes, tables.items(), strict=False):
         n_heads = int(df["rank"].max()) + 1
         norm = Normalize(0, max(n_heads - 1, 1))
         cmap = plt.get_cmap("viridis")
@@ -133,9 +133,9 @@ def plot_head_subsets(
     """Fig 5: CKA of each head subset with each CNN unit against the subset's mean distance (±1 SE bars where
     the table has them). `cnn` names the CNN in the legend's title."""
     fig, axes = panel_grid(len(tables), width=5.2)
-    for ax, (model, df) in zip(axes, tables.items()):
+    for ax, (model, df) in zip(axes, tables.items(), strict=False):
         order = df.sort_values("cnn_tap_order")["cnn_tap"].unique().tolist()
-        colours = dict(zip(order, sns.color_palette("rocket", len(order))))
+        colours = dict(zip(order, sns.color_palette("rocket", len(order)), strict=True))
         d = df.sort_values("subset_mean_distance_px")
         has_se = "cka_se" in d and d["cka_se"].notna().any()
         # ±1 standard error (jackknife over minibatches); open markers of one shape per unit, so units with

@@ -84,7 +84,7 @@ def plot_per_block_cka(
     """Fig 12: per-block CKA against depth, one line per (reference, other) pair, one panel per reference."""
     refs = list(dict.fromkeys(meta["model_a"] for _, meta in tables))
     fig, axes = plt.subplots(1, len(refs), figsize=(6.0 * len(refs), 3.6), squeeze=False)
-    for ax, ref in zip(axes[0], refs):
+    for ax, ref in zip(axes[0], refs, strict=False):
         bars = set()
         for df, meta in tables:
             if meta["model_a"] != ref:

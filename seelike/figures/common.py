@@ -38,7 +38,8 @@ def tick_labels(names: list[str], max_ticks: int = 48) -> tuple[list[int], list[
 
 
 def panel_grid(n: int, width: float = 4.2, height: float = 3.4, rows: int = 1):
-    """A figure with n panels in `rows` rows (unused axes hidden) and the flat list of its axes."""
+    """A figure with n panels in `rows` rows (unused axes hidden) and the flat list of its axes (which may hold
+    more axes than panels: callers zip it with their panels with strict=False)."""
     cols = -(-n // rows)
     fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
     for ax in axes.ravel()[n:]:

@@ -78,7 +78,7 @@ def plot_localisation(
     n = len(tokens) + 1
     fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.9), squeeze=False)
     blank = False
-    for ax, t in zip(axes[0], tokens):
+    for ax, t in zip(axes[0], tokens, strict=False):
         heat = _heat(df, t, hw)
         blank |= bool(np.isnan(heat).any())
         ax.imshow(heat, cmap=cmap, vmin=0, vmax=vmax)

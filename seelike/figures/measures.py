@@ -45,7 +45,7 @@ def plot_measure_heatmaps(
     side = min(6.0, max(3.2, 0.04 * max(n_a, n_b) + 2.6))
     rows = 1 if len(measures) <= 3 else 2
     fig, axes = panel_grid(max(len(measures), 1), width=side * 1.25, height=side, rows=rows)
-    for ax, measure in zip(axes, measures):
+    for ax, measure in zip(axes, measures, strict=False):
         d = df[df["measure"].astype(str) == measure]
         # cka_array, not cka_frame: its pivot would drop taps whose cells are all NaN (bures off block
         # outputs) and shift the others; it also blanks constant cells (undefined, stored 0)
@@ -110,19 +110,19 @@ def plot_measure_agreement(
     """One measure × measure heatmap per model pair of an `agreement_table`: the Spearman rank correlation of
     two measures over the tap pairs both define (annotated; RdBu, −1..1). The diagonal is blank (not computed:
     trivially 1); each panel's title gives the pair and the range of cell counts."""
-    pairs = list(dict.fromkeys(zip(agreement["model_a"], agreement["model_b"])))
+    pairs = list(dict.fromkeys(zip(agreement["model_a"], agreement["model_b"], strict=True)))
     cols = min(len(pairs), 3) or 1
     rows = -(-len(pairs) // cols) if pairs else 1
     fig, axes = panel_grid(max(len(pairs), 1), width=4.4, height=3.8, rows=rows)
     if not pairs:
         axes[0].text(0.5, 0.5, "fewer than two measures: nothing to compare", ha="center")
         axes[0].set_axis_off()
-    for ax, (a, b) in zip(axes, pairs):
+    for ax, (a, b) in zip(axes, pairs, strict=False):
         g = agreement[(agreement["model_a"] == a) & (agreement["model_b"] == b)]
         names = list(dict.fromkeys([*g["measure_1"], *g["measure_2"]]))
         pos = {m: i for i, m in enumerate(names)}
         mat = np.full((len(names), len(names)), np.nan)
-        for m1, m2, r in zip(g["measure_1"], g["measure_2"], g["spearman"]):
+        for m1, m2, r in zip(g["measure_1"], g["measure_2"], g["spearman"], strict=True):
             mat[pos[m1], pos[m2]] = mat[pos[m2], pos[m1]] = r  # symmetric
         sns.heatmap(
             mat, ax=ax, vmin=-1, vmax=1, cmap="RdBu_r", annot=True, fmt=".2f",

@@ -166,7 +166,7 @@ def plot_skip_cosine(
 ) -> None:
     """App. E.2: cosine between a sublayer's output (z + f) and its branch f, per block (CLS vs patch tokens)."""
     fig, axes = panel_grid(len(tables), width=5.2)
-    for ax, (model, df) in zip(axes, tables.items()):
+    for ax, (model, df) in zip(axes, tables.items(), strict=False):
         s = sublayer_frame(df)
         for (branch, ttype), g in s.groupby(["branch", "token_type"]):
             ax.plot(g["block"], g["cosine"], marker="o", label=f"{branch} · {ttype}")

@@ -1006,58 +1006,73 @@ def analysis_support(
     settings = settings or {}
     f = family_record(family)
     if analysis in ("attention", "head_subsets"):
-        if not f.attention:
-            return f"{f.attention_reason} (family {family!r})"
-        if analysis == "head_subsets" and f.head_subsets_reason:
-            return f"{f.head_subsets_reason} (family {family!r})"
-        if analysis == "head_subsets" and f.attention != "global":
-            return (
-                "Fig 5's head subsets are read from global token attention only: a windowed block's head "
-                f"outputs are per-window tensors (family {family!r})"
-            )
-        if f.attention == "global":
-            # one global attention over a fixed patch grid: every block's output has the same token grid
-            grids = {(t.layout, t.grid_hw) for t in taps if t.kind == "block"}
-            if len(grids) > 1 or any(lay != "tokens" or g is None for lay, g in grids):
-                return (
-                    "its blocks do not all attend over one token grid (pooled or unrolled tokens, e.g. Hiera): "
-                    f"block outputs have {sorted(grids, key=str)} (family {family!r})"
-                )
-        return None
+        return _attention_support(f, family, taps, analysis)
     if analysis == "skip":
-        if not f.residual:
-            return f"{f.residual_reason} (family {family!r})"
-        kinds = {t.kind for t in taps}
-        if f.residual == "sublayers":
-            missing = [k for pair in f.residual_pairs for k in pair if k not in kinds]
-            if missing:
-                return f"its blocks have no {missing} taps to read residual sublayers from (family {family!r})"
-        elif f.residual == "branches" and "branch" not in kinds:
-            return (
-                "none of its blocks adds a whole per-image residual branch through a drop_path module "
-                f"(family {family!r})"
-            )
-        elif "branch" not in kinds:
-            return (
-                f"none of its units has a residual branch (a skip connection) (family {family!r})"
-            )
-        return None
+        return _skip_support(f, family, taps)
     if analysis in ("erf", "localisation", "probes"):
-        # the analyses' own choosers answer: the dry run refuses exactly what the rule would refuse
-        if analysis == "erf":
-            from seelike.analyses.receptive_field import erf_support
-
-            why = erf_support(taps, family, tap_names, settings.get("residual", ("post", "pre")))
-        elif analysis == "localisation":
-            from seelike.analyses.localisation import localisation_support
-
-            if tap_names and len(tap_names) > 1:
-                return f"localisation maps one tap, the config names {list(tap_names)}"
-            why = localisation_support(taps, tap_names[0] if tap_names else None)
-        else:
-            from seelike.analyses.probes import probes_support
-
-            kinds = settings.get("tap_kinds", BLOCK_OUTPUT_KINDS)
-            why = probes_support(taps, tap_names, kinds)
-        return None if why is None else f"{why} (family {family!r})"
+        return _map_support(family, taps, analysis, tap_names, settings)
     return None
+
+
+def _attention_support(f: Family, family: str, taps, analysis: str) -> str | None:
+    """analysis_support for attention and head_subsets."""
+    if not f.attention:
+        return f"{f.attention_reason} (family {family!r})"
+    if analysis == "head_subsets" and f.head_subsets_reason:
+        return f"{f.head_subsets_reason} (family {family!r})"
+    if analysis == "head_subsets" and f.attention != "global":
+        return (
+            "Fig 5's head subsets are read from global token attention only: a windowed block's head "
+            f"outputs are per-window tensors (family {family!r})"
+        )
+    if f.attention == "global":
+        # one global attention over a fixed patch grid: every block's output has the same token grid
+        grids = {(t.layout, t.grid_hw) for t in taps if t.kind == "block"}
+        if len(grids) > 1 or any(lay != "tokens" or g is None for lay, g in grids):
+            return (
+                "its blocks do not all attend over one token grid (pooled or unrolled tokens, e.g. Hiera): "
+                f"block outputs have {sorted(grids, key=str)} (family {family!r})"
+            )
+    return None
+
+
+def _skip_support(f: Family, family: str, taps) -> str | None:
+    """analysis_support for skip statistics."""
+    if not f.residual:
+        return f"{f.residual_reason} (family {family!r})"
+    kinds = {t.kind for t in taps}
+    if f.residual == "sublayers":
+        missing = [k for pair in f.residual_pairs for k in pair if k not in kinds]
+        if missing:
+            return f"its blocks have no {missing} taps to read residual sublayers from (family {family!r})"
+    elif f.residual == "branches" and "branch" not in kinds:
+        return (
+            "none of its blocks adds a whole per-image residual branch through a drop_path module "
+            f"(family {family!r})"
+        )
+    elif "branch" not in kinds:
+        return f"none of its units has a residual branch (a skip connection) (family {family!r})"
+    return None
+
+
+def _map_support(
+    family: str, taps, analysis: str, tap_names, settings: dict[str, Any]
+) -> str | None:
+    """analysis_support for erf, localisation and probes: the analyses' own choosers answer, so the dry run
+    refuses exactly what the rule would refuse."""
+    if analysis == "erf":
+        from seelike.analyses.receptive_field import erf_support
+
+        why = erf_support(taps, family, tap_names, settings.get("residual", ("post", "pre")))
+    elif analysis == "localisation":
+        from seelike.analyses.localisation import localisation_support
+
+        if tap_names and len(tap_names) > 1:
+            return f"localisation maps one tap, the config names {list(tap_names)}"
+        why = localisation_support(taps, tap_names[0] if tap_names else None)
+    else:
+        from seelike.analyses.probes import probes_support
+
+        kinds = settings.get("tap_kinds", BLOCK_OUTPUT_KINDS)
+        why = probes_support(taps, tap_names, kinds)
+    return None if why is None else f"{why} (family {family!r})"

@@ -22,7 +22,7 @@ def _claims_inputs(ctx: RuleContext):
             raise RuntimeError(f"claims: {len(paths)} {section} inputs but {len(labels)} labels")
         return {
             tuple(lab) if isinstance(lab, (list, tuple)) else lab: read_table(path)
-            for lab, path in zip(labels, paths)
+            for lab, path in zip(labels, paths, strict=True)
         }
 
     def frames(section):

@@ -15,7 +15,7 @@ def _tables(ctx: RuleContext, paths=None) -> dict[str, Any]:
     from seelike.io import read_table
 
     paths = list(ctx.input if paths is None else paths)
-    return {m: read_table(path)[0] for m, path in zip(ctx.params.models, paths)}
+    return {m: read_table(path)[0] for m, path in zip(ctx.params.models, paths, strict=True)}
 
 
 def _dataset(ctx: RuleContext) -> str:
@@ -55,7 +55,9 @@ def measure_agreement(ctx: RuleContext) -> None:
     from seelike.figures.measures import plot_measure_agreement
     from seelike.io import atomic_write, read_table
 
-    tables = {tuple(p): read_table(path)[0] for p, path in zip(ctx.params.pairs, ctx.input)}
+    tables = {
+        tuple(p): read_table(path)[0] for p, path in zip(ctx.params.pairs, ctx.input, strict=True)
+    }
     agreement = agreement_table(tables)
     with atomic_write(ctx.output.csv) as tmp:
         agreement.to_csv(tmp, index=False)
@@ -98,7 +100,7 @@ def plot_erf(ctx: RuleContext) -> None:
     out = ctx.output
     tables = _tables(ctx, ctx.input.tables)
     maps = {}
-    for m, path in zip(ctx.params.models, ctx.input.maps):
+    for m, path in zip(ctx.params.models, ctx.input.maps, strict=True):
         with np.load(path) as z:
             maps[m] = {k: z[k] for k in z.files}
     sizes = erf_size_summary(tables)
