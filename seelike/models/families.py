@@ -435,22 +435,21 @@ def _firings(
     firing as it ends, in firing order."""
     import torch
 
-    from seelike.models.taps import blank_forward
+    from seelike.models.taps import blank_forward, hooks
 
     mods = dict(model.named_modules())
     shapes: dict[str, list[tuple[int, ...] | None]] = {p: [] for p in paths}
 
-    def hook(_m, _i, o, p):
-        shapes[p].append(tuple(o.shape) if isinstance(o, torch.Tensor) else None)
-        if order is not None:
-            order.append(p)
+    def record(p: str):
+        def fn(o) -> None:
+            shapes[p].append(tuple(o.shape) if isinstance(o, torch.Tensor) else None)
+            if order is not None:
+                order.append(p)
 
-    handles = [mods[p].register_forward_hook(lambda m, i, o, p=p: hook(m, i, o, p)) for p in paths]
-    try:
+        return fn
+
+    with hooks((mods[p], "output", record(p)) for p in paths):
         blank_forward(model)
-    finally:
-        for h in handles:
-            h.remove()
     return shapes
 
 
