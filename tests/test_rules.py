@@ -7,7 +7,10 @@ import ast
 import importlib
 import inspect
 import logging
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -98,3 +101,25 @@ def test_progress_logs_first_every_tenth_and_last(caplog):
         "cache m: repeat 1, batch 12/12",
         "probes: repeat 0, fit 1/?",
     ]
+
+
+def test_setup_rule_caps_torch_threads_without_importing_torch(tmp_path):
+    """A figure job never pays torch's import: setup_rule caps the threads through the environment torch reads
+    when it is imported, and sets an already imported torch directly."""
+    code = f"""
+import sys
+from types import SimpleNamespace
+from seelike.rules.context import setup_rule
+setup_rule(SimpleNamespace(log=[{str(tmp_path / "job.log")!r}], threads=1))
+assert "torch" not in sys.modules, "setup_rule imported torch"
+import torch
+print(torch.get_num_threads())
+torch.set_num_threads(2)
+setup_rule(SimpleNamespace(log=[], threads=1))
+print(torch.get_num_threads())
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    ).stdout.split()
+    assert out == ["1", "1"], out

@@ -4,6 +4,7 @@ settings (`Execution`), a `Progress` logger, and `RuleContext` (device, model, l
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from functools import cached_property
@@ -22,7 +23,7 @@ class Execution:
 
 
 def setup_rule(snakemake: Any) -> logging.Logger:
-    """Send logging (and warnings, and uncaught errors) to the rule's log file; cap torch threads."""
+    """Send logging (and warnings, and uncaught errors) to the rule's log file; cap torch threads at the job's."""
     log_file = snakemake.log[0] if len(snakemake.log) else None
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
@@ -41,12 +42,12 @@ def setup_rule(snakemake: Any) -> logging.Logger:
         sys.__excepthook__(kind, value, tb)
 
     sys.excepthook = excepthook
-    try:
-        import torch
-
-        torch.set_num_threads(max(1, int(snakemake.threads)))
-    except ImportError:
-        pass
+    # Cap torch's threads at the job's without importing torch (1.7 s a job; figure jobs never need it): torch
+    # reads OMP_NUM_THREADS when it is first imported, and a torch already imported is set directly.
+    threads = str(max(1, int(snakemake.threads)))
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = threads
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(threads))
     return logger
 
 
