@@ -409,13 +409,18 @@ class CkaAccumulator:
         k = len(self.batch_terms)
         if k < 2:
             return np.full((self.n_a, self.n_b), np.nan)
-        loo = np.stack(
+        loo = self.leave_one_out()
+        return np.sqrt((k - 1) / k * ((loo - loo.mean(0)) ** 2).sum(0))
+
+    def leave_one_out(self) -> np.ndarray:
+        """(k, Tₐ, T_b) CKA₍₋ᵢ₎: the ratio of means without minibatch i, for each of the k minibatches (the
+        jackknife's replicates; a statistic of several cells, e.g. their mean, takes its SE from these)."""
+        return np.stack(
             [
                 self._ratio(self.cross - c, self.self_a - a, self.self_b - b)
                 for c, a, b in self.batch_terms
             ]
         )
-        return np.sqrt((k - 1) / k * ((loo - loo.mean(0)) ** 2).sum(0))
 
     def null(self) -> np.ndarray:
         """(permutations, Tₐ, T_b) CKA of the permutation null: the same statistic with the second model's

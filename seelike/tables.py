@@ -67,3 +67,36 @@ def primary_aggregation(
     """The first aggregation of `order` present in a probe table (None when none is)."""
     present = set(df["aggregation"])
     return next((a for a in order if a in present), None)
+
+
+def _swapped(name: str) -> str:
+    """`x_a` ↔ `x_b` (a pair table's per-side columns and metadata keys)."""
+    if name.endswith("_a"):
+        return name[:-2] + "_b"
+    if name.endswith("_b"):
+        return name[:-2] + "_a"
+    return name
+
+
+def oriented(df: pd.DataFrame, meta: dict, a: str) -> tuple[pd.DataFrame, dict]:
+    """A model pair's long table (CKA or similarity) with model `a` on the rows (side a).
+
+    Each unordered pair is computed once, its table named in config order (`cka.pairs`); asked the other way
+    round it is read as the transpose: every per-side column and metadata key swapped (tap_a ↔ tap_b, ...). The
+    measures are symmetric in the two models, and so is their null (permuting one model's images against the
+    other's), so the values are unchanged. A table already oriented, or a self pair, is returned as it is."""
+    if meta.get("model_a") == a or meta.get("model_a") == meta.get("model_b"):
+        return df, meta
+    if meta.get("model_b") != a:
+        raise ValueError(
+            f"the table compares {meta.get('model_a')!r} with {meta.get('model_b')!r}, not {a!r}"
+        )
+    out = df.rename(columns=_swapped)[list(df.columns)]
+    if {"index_a", "index_b"} <= set(out.columns):
+        out = out.sort_values(["index_a", "index_b"], kind="stable", ignore_index=True)
+    swapped_meta = {_swapped(k): v for k, v in meta.items()}
+    unc = dict(swapped_meta.get("uncertainty") or {})
+    if unc.get("pair"):
+        unc["pair"] = {m: {_swapped(k): v for k, v in p.items()} for m, p in unc["pair"].items()}
+        swapped_meta["uncertainty"] = unc
+    return out, swapped_meta

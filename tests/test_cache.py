@@ -360,7 +360,11 @@ def test_measures_from_caches_equal_measures_from_activations(tmp_path, samples)
     linear, _ = cka_from_caches(tmp_path / "a", tmp_path / "b", permutations=4)
     np.testing.assert_array_equal(df[df.measure == "linear_cka"]["value"], linear["cka"])
     live = df[~df.constant]
-    assert live.groupby("measure")["se"].apply(lambda s: (s.dropna() > 0).all()).all()
+    # mutual_knn counts shared neighbours (k/n steps): a cell may score the same in every minibatch, SE exactly 0
+    continuous = live[live.measure != "mutual_knn"]
+    assert continuous.groupby("measure")["se"].apply(lambda s: (s.dropna() > 0).all()).all()
+    knn = live[live.measure == "mutual_knn"]["se"]
+    assert (knn >= 0).all() and (knn > 0).mean() > 0.5
     assert live[live.measure == "rsa"]["null_sd"].gt(0).all()
     assert live[live.measure == "bures"]["null_sd"].isna().all()
     assert set(meta["measures"]) == set(MEASURES)
@@ -373,3 +377,137 @@ def test_measures_from_caches_equal_measures_from_activations(tmp_path, samples)
     assert merged_meta["uncertainty"]["null_floor_by_measure"]["linear_cka"] == 0.1
     with pytest.raises(ValueError, match="cka.bures_taps lists"):
         measures_from_caches(tmp_path / "a", tmp_path / "b", ["bures"], bures_taps=["nope"])
+
+
+# ---------------------------------------------------------------- model-pair scores (the atlas)
+def _hsic1(k: np.ndarray, l: np.ndarray) -> float:
+    """Unbiased HSIC₁ (Song et al. 2012), written from the formula."""
+    n = len(k)
+    k, l = k.copy(), l.copy()
+    np.fill_diagonal(k, 0)
+    np.fill_diagonal(l, 0)
+    one = np.ones(n)
+    return (
+        np.trace(k @ l)
+        + (one @ k @ one) * (one @ l @ one) / ((n - 1) * (n - 2))
+        - 2 / (n - 2) * (one @ k @ l @ one)
+    ) / (n * (n - 3))
+
+
+def _reference_cells(acts_a, acts_b, perms=None, drop=None):
+    """Minibatch CKA (ratio of means over minibatches) of every tap pair in float64, optionally with the second
+    model's images of minibatch b permuted by perms[b] and minibatch `drop` left out."""
+    grams = lambda acts, b: [
+        (x := v[b].reshape(len(v[b]), -1).numpy()) @ x.T for v in acts.values()
+    ]
+    n_batches = len(next(iter(acts_a.values())))
+    cross = np.zeros((len(acts_a), len(acts_b)))
+    sa, sb = np.zeros(len(acts_a)), np.zeros(len(acts_b))
+    for b in range(n_batches):
+        if b == drop:
+            continue
+        ka, kb = grams(acts_a, b), grams(acts_b, b)
+        if perms is not None:
+            kb = [k[np.ix_(perms[b], perms[b])] for k in kb]
+        sa += [_hsic1(k, k) for k in ka]
+        sb += [_hsic1(k, k) for k in kb]
+        cross += [[_hsic1(k, l) for l in kb] for k in ka]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return cross / np.sqrt(np.outer(sa, sb))
+
+
+def test_pair_scores_equal_a_float64_reference(tmp_path, samples):
+    """The pair's family-wise null (max over block cells of each permutation draw), its diagonal mean's jackknife
+    SE and the scores built on them equal a float64 computation from the activations, written from the
+    definitions (pair_scores module docstring)."""
+    from seelike.analyses.pair_scores import pair_scores
+
+    vit, res = tiny_vit(), tiny_resnet()
+    for name, m, d in (("vit", vit, "a"), ("res", res, "b")):
+        build_cache(m, info(name, m), samples, DS, tmp_path / d, n_images=48, batch_size=16)
+    df, meta = cka_from_caches(tmp_path / "a", tmp_path / "b", permutations=6)
+    pair = meta["uncertainty"]["pair"]["linear_cka"]
+    acts_a, acts_b = activations(vit, samples, 48, 16), activations(res, samples, 48, 16)
+    names_a, names_b = list(acts_a), list(acts_b)
+    kinds_a = df.drop_duplicates("tap_a").set_index("tap_a")["kind_a"].reindex(names_a)
+    kinds_b = df.drop_duplicates("tap_b").set_index("tap_b")["kind_b"].reindex(names_b)
+    ia = [i for i, k in enumerate(kinds_a) if k in ("embed", "stem", "block", "out")]
+    ib = [j for j, k in enumerate(kinds_b) if k in ("embed", "stem", "block", "out")]
+    assert pair["blocks_a"] == [names_a[i] for i in ia] and len(ia) > 2 and len(ib) > 2
+    assert pair["blocks_b"] == [names_b[j] for j in ib]
+    # the depth-aligned cells, brute force: each block of the shorter model, the other's nearest in depth
+    short, long_ = sorted((len(ia), len(ib)))
+    near = [
+        min(range(long_), key=lambda j: (abs(i / (short - 1) - j / (long_ - 1)), j))
+        for i in range(short)
+    ]
+    diag = (
+        list(zip(range(short), near, strict=True))
+        if len(ia) <= len(ib)
+        else [(j, i) for i, j in enumerate(near)]
+    )
+    seed = read_cache_meta(tmp_path / "a")["plan"]["seed"]
+    null_max, null_diag = [], []
+    rngs = [np.random.default_rng([seed, b]) for b in range(3)]
+    draws = [[r.permutation(16) for _ in range(6)] for r in rngs]
+    for p in range(6):
+        cells = _reference_cells(acts_a, acts_b, perms=[draws[b][p] for b in range(3)])[
+            np.ix_(ia, ib)
+        ]
+        null_max.append(np.nanmax(cells))
+        null_diag.append(np.mean([cells[i, j] for i, j in diag]))
+    np.testing.assert_allclose(pair["null_max"], null_max, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(pair["null_diagonal"], null_diag, rtol=1e-5, atol=1e-7)
+    loo = np.array(
+        [np.mean([c[np.ix_(ia, ib)][i, j] for i, j in diag])
+         for c in (_reference_cells(acts_a, acts_b, drop=b) for b in range(3))]
+    )  # fmt: skip
+    np.testing.assert_allclose(
+        pair["diagonal_se"], np.sqrt(2 / 3 * ((loo - loo.mean()) ** 2).sum()), rtol=1e-6
+    )
+    full = _reference_cells(acts_a, acts_b)[np.ix_(ia, ib)]
+    scores = pair_scores(df.rename(columns={"cka": "value", "cka_se": "se"}), pair)
+    assert scores["score"] == pytest.approx(full.max(), rel=1e-6)
+    i, j = np.unravel_index(full.argmax(), full.shape)
+    assert (scores["score_tap_a"], scores["score_tap_b"]) == (names_a[ia[i]], names_b[ib[j]])
+    assert scores["score_p"] == pytest.approx((1 + sum(v >= full.max() for v in null_max)) / 7)
+    assert scores["diagonal"] == pytest.approx(np.mean([full[i, j] for i, j in diag]), rel=1e-6)
+    tau = np.sort(null_max + [full.max()])[int(np.ceil(0.95 * 7)) - 1]
+    assert scores["score_calibrated"] == pytest.approx(
+        np.clip((full.max() - tau) / (1 - tau), 0, 1), abs=1e-9
+    )
+    # a self pair has no null to test against: nothing stored
+    _, self_meta = cka_from_caches(tmp_path / "a", tmp_path / "a", permutations=2)
+    assert self_meta["uncertainty"]["pair"] == {}
+
+
+def test_pair_score_matches_calibrated_similarity(tmp_path, samples):
+    """Cross-check with Gröger et al.'s package (`calibrated-similarity`, Algorithm 2, agg max): one minibatch,
+    their permutations fed ours, their similarity our minibatch CKA estimator: the same corrected p-value and
+    calibrated score."""
+    cs = pytest.importorskip("calibrated_similarity")
+    from seelike.analyses.pair_scores import pair_scores
+
+    vit, res = tiny_vit(), tiny_resnet()
+    for name, m, d in (("vit", vit, "a"), ("res", res, "b")):
+        build_cache(m, info(name, m), samples, DS, tmp_path / d, n_images=32, batch_size=32)
+    df, meta = cka_from_caches(tmp_path / "a", tmp_path / "b", permutations=19)
+    pair = meta["uncertainty"]["pair"]["linear_cka"]
+    scores = pair_scores(df.rename(columns={"cka": "value", "cka_se": "se"}), pair)
+    acts_a, acts_b = activations(vit, samples, 32, 32), activations(res, samples, 32, 32)
+    xs = [acts_a[t][0].reshape(32, -1) for t in pair["blocks_a"]]
+    ys = [acts_b[t][0].reshape(32, -1) for t in pair["blocks_b"]]
+    rng = np.random.default_rng([read_cache_meta(tmp_path / "a")["plan"]["seed"], 0])
+    perms = iter([torch.as_tensor(rng.permutation(32)) for _ in range(19)])
+
+    def cka(x, y):
+        x, y = x - x.mean(0), y - y.mean(0)
+        kx, ky = (x @ x.T).numpy(), (y @ y.T).numpy()
+        return _hsic1(kx, ky) / np.sqrt(_hsic1(kx, kx) * _hsic1(ky, ky))
+
+    calibrated, p, tau = cs.calibrate_layers(
+        xs, ys, cka, agg="max", K=19, perm_fn=lambda n, dev: next(perms)
+    )
+    assert scores["score_p"] == pytest.approx(float(p), abs=1e-6)
+    assert scores["score_tau"] == pytest.approx(float(tau), abs=1e-5)
+    assert scores["score_calibrated"] == pytest.approx(float(calibrated), abs=1e-5)

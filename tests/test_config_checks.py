@@ -57,6 +57,59 @@ BAD_CONFIGS = [
         lambda c: c["cka"].update(pairs=[["vit", "convnext"]]),
         "convnext",
     ),
+    # the atlas's pairs (cka.pairs: all / groups) and datasets
+    (
+        "cka.pairs: all, one model",
+        CHECK_ERROR,
+        lambda c: (
+            c["models"].pop("vit_variant"),
+            c["models"].pop("resnet"),
+            c["cka"].update(pairs="all", per_block=[]),
+        ),
+        "cka.pairs: all",
+    ),
+    (
+        "cka.pairs.groups, a model in two",
+        CHECK_ERROR,
+        lambda c: c["cka"].update(
+            pairs={"groups": {"vits": ["vit", "resnet"], "cnns": ["resnet"]}}
+        ),
+        ("'resnet' is in groups", "'vits'", "'cnns'"),
+    ),
+    (
+        "cka.pairs.groups, unknown model",
+        CHECK_ERROR,
+        lambda c: c["cka"].update(pairs={"groups": {"vits": ["vit", "deit"], "cnns": ["resnet"]}}),
+        "cka.pairs.groups.vits names 'deit'",
+    ),
+    (
+        "cka.pairs.groups, one group",
+        CHECK_ERROR,
+        lambda c: c["cka"].update(pairs={"groups": {"all": ["vit", "resnet"]}}),
+        "cka.pairs.groups has 1 group",
+    ),
+    (
+        "cka.pairs, a self pair",
+        CHECK_ERROR,
+        lambda c: c["cka"].update(pairs=[["vit", "vit"]]),
+        "compares a model with itself",
+    ),
+    ("cka.pairs: some", SCHEMA_ERROR, lambda c: c["cka"].update(pairs="some"), "some"),
+    (
+        "atlas.datasets, unknown",
+        CHECK_ERROR,
+        lambda c: c.update(atlas={"datasets": ["digits", "cifar"]}),
+        "atlas.datasets names 'cifar'",
+    ),
+    (
+        "atlas.datasets, no caches",
+        CHECK_ERROR,
+        lambda c: (
+            c["datasets"].update(small={**c["datasets"]["digits"], "max_test": 8}),
+            c.update(atlas={"datasets": ["digits", "small"]}),
+        ),
+        "atlas.datasets names 'small', whose 'test' split holds 8 images",
+    ),
     (
         "model name with __",
         SCHEMA_ERROR,
@@ -168,9 +221,9 @@ BAD_CONFIGS = [
         (
             f"{section}.n_images",
             CHECK_ERROR,
-            lambda c, s=section: c[s].update(n_images=200),
+            lambda c, s=section: c[s].update(n_images=256),
             (
-                f"config: {section}.n_images is 200 but the 'test' split",
+                f"config: {section}.n_images is 256 but the 'test' split",
                 "holds 128 images",
                 f"lower {section}.n_images to at most 128",
             ),
@@ -219,7 +272,36 @@ BAD_CONFIGS = [
         "cka.measures",
         CHECK_ERROR,
         lambda c: c["cka"].update(measures=["cka_rbf"]),
-        ("config: cka.measures lists ['cka_rbf']", "did you mean ['rbf_cka'", "choose from"),
+        # close names, best first ('cknna' now ranks above 'rbf_cka' for 'cka_rbf')
+        ("config: cka.measures lists ['cka_rbf']", "did you mean [", "'rbf_cka']?", "choose from"),
+    ),
+    # mutual_knn / cknna: k neighbours per image must leave an image out of every kept minibatch
+    ("cka.knn_k 0", SCHEMA_ERROR, lambda c: c["cka"].update(knn_k=0), "knn_k"),
+    ("cka.knn_metric", SCHEMA_ERROR, lambda c: c["cka"].update(knn_metric="l1"), "l1"),
+    (
+        "cka.knn_k ≥ batch_size − 1",
+        CHECK_ERROR,
+        lambda c: c["cka"].update(measures=["linear_cka", "cknna"], knn_k=31),
+        (
+            "config: cka.knn_k is 31 but cka.batch_size is 32",
+            "cknna need knn_k < the minibatch size − 1",
+            "lower cka.knn_k to at most 30, or raise cka.batch_size",
+        ),
+    ),
+    (
+        "cka.knn_k ≥ last minibatch − 1",
+        CHECK_ERROR,
+        lambda c: c["cka"].update(measures=["mutual_knn"], n_images=100),
+        (
+            "config: cka.knn_k is 10 but the last minibatch holds 4 images",
+            "lower cka.knn_k to at most 2, or make cka.n_images a multiple of cka.batch_size",
+        ),
+    ),
+    (
+        "cka.knn_k ≥ n_images − 1",
+        CHECK_ERROR,
+        lambda c: c["cka"].update(measures=["mutual_knn"], n_images=10),
+        ("config: cka.knn_k is 10 but cka.n_images is 10", "raise cka.n_images"),
     ),
     # the schema's defaults are the paper's protocol (10,240 images), checked against the tiny split
     ("schema defaults", CHECK_ERROR, _drop("cka"), "cka.n_images is 10240"),
@@ -268,6 +350,20 @@ def test_good_configs_pass(name):
     path = REPO / "tests" / "configs" / name
     checked = check_config(validated(yaml.safe_load(path.read_text())))
     assert checked.models
+
+
+def test_knn_k_is_checked_only_for_the_knn_measures():
+    """A knn_k too large for the minibatches is refused only when mutual_knn or cknna is asked for; one below
+    the minibatch size − 1 passes, and a remainder minibatch under 4 images (dropped) is not counted."""
+    cfg = validated(tiny(lambda c: c["cka"].update(knn_k=31, measures=["linear_cka", "rsa"])))
+    WorkflowConfig(cfg).check_knn_k()
+    cfg["cka"].update(measures=["mutual_knn", "cknna"], knn_k=30)
+    WorkflowConfig(cfg).check_knn_k()
+    cfg["cka"].update(n_images=99)  # minibatches 32, 32, 32 and 3 (dropped)
+    WorkflowConfig(cfg).check_knn_k()
+    cfg["cka"].update(knn_k=31)
+    with pytest.raises(ConfigError, match="mutual_knn and cknna need"):
+        WorkflowConfig(cfg).check_knn_k()
 
 
 def test_python_models_get_their_factory_as_arch():
@@ -333,3 +429,32 @@ def test_fig5_reads_only_models_whose_heads_are_their_own(in_empty_dir):
     assert "swin" in cfg.analysis_models("attention")
     assert "swin" not in cfg.head_subset_models()
     assert "vit" in cfg.head_subset_models()
+
+
+@pytest.mark.parametrize(
+    ("pairs", "expected"),
+    [
+        (
+            [["resnet", "vit"], ["vit", "resnet"]],
+            [("resnet", "vit")],
+        ),  # each unordered pair once, as asked
+        ("all", [("vit", "vit_variant"), ("vit", "resnet"), ("vit_variant", "resnet")]),
+        (
+            {"groups": {"vits": ["vit", "vit_variant"], "cnns": ["resnet"]}},
+            [("vit", "resnet"), ("vit_variant", "resnet")],
+        ),
+    ],
+)
+def test_cross_pairs_resolve_each_unordered_pair_once(pairs, expected):
+    cfg = yaml.safe_load(
+        (REPO / "tests" / "configs" / "tiny.yaml").read_text()
+    )  # models in file order
+    cfg["cka"]["pairs"] = pairs
+    conf = WorkflowConfig(validated(cfg))
+    assert conf.cross_pairs == expected
+    # stored in config order, whichever way they were asked
+    assert [conf.stored_pair(a, b) for a, b in expected] == [
+        tuple(sorted(p, key=list(cfg["models"]).index)) for p in expected
+    ]
+    assert conf.pairs_listed == isinstance(pairs, list)
+    assert conf.atlas_datasets == ["digits"]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, prepare_workdir, run_snakemake
+from conftest import REPO, TINY_RUN_ARGS, prepare_workdir, run_snakemake
 
 from seelike.io import read_json, read_table
 from seelike.similarity import MEASURES
@@ -54,8 +55,8 @@ BAD_CONFIGS = [
     ),
     # more images than the split holds (tiny: max_test 128)
     (
-        lambda c: c["cka"].update(n_images=200),
-        ("config: cka.n_images is 200 but the 'test' split", "lower cka.n_images to at most 128"),
+        lambda c: c["cka"].update(n_images=256),
+        ("config: cka.n_images is 256 but the 'test' split", "lower cka.n_images to at most 128"),
     ),
 ]
 
@@ -188,6 +189,19 @@ def test_end_to_end_outputs(workflow_run):
     claims = pd.read_csv(res / "claims" / "digits.csv")
     fig1 = claims[(claims.figure.astype(str) == "1") & claims.seen.notna()]
     assert fig1["robust"].notna().all() and fig1["measures"].str.contains("dcor").all()
+    # the atlas: pairs.csv scores every measure of the one cross pair from its stored table; the page is one file
+    scores = pd.read_csv(res / "atlas" / "digits" / "pairs.csv")
+    assert sorted(scores["measure"]) == sorted(MEASURES) and set(
+        zip(scores.a, scores.b, strict=True)
+    ) == {("vit", "resnet")}
+    lin = scores[scores.measure == "linear_cka"].iloc[0]
+    cross, _ = read_table(res / "cka" / "digits" / "vit__resnet.parquet")
+    assert lin["score"] == pytest.approx(cross[cross.kind_a.isin(["embed", "block"]) & cross.kind_b.isin(
+        ["stem", "block", "out"])]["cka"].max())  # fmt: skip
+    assert 0 < lin["score_p"] <= 1 and lin["score_se"] > 0 and lin["diagonal_se"] > 0
+    page = (res / "atlas" / "digits" / "index.html").read_text()
+    # (plotly.js inline: the page opens offline; its browser test is tests/test_atlas_page.py)
+    assert "vit_tiny_patch16_224" in page and "resnet18" in page and len(page) > 1_000_000
     for fig in (
         "fig1_self_cka/vit",
         "fig1_self_cka/resnet",
@@ -195,6 +209,7 @@ def test_end_to_end_outputs(workflow_run):
         "fig2_cross_cka/vit__resnet",
         "fig12_per_block_cka",
         "measure_agreement",
+        "atlas_overview",
     ):
         for ext in ("png", "pdf"):
             assert (res / "figures" / "digits" / f"{fig}.{ext}").stat().st_size > 5000
@@ -247,11 +262,11 @@ MODEL_RULES = {
 }
 
 
-def _scheduled(workdir, cfg: dict, tmp_path) -> list[tuple[str, str]]:
+def _scheduled(workdir, cfg: dict, tmp_path, *targets: str) -> list[tuple[str, str]]:
     """(rule, wildcards) of every job a dry run with `cfg` would run in the finished run `workdir`."""
     path = tmp_path / "edited.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    proc = run_snakemake(workdir, "-n", "--cores", "1", "--configfile", str(path))
+    proc = run_snakemake(workdir, *targets, "-n", "--cores", "1", "--configfile", str(path))
     return _jobs(proc.stdout)
 
 
@@ -291,7 +306,10 @@ def _edit(fn):
     "name,edit,expected_rules",
     [
         ("cka.pairs", lambda c: c["cka"]["pairs"].append(["vit_variant", "resnet"]),
-         {"cka", "plot_cross_cka", "claims", "similarity", "measure_agreement"}),
+         {"cka", "plot_cross_cka", "claims", "similarity", "measure_agreement", "atlas"}),
+        # a pair asked the other way round: its figure reads the stored table transposed, nothing recomputed
+        ("cka.pairs (reversed)", lambda c: c["cka"].update(pairs=[["resnet", "vit"]]),
+         {"plot_cross_cka", "claims"}),
         # the measures: only the tables of the measures and what reads them, never a cache or a CKA table
         ("cka.rbf_sigma", lambda c: c["cka"].update(rbf_sigma=0.5),
          {"similarity", "measure_agreement", "claims"}),
@@ -344,23 +362,51 @@ def test_adding_a_model_schedules_only_its_own_jobs(workflow_run, tmp_path):
         "train_model", "cache", "receptive_field", "skip_stats", "probe_features", "localisation",
     }  # fmt: skip
     # comparisons: its self-CKA and the new pair, nothing of the models already there
+    # (the pair is stored in config order: resnet before vit2; Fig 2 reads it transposed)
     assert sorted(w for r, w in jobs if r == "cka") == [
-        "dataset=digits, a=vit2, b=resnet",
+        "dataset=digits, a=resnet, b=vit2",
         "dataset=digits, a=vit2, b=vit2",
     ]
     others = {r for r, w in jobs if r not in MODEL_RULES and r != "cka"}
     assert others <= {
         "linear_probes", "plot_self_cka", "plot_cross_cka", "plot_erf", "plot_skip", "plot_probes",
         "plot_localisation", "plot_localisation_summary", "claims",
-        "similarity", "plot_measures", "measure_agreement",
+        "similarity", "plot_measures", "measure_agreement", "atlas",
     }, jobs  # fmt: skip
     assert sorted(w for r, w in jobs if r == "similarity") == [
-        "dataset=digits, a=vit2, b=resnet",
+        "dataset=digits, a=resnet, b=vit2",
         "dataset=digits, a=vit2, b=vit2",
     ]
     assert all(
         "vit2" in w for r, w in jobs if r in ("linear_probes", "plot_self_cka", "plot_localisation")
     )
+
+
+@pytest.mark.slow
+def test_atlas_adds_a_model_with_its_passes_and_m_pair_jobs(workflow_run, tmp_path):
+    """cka.pairs: all on a finished run: adding model M + 1 schedules its passes, its self-similarity and exactly
+    M pair jobs (plus the atlas), nothing else; removing one schedules only the atlas."""
+    from collections import Counter
+
+    run = tmp_path / "run"
+    shutil.copytree(workflow_run, run, symlinks=True)
+    atlas = _edit(lambda c: c["cka"].update(pairs="all", per_block=[], measures=["linear_cka"]))
+    (tmp_path / "atlas.yaml").write_text(yaml.safe_dump(atlas, sort_keys=False))
+    # the one pair the tiny run lacks (vit_variant × resnet), then the atlas
+    run_snakemake(run, "atlas_all", "--configfile", str(tmp_path / "atlas.yaml"), *TINY_RUN_ARGS)
+    assert _scheduled(run, atlas, tmp_path, "atlas_all") == []
+
+    def add(c):
+        c["models"]["resnet2"] = {
+            **c["models"]["resnet"],
+            "train": {**c["models"]["resnet"]["train"], "seed": 1},
+        }
+
+    jobs = _scheduled(run, {**atlas, "models": _edit(add)["models"]}, tmp_path, "atlas_all")
+    assert Counter(r for r, _ in jobs) == {"train_model": 1, "cache": 1, "cka": 4, "atlas": 1}, jobs
+    assert all("resnet2" in w for r, w in jobs if r != "atlas"), jobs
+    removed = {**atlas, "models": {k: v for k, v in atlas["models"].items() if k != "vit_variant"}}
+    assert _scheduled(run, removed, tmp_path, "atlas_all") == [("atlas", "dataset=digits")]
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from seelike.analyses.cache import check_compatible, load_packed_grams, read_cache_meta
+from seelike.analyses.pair_scores import pair_uncertainty
 from seelike.cka import MIN_BATCH
 from seelike.device import analysis_device, exact_fp32
 from seelike.models.taps import BLOCK_OUTPUT_KINDS
@@ -71,6 +72,12 @@ ESTIMATORS = {
     "direction(s) of the minibatch removed, unbiased HSIC, ratio of means",
     "bures": "normalised Bures similarity ‖XᵀY‖_* / (‖X‖_F‖Y‖_F) of the centred minibatch representations, "
     "mean over minibatches (listed tap pairs only)",
+    "mutual_knn": "mutual k-NN alignment (Huh et al. 2024): mean over images of |N_A(i) ∩ N_B(i)| / k, "
+    "k = {knn_k} nearest neighbours by {knn_metric} of the minibatch-centred features (chance k/(n−1)), mean "
+    "over minibatches",
+    "cknna": "CKNNA (Huh et al. 2024, unbiased HSIC): CKA of the cosine kernels of the minibatch-centred "
+    "features restricted to pairs that are k-NN in both (k = {knn_k}, {knn_metric} neighbours), mean over "
+    "minibatches",
 }
 
 
@@ -123,6 +130,7 @@ def measures_from_caches(
     taps_a, taps_b = meta_a["taps"], meta_b["taps"]
     cells = bures_cells(taps_a, taps_b, bures_taps) if "bures" in measures else None
     runs: dict[str, list] = {m: [] for m in measures}
+    replicates: dict[str, list] = {m: [] for m in measures}
     dropped = []
     for r in range(plan["repeats"]):
         accs = {
@@ -151,19 +159,28 @@ def measures_from_caches(
             dropped.append({"repeat": r, "batches": skipped})
         for m, acc in accs.items():
             runs[m].append((acc.result(), acc.jackknife_se(), acc.null(), *acc.degenerate()))
-    frames, constant_a, constant_b, floors = [], set(), set(), {}
+            if (
+                not same and acc.batches >= 2
+            ):  # the jackknife replicates of the pair's diagonal (pair_scores)
+                replicates[m].append(acc.leave_one_out())
+    frames, constant_a, constant_b, floors, pair = [], set(), set(), {}, {}
     for m in measures:
         cols, const_a, const_b = _combine_repeats(runs[m], permutations, same)
         constant_a |= {taps_a[i]["name"] for i in np.flatnonzero(const_a)}
         constant_b |= {taps_b[j]["name"] for j in np.flatnonzero(const_b)}
         floors[m] = _null_floor(cols["null_sd"], const_a[:, None] | const_b[None, :])
         frames.append(_long_table(m, taps_a, taps_b, cols, const_a, const_b))
+        if not same:
+            null = np.stack([r[2] for r in runs[m]]).mean(0)
+            constant = const_a[:, None] | const_b[None, :]
+            pair[m] = pair_uncertainty(taps_a, taps_b, null, replicates[m], constant)
     if constant_a or constant_b:
         log.warning(
             "constant taps (undefined, reported 0): %s %s", sorted(constant_a), sorted(constant_b)
         )
     settings = {"rbf_sigma": options.rbf_sigma, "rsa_correlation": options.rsa_correlation,
-                "pcs_removed": options.pcs_removed}  # fmt: skip
+                "pcs_removed": options.pcs_removed, "knn_k": options.knn_k,
+                "knn_metric": options.knn_metric}  # fmt: skip
     meta = {
         "model_a": meta_a["model_name"],
         "model_b": meta_b["model_name"],
@@ -179,6 +196,8 @@ def measures_from_caches(
             "null_z_threshold": NULL_Z,
             "null_floor": floors.get("linear_cka", floors[measures[0]]),
             "null_floor_by_measure": floors,
+            # per measure, what the model-pair scores need (seelike.analyses.pair_scores); none for a == b
+            "pair": pair,
         },
         "dropped_batches": dropped,
         "constant_taps_a": sorted(constant_a, key=[t["name"] for t in taps_a].index),
@@ -205,6 +224,11 @@ def with_linear_cka(
     floors = {"linear_cka": (cka_meta.get("uncertainty") or {}).get("null_floor")}
     unc["null_floor_by_measure"] = {**floors, **unc.get("null_floor_by_measure", {}), **floors}
     unc["null_floor"] = floors["linear_cka"]
+    cka_pair = (cka_meta.get("uncertainty") or {}).get("pair") or {}
+    unc["pair"] = {
+        **cka_pair,
+        **{k: v for k, v in unc.get("pair", {}).items() if k != "linear_cka"},
+    }
     out = {
         **meta,
         "measures": {"linear_cka": ESTIMATORS["linear_cka"], **meta["measures"]},

@@ -14,7 +14,7 @@ import difflib
 from pathlib import Path
 from typing import Any
 
-from seelike.config.measures import MEASURES
+from seelike.config.measures import MEASURE_SETTINGS, MEASURES
 from seelike.data.samples import split_counts
 from seelike.data.sources import DatasetConfigError, open_source
 from seelike.models.families import (
@@ -37,6 +37,10 @@ SECTION_NAMES = {
     "localisation": "localisation",
 }
 DIGITS_IMAGES = 1797  # scikit-learn's digits
+# seelike.cka.MIN_BATCH (that module imports torch): minibatches of fewer images are dropped by every measure
+MIN_BATCH_IMAGES = 4
+# the measures reading cka.knn_k (seelike.similarity.KNN_MEASURES)
+KNN_MEASURES = tuple(m for m, keys in MEASURE_SETTINGS.items() if "knn_k" in keys)
 
 
 class ConfigError(ValueError):
@@ -76,6 +80,7 @@ class WorkflowConfig:
         self.check_models()
         self.check_pairs()
         self.check_measures()
+        self.check_knn_k()
         self.check_bures_taps()
         self.check_model_lists()
         self.check_datasets()
@@ -171,7 +176,10 @@ class WorkflowConfig:
     def check_pairs(self) -> None:
         """cka.pairs and cka.per_block name configured models; a per-block pair is one architecture."""
         cka, models = self.config["cka"], self.config["models"]
+        self.check_pair_spec()
         for key in ("pairs", "per_block"):
+            if not isinstance(cka[key], list):
+                continue
             for pair in cka[key]:
                 for m in pair:
                     if m not in models:
@@ -189,6 +197,82 @@ class WorkflowConfig:
                     "checkpoints of one architecture: use cka.pairs for a cross-model matrix"
                 )
 
+    def check_pair_spec(self) -> None:
+        """cka.pairs as `all` or groups: two models at least; groups name configured models, each in one group."""
+        pairs, models = self.config["cka"]["pairs"], self.models
+        if pairs == "all" and len(models) < 2:
+            raise ConfigError(
+                f"config: cka.pairs: all compares every pair of models, but only {models} is configured; add "
+                "models, or set cka.pairs: []"
+            )
+        if isinstance(pairs, list):
+            for pair in pairs:
+                if len(pair) == 2 and pair[0] == pair[1]:
+                    raise ConfigError(
+                        f"config: cka.pairs entry {pair} compares a model with itself; every model's "
+                        "self-similarity is always computed (Fig 1): drop the entry"
+                    )
+            return
+        if not isinstance(pairs, dict):
+            return
+        groups, seen = pairs["groups"], {}
+        for group, names in groups.items():
+            for m in names:
+                if m not in models:
+                    raise ConfigError(
+                        f"config: cka.pairs.groups.{group} names {m!r}, not a key of models {sorted(models)}"
+                    )
+                if m in seen:
+                    raise ConfigError(
+                        f"config: cka.pairs.groups: {m!r} is in groups {seen[m]!r} and {group!r}; a model "
+                        "belongs to one group of a comparison (pairs are taken across groups): remove it from one"
+                    )
+                seen[m] = group
+        if len(groups) < 2:
+            raise ConfigError(
+                f"config: cka.pairs.groups has {len(groups)} group; pairs are taken across groups: name two or "
+                "more (e.g. {vits: [...], cnns: [...]}), or use cka.pairs: all"
+            )
+
+    # ------------------------------------------------------------------ model pairs
+    @property
+    def cross_pairs(self) -> list[tuple[str, str]]:
+        """The cross-model comparisons of cka.pairs, oriented as asked, each unordered pair once: the listed
+        [a, b] pairs; `all`: every pair of models in config order; {groups: {name: [models]}}: every model of
+        each group against every model of each later group."""
+        pairs, models = self.config["cka"]["pairs"], self.models
+        if pairs == "all":
+            asked = [(a, b) for i, a in enumerate(models) for b in models[i + 1 :]]
+        elif isinstance(pairs, dict):
+            groups = list(pairs["groups"].values())
+            asked = [
+                (a, b)
+                for i, first in enumerate(groups)
+                for later in groups[i + 1 :]
+                for a in first
+                for b in later
+            ]
+        else:
+            asked = [tuple(p) for p in pairs]
+        out, seen = [], set()
+        for a, b in asked:
+            if frozenset((a, b)) not in seen:
+                seen.add(frozenset((a, b)))
+                out.append((a, b))
+        return out
+
+    @property
+    def pairs_listed(self) -> bool:
+        """cka.pairs lists its pairs (each gets a Fig 2 figure); `all` and groups draw the atlas instead."""
+        return isinstance(self.config["cka"]["pairs"], list)
+
+    def stored_pair(self, a: str, b: str) -> tuple[str, str]:
+        """The pair as its tables store it: the models in config order, so that each unordered pair is computed
+        once (results/cka/{dataset}/{a}__{b}.parquet) and read as the transpose the other way round
+        (seelike.tables.oriented)."""
+        order = self.models
+        return (a, b) if order.index(a) <= order.index(b) else (b, a)
+
     def check_measures(self) -> None:
         """cka.measures names measures of seelike.similarity.MEASURES (the one list of them)."""
         unknown = [m for m in self.config["cka"]["measures"] if m not in MEASURES]
@@ -199,6 +283,34 @@ class WorkflowConfig:
                 + (f" (did you mean {hint}?)" if hint else "")
                 + f"; choose from {list(MEASURES)}"
             )
+
+    def check_knn_k(self) -> None:
+        """cka.knn_k below every kept minibatch's size − 1 when mutual_knn or cknna is asked for: k neighbours
+        per image, itself excluded, must leave some image out (the minibatches as the cache makes them: of
+        cka.batch_size, the last one the remainder; one under MIN_BATCH_IMAGES is dropped)."""
+        cka = self.config["cka"]
+        asked = [m for m in KNN_MEASURES if m in cka["measures"]]
+        n, size, k = cka["n_images"], cka["batch_size"], cka["knn_k"]
+        sizes = [s for s in (min(size, n - i) for i in range(0, n, size)) if s >= MIN_BATCH_IMAGES]
+        if not asked or not sizes or k < min(sizes) - 1:
+            return
+        smallest = min(sizes)
+        if smallest == size:
+            why, fix = f"cka.batch_size is {size}", "raise cka.batch_size"
+        elif n < size:
+            why = f"cka.n_images is {n} (one minibatch, below cka.batch_size {size})"
+            fix = "raise cka.n_images"
+        else:
+            why = (
+                f"the last minibatch holds {smallest} images (cka.n_images {n} is not a multiple of "
+                f"cka.batch_size {size})"
+            )
+            fix = "make cka.n_images a multiple of cka.batch_size"
+        raise ConfigError(
+            f"config: cka.knn_k is {k} but {why}: {' and '.join(asked)} need knn_k < the minibatch size − 1 "
+            f"(an image's k nearest neighbours must leave some image out); lower cka.knn_k to at most "
+            f"{smallest - 2}, or {fix}"
+        )
 
     def check_bures_taps(self) -> None:
         """cka.bures_taps as a list: every name a tap of some compared model (names from weightless builds;
@@ -301,6 +413,9 @@ class WorkflowConfig:
                     f"config: probes.n_test is {n} but the 'test' split of dataset {probe!r} (probes.dataset) "
                     f"holds {have} images ({hint}); lower probes.n_test to at most {have}, or null for all"
                 )
+        for dataset in self.atlas_datasets:
+            if dataset != analysis:
+                self.check_atlas_dataset(dataset)
         for section, key, split in wanted:
             if split not in held:
                 raise ConfigError(
@@ -314,6 +429,30 @@ class WorkflowConfig:
                     f"images ({hint}); lower {section}.{key} to at most {held[split]}, or give the split more "
                     "images"
                 )
+
+    @property
+    def atlas_datasets(self) -> list[str]:
+        """The datasets an atlas is built on (`atlas.datasets`, null = the analysis dataset); none without a
+        cross pair."""
+        if not self.cross_pairs:
+            return []
+        return list(self.config["atlas"]["datasets"] or [self.analysis_dataset])
+
+    def check_atlas_dataset(self, dataset: str) -> None:
+        """An atlas dataset is configured and its cka.split holds cka.n_images images (its caches can be made)."""
+        cfg = self.config
+        if dataset not in cfg["datasets"]:
+            raise ConfigError(
+                f"config: atlas.datasets names {dataset!r}, not a key of datasets {sorted(cfg['datasets'])}; "
+                "configure it under datasets, or drop it from atlas.datasets"
+            )
+        held, split, n = self.split_sizes(dataset), cfg["cka"]["split"], cfg["cka"]["n_images"]
+        if held is not None and held.get(split, 0) < n:
+            raise ConfigError(
+                f"config: atlas.datasets names {dataset!r}, whose {split!r} split holds {held.get(split, 0)} images "
+                f"but its caches need cka.n_images = {n}; give dataset {dataset!r} a {split!r} split of {n} images "
+                "or more, or drop it from atlas.datasets"
+            )
 
     # ------------------------------------------------------------------ families and model lists
     def family(self, name: str) -> str:

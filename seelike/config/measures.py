@@ -14,6 +14,8 @@ MEASURES: tuple[str, ...] = (
     "rsa",
     "linear_cka_minus_pc",
     "bures",
+    "mutual_knn",
+    "cknna",
 )
 # the config keys (of `cka`) each measure reads besides the caches: a job's params hold only the requested
 # measures' settings, so editing the settings of a measure not computed reruns nothing
@@ -22,4 +24,6 @@ MEASURE_SETTINGS: dict[str, tuple[str, ...]] = {
     "rsa": ("rsa_correlation",),
     "linear_cka_minus_pc": ("pcs_removed",),
     "bures": ("bures_taps",),
+    "mutual_knn": ("knn_k", "knn_metric"),
+    "cknna": ("knn_k", "knn_metric"),
 }

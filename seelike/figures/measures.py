@@ -16,7 +16,9 @@ from seelike.tables import cka_array
 
 # Measures whose estimator can go below 0 (unbiased HSIC, U-centred distances, correlations of RDMs): their
 # panels clip at 0 like the CKA heatmap, and the colourbar says so. Biased CKA and Bures are ≥ 0.
-CAN_BE_NEGATIVE = frozenset({"linear_cka", "rbf_cka", "dcor", "rsa", "linear_cka_minus_pc"})
+CAN_BE_NEGATIVE = frozenset(
+    {"linear_cka", "rbf_cka", "dcor", "rsa", "linear_cka_minus_pc", "cknna"}
+)
 
 
 def _measures(df: pd.DataFrame) -> list[str]:

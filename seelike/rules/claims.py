@@ -11,8 +11,14 @@ def _claims_inputs(ctx: RuleContext):
     from seelike.claims import ClaimInputs, no_skip_specs
     from seelike.claims.metrics import uniform_attention_distance
     from seelike.io import read_table
+    from seelike.tables import oriented
 
     models = ctx.params.models
+
+    def read(label, path):
+        """A table; a pair's with the label's first model on the rows (stored pairs are in config order)."""
+        df, meta = read_table(path)
+        return oriented(df, meta, label[0]) if isinstance(label, (list, tuple)) else (df, meta)
 
     def tables(section):
         """label → (frame, meta) of one input section (pairs as (a, b) tuples), in the layout's order."""
@@ -21,7 +27,7 @@ def _claims_inputs(ctx: RuleContext):
         if len(paths) != len(labels):
             raise RuntimeError(f"claims: {len(paths)} {section} inputs but {len(labels)} labels")
         return {
-            tuple(lab) if isinstance(lab, (list, tuple)) else lab: read_table(path)
+            tuple(lab) if isinstance(lab, (list, tuple)) else lab: read(lab, path)
             for lab, path in zip(labels, paths, strict=True)
         }
 

@@ -23,12 +23,16 @@ def _dataset(ctx: RuleContext) -> str:
     return ctx.wildcards.dataset
 
 
-def _plot_cka(ctx: RuleContext) -> None:
-    """The CKA heatmap of one CKA table (Figs 1 and 2)."""
+def _plot_cka(ctx: RuleContext, a: str | None = None) -> None:
+    """The CKA heatmap of one CKA table (Figs 1 and 2), model `a` on the rows (a pair stored the other way
+    round is read as its transpose)."""
     from seelike.figures.cka import plot_cka_heatmap
     from seelike.io import read_table
+    from seelike.tables import oriented
 
     df, meta = read_table(ctx.input[0])
+    if a is not None:
+        df, meta = oriented(df, meta, a)
     plot_cka_heatmap(df, meta, ctx.output.png, ctx.output.pdf, dataset=_dataset(ctx))
 
 
@@ -39,7 +43,7 @@ def plot_self_cka(ctx: RuleContext) -> None:
 
 def plot_cross_cka(ctx: RuleContext) -> None:
     """Rule plot_cross_cka: Fig 2, the CKA heatmap of two models."""
-    _plot_cka(ctx)
+    _plot_cka(ctx, a=ctx.wildcards.a)
 
 
 def plot_measures(ctx: RuleContext) -> None:
@@ -143,3 +147,43 @@ def plot_probes(ctx: RuleContext) -> None:
     tables, out = _tables(ctx), ctx.output
     plot_probe_aggregations(tables, out.fig11, out.fig11_pdf, dataset=_dataset(ctx))
     plot_probe_models(tables, out.fig13, out.fig13_pdf, dataset=_dataset(ctx))
+
+
+def atlas(ctx: RuleContext) -> None:
+    """Rule atlas: every stored model pair's tables → pairs.csv, the offline page and the overview figure.
+    Every table is read before anything is written: a missing one fails the rule naming it, no page half made."""
+    from pathlib import Path
+
+    from seelike.atlas.data import atlas_data, pair_score_table
+    from seelike.atlas.page import write_page
+    from seelike.figures.atlas import plot_atlas_overview
+    from seelike.io import atomic_write, read_table
+
+    pairs = [tuple(p) for p in ctx.params.pairs]
+    measures = list(ctx.params.measures)
+    sections = {"cka": list(ctx.input.cka), "similarity": list(ctx.input.get("similarity", []))}
+    for section, paths in sections.items():
+        for (a, b), path in zip(pairs if paths else [], paths, strict=True):
+            if not Path(path).is_file():
+                raise FileNotFoundError(
+                    f"atlas: the {section} table of {a} × {b} is missing: {path}; build it first "
+                    f"(snakemake {path}) — no page is written without every pair"
+                )
+    cka = {p: read_table(path) for p, path in zip(pairs, sections["cka"], strict=True)}
+    similarity = {
+        p: read_table(path) for p, path in zip(pairs, sections["similarity"], strict=False)
+    }
+    models = {m["name"]: m for m in ctx.params.models}
+    data = atlas_data(_dataset(ctx), models, cka)
+    scores = pair_score_table(similarity or cka, measures)
+    with atomic_write(ctx.output.pairs) as tmp:
+        scores.to_csv(tmp, index=False)
+    write_page(data, ctx.output.html)
+    plot_atlas_overview(data, ctx.output.png, ctx.output.pdf)
+    cross = scores[scores["measure"] == "linear_cka"]
+    ctx.log.info(
+        "%d models, %d pairs; pair scores %s",
+        len(models), len(cross),
+        ", ".join(f"{a}×{b} {s:.3f} (p {p:.3f})" for a, b, s, p in
+                  cross[["a", "b", "score", "score_p"]].itertuples(index=False)),
+    )  # fmt: skip

@@ -39,6 +39,11 @@ CLS_CONVENTIONS = (
 # cka.measures: linear CKA always (Figs 1, 2 and the claims read it), first; any other measure adds the
 # similarity tables, their agreement and the claims' robustness verdicts.
 MEASURES = ["linear_cka"] + [m for m in config["cka"]["measures"] if m != "linear_cka"]
+# What a pair's CKA / similarity table holds, a param of both rules. 2: also the null maxima and jackknife terms
+# of the atlas's pair scores (seelike.analyses.pair_scores); tables of earlier runs are rebuilt from the Grams.
+PAIR_TABLE_CONTENTS = 2
+# cka.pairs resolved (listed, all, groups): the cross-model comparisons as asked, each unordered pair once
+CROSS_PAIRS = CONFIG.cross_pairs
 
 
 # ============================================================================ 2. model lists
@@ -106,17 +111,41 @@ def fig1_targets():
 
 
 def fig2_targets():
-    return [
-        p for a, b in config["cka"]["pairs"] for p in figure(f"fig2_cross_cka/{a}__{b}")
+    """Fig 2 for each listed cross pair (cka.pairs: all / groups draw the atlas instead)."""
+    if not CONFIG.pairs_listed:
+        return []
+    return [p for a, b in CROSS_PAIRS for p in figure(f"fig2_cross_cka/{a}__{b}")]
+
+
+def stored_pairs():
+    """Every pair a table is computed for, as stored (config order): each model with itself (Fig 1), then the
+    cross pairs (cka.pairs), each unordered pair once."""
+    return [[m, m] for m in MODELS] + [
+        list(CONFIG.stored_pair(a, b)) for a, b in CROSS_PAIRS
     ]
 
 
+def pair_table(kind, a, b, dataset="{dataset}"):
+    """results/{kind}/{dataset}/{a}__{b}.parquet of a pair as stored (b × a is read as the transpose of a × b)."""
+    a, b = CONFIG.stored_pair(a, b)
+    return f"results/{kind}/{dataset}/{a}__{b}.parquet"
+
+
 def similarity_pairs():
-    """The model pairs every similarity measure is computed for: each model with itself (Fig 1) and the
-    configured cross pairs (Fig 2); none when cka.measures asks for linear CKA only."""
-    if len(MEASURES) == 1:
-        return []
-    return [[m, m] for m in MODELS] + [list(p) for p in config["cka"]["pairs"]]
+    """The model pairs every similarity measure is computed for (`stored_pairs`); none when cka.measures asks
+    for linear CKA only."""
+    return stored_pairs() if len(MEASURES) > 1 else []
+
+
+def atlas_targets():
+    """With a cross pair: the atlas page, its pair-score table and overview figure per atlas dataset, and with
+    two datasets or more the panel of how each pair's score moves between them."""
+    return [
+        p
+        for d in CONFIG.atlas_datasets
+        for p in [f"results/atlas/{d}/index.html", f"results/atlas/{d}/pairs.csv"]
+        + figure("atlas_overview", dataset=d)
+    ]
 
 
 def similarity_targets():
@@ -200,6 +229,8 @@ def get_final_output(wildcards=None):
         # CKA inside and across models (Figs 1, 2, 8) and per block between checkpoints (Fig 12)
         fig1_targets()
         + fig2_targets()
+        # every cross pair at once: the atlas page (cka.pairs)
+        + atlas_targets()
         + fig12_targets()
         # the same comparisons under further similarity measures (cka.measures)
         + similarity_targets()
@@ -276,6 +307,37 @@ def head_subset_tables(wildcards):
     ]
 
 
+def cross_cka_table(wildcards):
+    """Fig 2's CKA table: the pair as stored (the figure reads b × a as the transpose)."""
+    return pair_table("cka", wildcards.a, wildcards.b, wildcards.dataset)
+
+
+def atlas_inputs(wildcards):
+    """The atlas's tables: every stored pair's CKA (self pairs too: the embedding reads them) and the similarity
+    tables of the other measures."""
+    d = wildcards.dataset
+    return {
+        "cka": [f"results/cka/{d}/{a}__{b}.parquet" for a, b in stored_pairs()],
+        "similarity": [
+            f"results/similarity/{d}/{a}__{b}.parquet" for a, b in similarity_pairs()
+        ],
+    }
+
+
+def atlas_models():
+    """What the atlas shows of each model, in config order: architecture, tap family and how the claims read it
+    (vit, cnn, other)."""
+    return [
+        {
+            "name": m,
+            "arch": config["models"][m]["arch"],
+            "family": CONFIG.family(m),
+            "class": CONFIG.model_kind(m),
+        }
+        for m in MODELS
+    ]
+
+
 def similarity_tables(wildcards):
     return [
         f"results/similarity/{wildcards.dataset}/{a}__{b}.parquet"
@@ -301,10 +363,7 @@ def claims_layout():
     att = attention_models()
     return {
         "self_cka": [[m, f"results/cka/{d}/{m}__{m}.parquet"] for m in MODELS],
-        "cross_cka": [
-            [[a, b], f"results/cka/{d}/{a}__{b}.parquet"]
-            for a, b in config["cka"]["pairs"]
-        ],
+        "cross_cka": [[[a, b], pair_table("cka", a, b, d)] for a, b in CROSS_PAIRS],
         "attention": [[m, f"results/attention/{d}/{m}.parquet"] for m in att],
         "head_subsets": [
             [m, f"results/attention/{d}/head_subsets/{m}__{hs_cnn}.parquet"]

@@ -25,7 +25,7 @@ rule plot_self_cka:
 
 rule plot_cross_cka:
     input:
-        "results/cka/{dataset}/{a}__{b}.parquet",
+        cross_cka_table,
     output:
         png=report(
             "results/figures/{dataset}/fig2_cross_cka/{a}__{b}.png",
@@ -106,6 +106,32 @@ rule plot_per_block:
         "../../envs/plot.yaml"
     script:
         "../../scripts/plot_per_block.py"
+
+
+rule atlas:
+    input:
+        unpack(atlas_inputs),
+    output:
+        html="results/atlas/{dataset}/index.html",
+        pairs="results/atlas/{dataset}/pairs.csv",
+        png=report(
+            "results/figures/{dataset}/atlas_overview.png",
+            caption="../report/atlas.rst",
+            category="Atlas: every model pair",
+        ),
+        pdf="results/figures/{dataset}/atlas_overview.pdf",
+    log:
+        "logs/atlas/{dataset}.log",
+    benchmark:
+        "results/benchmarks/atlas/{dataset}.tsv"
+    conda:
+        "../../envs/plot.yaml"
+    params:
+        pairs=stored_pairs(),
+        measures=MEASURES,
+        models=atlas_models(),
+    script:
+        "../../scripts/atlas.py"
 
 
 rule plot_attention_distance:
@@ -293,6 +319,11 @@ rule fig1:
 rule fig2:
     input:
         fig2_targets(),
+
+
+rule atlas_all:
+    input:
+        atlas_targets(),
 
 
 rule fig3:
