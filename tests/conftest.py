@@ -71,3 +71,18 @@ def workflow_run(tmp_path_factory) -> Path:
     )
     run_snakemake(root, *TINY_RUN_ARGS)
     return root
+
+
+# The suite runs on two pytest-xdist workers (README: `-n 2 --dist loadgroup`). A session or module fixture is
+# built once per worker that uses it, so the tests sharing one are kept on one worker: everything reading the tiny
+# run (workflow_run: claims, rerun and atlas dry runs, report, SLURM) is one group, every other module its own.
+SHARED_FIXTURE_GROUPS = {"workflow_run": "tiny_run"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        group = next(
+            (g for fixture, g in SHARED_FIXTURE_GROUPS.items() if fixture in item.fixturenames),
+            item.module.__name__,
+        )
+        item.add_marker(pytest.mark.xdist_group(group))

@@ -420,3 +420,45 @@ def test_page_in_chromium(browser, atlas_page, data, tmp_path):
     assert not external, f"the page asked the network for {external}"
     tab.close()
     print(f"atlas page in chromium: {time.monotonic() - start:.1f} s, screenshot {shot}")
+
+
+# -- across datasets ------------------------------------------------------------------------------------------
+
+
+def test_score_shift_between_datasets_and_its_figure(tmp_path):
+    """Each pair's scores on every dataset, the change from the first with √(SE₁² + SE₂²), the rank agreement
+    of the pairs' diagonals, and the figure's files."""
+    import pandas as pd
+
+    from seelike.atlas.data import rank_agreement, score_shift
+    from seelike.figures.atlas import plot_atlas_shift
+
+    def table(diagonals, scale=1.0):
+        return pd.DataFrame(
+            [
+                {"measure": m, "a": a, "b": b, "score": 0.9 * scale, "score_se": 0.01, "score_p": 0.05,
+                 "diagonal": d * scale, "diagonal_se": 0.02}
+                for m in ("linear_cka", "rsa")
+                for (a, b), d in diagonals.items()
+            ]
+        )  # fmt: skip
+
+    one = {("vit", "cnn"): 0.3, ("vit", "deit"): 0.8, ("deit", "cnn"): 0.4}
+    two = {
+        ("vit", "cnn"): 0.6,
+        ("vit", "deit"): 0.5,
+        ("deit", "cnn"): 0.4,
+    }  # the ViT-CNN pair moves up
+    shift = score_shift({"imagenet": table(one), "cifar": table(two)})
+    assert len(shift) == 6 and set(shift["dataset"]) == {"imagenet", "cifar"}
+    moved = shift[(shift.pair == "vit × cnn") & (shift.dataset == "cifar")].iloc[0]
+    assert moved["diagonal_change"] == pytest.approx(0.3)
+    assert moved["diagonal_change_se"] == pytest.approx(math.sqrt(2) * 0.02)
+    assert moved["diagonal_rank"] == 1.0
+    first = shift[shift.dataset == "imagenet"]
+    assert (first["diagonal_change"] == 0).all()
+    rho = rank_agreement(shift)
+    # ranks of the diagonals (1, 3, 2) vs (3, 2, 1): Spearman 1 − 6Σd²/(n(n² − 1)) with d = (−2, 1, 1)
+    assert rho.loc["imagenet", "cifar"] == pytest.approx(1 - 6 * 6 / (3 * 8))
+    plot_atlas_shift(shift, tmp_path / "s.png", tmp_path / "s.pdf")
+    assert (tmp_path / "s.png").stat().st_size > 5000 and (tmp_path / "s.pdf").stat().st_size > 1000

@@ -407,6 +407,18 @@ def test_atlas_adds_a_model_with_its_passes_and_m_pair_jobs(workflow_run, tmp_pa
     assert all("resnet2" in w for r, w in jobs if r != "atlas"), jobs
     removed = {**atlas, "models": {k: v for k, v in atlas["models"].items() if k != "vit_variant"}}
     assert _scheduled(run, removed, tmp_path, "atlas_all") == [("atlas", "dataset=digits")]
+    # a second dataset: its samples, the models' caches and every pair on it, its atlas, and the shift panel
+    other = {**atlas, "datasets": {**atlas["datasets"], "digits_b": {**atlas["datasets"]["digits"], "test_fraction": 0.3}},
+             "atlas": {"datasets": ["digits", "digits_b"]}}  # fmt: skip
+    jobs = _scheduled(run, other, tmp_path, "atlas_all")
+    assert Counter(r for r, _ in jobs) == {
+        "samples": 1,
+        "cache": 3,
+        "cka": 6,
+        "atlas": 1,
+        "atlas_shift": 1,
+    }
+    assert all("digits_b" in w for r, w in jobs if r != "atlas_shift"), jobs
 
 
 @pytest.mark.slow

@@ -166,3 +166,33 @@ def pair_score_table(tables: Mapping[Pair, Table], measures: list[str]) -> pd.Da
                 continue
             rows.append({"measure": m, "a": a, "b": b, **pair_scores(measure_frame(df, m), unc)})
     return pd.DataFrame(rows)
+
+
+def score_shift(scores: Mapping[str, pd.DataFrame], measure: str = "linear_cka") -> pd.DataFrame:
+    """How each pair's scores move between datasets (Ciernik et al. 2025: which models look alike depends on the
+    data): one row per pair × dataset from each dataset's pairs.csv (`pair_score_table`), with the pair score and
+    the depth-aligned diagonal ± SE, each pair's rank among the pairs on that dataset, and the change from the
+    first dataset with its SE (the datasets' images are independent: √(SE₁² + SE₂²))."""
+    frames = []
+    for dataset, df in scores.items():
+        d = df[df["measure"] == measure][
+            ["a", "b", "score", "score_se", "score_p", "diagonal", "diagonal_se"]
+        ]
+        d = d.assign(dataset=dataset, pair=d["a"] + " × " + d["b"])
+        frames.append(d.assign(diagonal_rank=d["diagonal"].rank(ascending=False, method="average")))
+    long = pd.concat(frames, ignore_index=True)
+    first = long[long["dataset"] == next(iter(scores))].set_index("pair")
+    for col in ("score", "diagonal"):
+        base = long["pair"].map(first[col])
+        base_se = long["pair"].map(first[f"{col}_se"])
+        long[f"{col}_change"] = long[col] - base
+        long[f"{col}_change_se"] = np.sqrt(long[f"{col}_se"] ** 2 + base_se**2)
+    return long[["dataset", "pair", "a", "b", "score", "score_se", "score_p", "score_change", "score_change_se",
+                 "diagonal", "diagonal_se", "diagonal_change", "diagonal_change_se", "diagonal_rank"]]  # fmt: skip
+
+
+def rank_agreement(shift: pd.DataFrame, col: str = "diagonal") -> pd.DataFrame:
+    """Spearman correlation of the pairs' `col` between every two datasets: 1 = the same pairs look alike."""
+    wide = shift.pivot_table(index="pair", columns="dataset", values=col, sort=False)
+    corr = wide.rank().corr()
+    return corr

@@ -114,3 +114,41 @@ def plot_atlas_overview(data: dict, png: str | Path, pdf: str | Path | None = No
     )
     _embedding(ax_emb, data)
     save_figure(fig, png, pdf)
+
+
+def plot_atlas_shift(shift, png: str | Path, pdf: str | Path | None = None) -> None:
+    """How each pair's scores move between datasets: the depth-aligned diagonal and the pair score of every pair
+    on each dataset (± SE), one line per pair; the Spearman correlation of the diagonals across datasets in the
+    title (1: the same pairs look alike on every dataset)."""
+    from seelike.atlas.data import rank_agreement
+
+    datasets = list(dict.fromkeys(shift["dataset"]))
+    pairs = list(dict.fromkeys(shift["pair"]))
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.8), constrained_layout=True)
+    colors = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(pairs), 2)))
+    x = np.arange(len(datasets))
+    for ax, col, label in (
+        (axes[0], "diagonal", "depth-aligned diagonal"),
+        (axes[1], "score", "pair score (max)"),
+    ):
+        for k, pair in enumerate(pairs):
+            d = shift[shift["pair"] == pair].set_index("dataset").reindex(datasets)
+            offset = (k - (len(pairs) - 1) / 2) * 0.015
+            ax.errorbar(x + offset, d[col], yerr=d[f"{col}_se"], color=colors[k], marker="o", ms=3, lw=1,
+                        capsize=2, label=pair)  # fmt: skip
+        ax.set_xticks(x, datasets)
+        ax.set_xlim(-0.4, len(datasets) - 0.6)
+        ax.set_ylabel(f"{label} (± SE)")
+        ax.set_title(label, fontsize=9)
+    rho = rank_agreement(shift)
+    iu = np.triu_indices(len(rho), 1)
+    agreement = ", ".join(
+        f"{rho.index[i]}–{rho.columns[j]} {rho.iloc[i, j]:.2f}" for i, j in zip(*iu, strict=True)
+    )
+    fig.suptitle(
+        f"pair scores across datasets; Spearman ρ of the pairs' diagonals: {agreement or 'n/a'}",
+        fontsize=9,
+    )
+    if len(pairs) <= 15:
+        legend_outside(axes[1], title="pair")
+    save_figure(fig, png, pdf)

@@ -1,7 +1,7 @@
 """The entries of the rules of workflow/rules/figures.smk, every figure drawn from tables: `plot_self_cka`,
 `plot_cross_cka`, `plot_measures`, `measure_agreement`, `plot_per_block`, `plot_attention_distance`,
 `plot_head_subsets`, `plot_erf`, `plot_skip`, `plot_localisation`, `plot_localisation_summary`,
-`plot_probes`."""
+`plot_probes`, and the atlas: `atlas` (page, pair scores, overview) and `atlas_shift` (across datasets)."""
 
 from __future__ import annotations
 
@@ -187,3 +187,19 @@ def atlas(ctx: RuleContext) -> None:
         ", ".join(f"{a}×{b} {s:.3f} (p {p:.3f})" for a, b, s, p in
                   cross[["a", "b", "score", "score_p"]].itertuples(index=False)),
     )  # fmt: skip
+
+
+def atlas_shift(ctx: RuleContext) -> None:
+    """Rule atlas_shift: each dataset's pairs.csv → one table of how every pair's scores move, and its figure."""
+    import pandas as pd
+
+    from seelike.atlas.data import score_shift
+    from seelike.figures.atlas import plot_atlas_shift
+    from seelike.io import atomic_write
+
+    scores = {d: pd.read_csv(p) for d, p in zip(ctx.params.datasets, ctx.input, strict=True)}
+    shift = score_shift(scores)
+    with atomic_write(ctx.output.csv) as tmp:
+        shift.to_csv(tmp, index=False)
+    plot_atlas_shift(shift, ctx.output.png, ctx.output.pdf)
+    ctx.log.info("%d pairs on %s", shift["pair"].nunique(), ", ".join(scores))

@@ -140,12 +140,19 @@ def similarity_pairs():
 def atlas_targets():
     """With a cross pair: the atlas page, its pair-score table and overview figure per atlas dataset, and with
     two datasets or more the panel of how each pair's score moves between them."""
-    return [
+    per_dataset = [
         p
         for d in CONFIG.atlas_datasets
         for p in [f"results/atlas/{d}/index.html", f"results/atlas/{d}/pairs.csv"]
         + figure("atlas_overview", dataset=d)
     ]
+    return per_dataset + (SHIFT_OUTPUTS if len(CONFIG.atlas_datasets) > 1 else [])
+
+
+# How the pair scores move between the atlas datasets: named by the datasets, so that configs on other datasets
+# never overwrite it.
+SHIFT_STEM = "results/atlas/shift/" + "__".join(CONFIG.atlas_datasets or ["none"])
+SHIFT_OUTPUTS = [f"{SHIFT_STEM}.{ext}" for ext in ("csv", "png", "pdf")]
 
 
 def similarity_targets():

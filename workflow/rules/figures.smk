@@ -134,6 +134,23 @@ rule atlas:
         "../../scripts/atlas.py"
 
 
+rule atlas_shift:
+    input:
+        [f"results/atlas/{d}/pairs.csv" for d in CONFIG.atlas_datasets],
+    output:
+        csv=SHIFT_OUTPUTS[0],
+        png=SHIFT_OUTPUTS[1],
+        pdf=SHIFT_OUTPUTS[2],
+    log:
+        SHIFT_STEM.replace("results/", "logs/") + ".log",
+    conda:
+        "../../envs/plot.yaml"
+    params:
+        datasets=CONFIG.atlas_datasets,
+    script:
+        "../../scripts/atlas_shift.py"
+
+
 rule plot_attention_distance:
     input:
         attention_tables,
