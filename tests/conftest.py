@@ -79,6 +79,7 @@ def workflow_run(tmp_path_factory) -> Path:
 SHARED_FIXTURE_GROUPS = {"workflow_run": "tiny_run"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
         group = next(
