@@ -123,3 +123,26 @@ print(torch.get_num_threads())
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     ).stdout.split()
     assert out == ["1", "1"], out
+
+
+def test_atlas_with_a_missing_pair_table_writes_nothing_and_names_the_file(tmp_path):
+    """The atlas page is never written half: a pair's table missing fails the rule with its path, before any
+    output exists."""
+    from snakemake.iocontainers import Namedlist
+
+    from seelike.rules.context import RuleContext
+    from seelike.rules.figures import atlas
+
+    missing = tmp_path / "results" / "cka" / "digits" / "vit__resnet.parquet"
+    inputs = Namedlist(fromdict={"cka": [str(missing)], "similarity": []})
+    outputs = Namedlist(
+        fromdict={k: str(tmp_path / f"out.{k}") for k in ("html", "pairs", "png", "pdf")}
+    )
+    smk = SimpleNamespace(
+        rule="atlas", input=inputs, output=outputs, log=[], threads=1,
+        wildcards=Namedlist(fromdict={"dataset": "digits"}),
+        params=Namedlist(fromdict={"pairs": [["vit", "resnet"]], "measures": ["linear_cka"], "models": []}),
+    )  # fmt: skip
+    with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
+        atlas(RuleContext(smk))
+    assert not list(tmp_path.glob("out.*"))
