@@ -331,3 +331,25 @@ def test_imagenet_vit_cnn_config_dry_runs_as_written(tmp_path: Path, monkeypatch
             )
         spec["path"] = str(weights)
     _check_imagenet_vit_cnn_jobs(_dry_run(tmp_path / "run", cfg, monkeypatch, tmp_path))
+
+
+def test_atlas_imagenet_config_dry_runs(tmp_path: Path, monkeypatch):
+    """config/atlas_imagenet.yaml on stand-ins (1000 listed images, empty checkpoint files): every model's
+    fetch and cache, its self-similarity and every unordered pair once, the atlas; no other analysis."""
+    cfg = yaml.safe_load((REPO / "config" / "atlas_imagenet.yaml").read_text())
+    assert cfg["cka"]["pairs"] == "all"
+    cfg["datasets"][cfg["analysis_dataset"]]["root"] = str(_stub_images(tmp_path / "images", 1000))
+    for name, spec in cfg["models"].items():
+        spec["path"] = str(tmp_path / f"{name}.safetensors")
+        Path(spec["path"]).touch()
+    counts = _dry_run(tmp_path / "run", cfg, monkeypatch, tmp_path)
+    m = len(cfg["models"])
+    assert counts.get("cka") == m + m * (m - 1) // 2, counts
+    assert counts.get("cache") == m and counts.get("atlas") == 1, counts
+    assert not {
+        "attention_distance",
+        "receptive_field",
+        "skip_stats",
+        "localisation",
+        "plot_cross_cka",
+    } & set(counts)
