@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tiny_models
 import torch
+from test_localisation import ref_hsic1
 
 from seelike.analyses.cache import (
     CacheDamagedError,
@@ -380,20 +381,6 @@ def test_measures_from_caches_equal_measures_from_activations(tmp_path, samples)
 
 
 # ---------------------------------------------------------------- model-pair scores (the atlas)
-def _hsic1(k: np.ndarray, l: np.ndarray) -> float:
-    """Unbiased HSIC₁ (Song et al. 2012), written from the formula."""
-    n = len(k)
-    k, l = k.copy(), l.copy()
-    np.fill_diagonal(k, 0)
-    np.fill_diagonal(l, 0)
-    one = np.ones(n)
-    return (
-        np.trace(k @ l)
-        + (one @ k @ one) * (one @ l @ one) / ((n - 1) * (n - 2))
-        - 2 / (n - 2) * (one @ k @ l @ one)
-    ) / (n * (n - 3))
-
-
 def _reference_cells(acts_a, acts_b, perms=None, drop=None):
     """Minibatch CKA (ratio of means over minibatches) of every tap pair in float64, optionally with the second
     model's images of minibatch b permuted by perms[b] and minibatch `drop` left out."""
@@ -409,9 +396,9 @@ def _reference_cells(acts_a, acts_b, perms=None, drop=None):
         ka, kb = grams(acts_a, b), grams(acts_b, b)
         if perms is not None:
             kb = [k[np.ix_(perms[b], perms[b])] for k in kb]
-        sa += [_hsic1(k, k) for k in ka]
-        sb += [_hsic1(k, k) for k in kb]
-        cross += [[_hsic1(k, l) for l in kb] for k in ka]
+        sa += [ref_hsic1(k, k) for k in ka]
+        sb += [ref_hsic1(k, k) for k in kb]
+        cross += [[ref_hsic1(k, l) for l in kb] for k in ka]
     with np.errstate(invalid="ignore", divide="ignore"):
         return cross / np.sqrt(np.outer(sa, sb))
 
@@ -503,7 +490,7 @@ def test_pair_score_matches_calibrated_similarity(tmp_path, samples):
     def cka(x, y):
         x, y = x - x.mean(0), y - y.mean(0)
         kx, ky = (x @ x.T).numpy(), (y @ y.T).numpy()
-        return _hsic1(kx, ky) / np.sqrt(_hsic1(kx, kx) * _hsic1(ky, ky))
+        return ref_hsic1(kx, ky) / np.sqrt(ref_hsic1(kx, kx) * ref_hsic1(ky, ky))
 
     calibrated, p, tau = cs.calibrate_layers(
         xs, ys, cka, agg="max", K=19, perm_fn=lambda n, dev: next(perms)

@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from test_similarity import make_taps as make_related_taps
 
 from seelike.cka import ConstantRepresentationWarning, gram
 from seelike.similarity import (
@@ -153,22 +154,9 @@ def huh_cknna(fa: np.ndarray, fb: np.ndarray, topk: int, eps: float = 0.0) -> fl
 
 # ----------------------------------------------------------------------------- data
 def make_taps(seed: int, sizes=SIZES):
-    """Two 'models' of three taps each, all driven by one latent per image (every pair related)."""
-    r = np.random.default_rng(seed)
-    wa = [r.standard_normal((3, p)) for p in (5, 12, 30)]
-    wb = [r.standard_normal((3, p)) for p in (5, 12, 30)]
-    a = {"a5": [], "a3x4": [], "a30": []}
-    b = {"b5": [], "b3x4": [], "b30": []}
-    for n in sizes:
-        z = r.standard_normal((n, 3))
-        noise = lambda p, n=n: 0.7 * r.standard_normal((n, p))
-        a["a5"].append(np.tanh(z @ wa[0] + noise(5)))
-        a["a3x4"].append((z @ wa[1] + noise(12)).reshape(n, 3, 4))
-        a["a30"].append(np.abs(z @ wa[2]) + noise(30) + 2.0)
-        b["b5"].append((z**2) @ wb[0] + noise(5))
-        b["b3x4"].append(np.maximum(z @ wb[1] + noise(12), 0).reshape(n, 3, 4))
-        b["b30"].append(z @ wb[2] + 1.5 * noise(30))
-    return a, b
+    """Two 'models' of three taps each, all driven by one latent per image (every pair related): the similarity
+    tests' generator at this file's minibatch sizes."""
+    return make_related_taps(seed, sizes=sizes)
 
 
 def related_pair(seed: int, sizes=SIZES, p=(8, 6)):
