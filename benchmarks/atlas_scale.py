@@ -61,11 +61,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from seelike.atlas.data import SCORE_KEYS  # the pair scores a page entry carries
+from seelike.models.kinds import BLOCK_OUTPUT_KINDS
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 DATASET = "digits"
 SIZE = 64  # px: every architecture below builds and runs at 64 px (ViT-likes with img_size=64)
-BLOCK_KINDS = ("embed", "stem", "block", "out")  # seelike.models.kinds.BLOCK_OUTPUT_KINDS
 MIB = 2**20
 
 # The zoo, in the order models are added: each stage's first models mix families. Default depths and widths
@@ -592,15 +594,6 @@ def fit_kernel(rows: Sequence[dict], ratio: float) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ larger pages
 SYNTHETIC_M = (24, 48, 80)
 SYNTHETIC_M_SMALL = (6,)
-SCORE_KEYS = (
-    "score",
-    "score_se",
-    "score_p",
-    "score_tau",
-    "score_calibrated",
-    "diagonal",
-    "diagonal_se",
-)
 
 
 def page_data(html: Path) -> dict[str, Any]:
@@ -681,7 +674,7 @@ def model_taps(run: Path, model: str) -> tuple[int, int]:
     import pandas as pd
 
     t = pd.read_csv(run / "results" / "models" / model / "taps.csv")
-    return len(t), int(t["kind"].isin(BLOCK_KINDS).sum())
+    return len(t), int(t["kind"].isin(BLOCK_OUTPUT_KINDS).sum())
 
 
 def run_snakemake(run: Path, cores: int) -> tuple[float, str, dict[str, int], str]:

@@ -16,6 +16,16 @@ import pandas as pd
 PRIMARY_AGGREGATIONS: tuple[str, ...] = ("cls", "pool_final", "mean_spatial", "mean_all", "flat")
 # The shot count read when a table has several and none is asked for: the paper's 10-shot probes.
 DEFAULT_SHOTS = "10"
+# A cell is distinguishable from its permutation null when it lies this many null SDs above the null mean.
+NULL_Z = 3.0
+# the columns of a measures table (`measures_from_caches`) as the CKA table names them
+CKA_COLUMNS = {
+    "value": "cka",
+    "value_std": "cka_std",
+    "value_min": "cka_min",
+    "value_max": "cka_max",
+    "se": "cka_se",
+}
 
 
 def cka_array(df: pd.DataFrame, value: str = "cka") -> tuple[np.ndarray, list[str], list[str]]:

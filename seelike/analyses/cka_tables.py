@@ -17,12 +17,9 @@ from seelike.cka import MIN_BATCH
 from seelike.device import analysis_device, exact_fp32
 from seelike.models.taps import BLOCK_OUTPUT_KINDS
 from seelike.similarity import MeasureOptions, check_measure, make_accumulator
+from seelike.tables import CKA_COLUMNS, NULL_Z
 
 log = logging.getLogger(__name__)
-
-
-# A cell is distinguishable from its permutation null when it lies this many null SDs above the null mean.
-NULL_Z = 3.0
 
 
 @exact_fp32()
@@ -48,15 +45,6 @@ def cka_from_caches(
     df = tables.drop(columns="measure").rename(columns=CKA_COLUMNS)
     return df, meta
 
-
-# the columns of a measures table (`measures_from_caches`) as the CKA table names them
-CKA_COLUMNS = {
-    "value": "cka",
-    "value_std": "cka_std",
-    "value_min": "cka_min",
-    "value_max": "cka_max",
-    "se": "cka_se",
-}
 
 ESTIMATORS = {
     "linear_cka": "minibatch linear CKA, unbiased HSIC (Song et al. 2012), ratio of means (Nguyen et al. 2021)",

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from seelike.analyses.cka_tables import CKA_COLUMNS, NULL_Z
 from seelike.analyses.pair_scores import block_indices, pair_scores, relative_depth
+from seelike.tables import CKA_COLUMNS, NULL_Z
 
 __all__ = ["DATA_VERSION", "atlas_data", "measure_frame", "pair_score_table"]
 
