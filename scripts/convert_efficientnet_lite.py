@@ -32,16 +32,12 @@ from pathlib import Path
 
 import torch
 
+from seelike.io import load_script
+
 
 def _load_script(stem: str):
     """scripts/<stem>.py, loaded by path once (the scripts folder is no package)."""
-    name = f"seelike_scripts_{stem}"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{stem}.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_script(Path(__file__).with_name(f"{stem}.py"), f"seelike_scripts_{stem}")
 
 
 _shared = _load_script("positional_conversion")

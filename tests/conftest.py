@@ -23,14 +23,10 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 def load_file_module(relpath: str):
     """A repository script or benchmark (not part of the package) imported as a module, by path."""
-    import importlib.util
+    from seelike.io import load_script
 
     path = REPO / relpath
-    spec = importlib.util.spec_from_file_location(f"seelike_{path.stem}", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses and pickling look their module up here
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(path, f"seelike_{path.stem}", reuse=False)
 
 
 def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
