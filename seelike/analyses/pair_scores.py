@@ -35,6 +35,7 @@ __all__ = [
     "aligned_diagonal",
     "best_matches",
     "block_indices",
+    "block_matrix",
     "pair_scores",
     "pair_uncertainty",
 ]
@@ -125,9 +126,14 @@ def pair_uncertainty(
     }
 
 
-def _block_matrix(table: pd.DataFrame, blocks_a: list[str], blocks_b: list[str], col: str):
-    """Bₐ × B_b matrix of `col` from a long table (constant cells NaN)."""
+def block_matrix(
+    table: pd.DataFrame, blocks_a: list[str], blocks_b: list[str], col: str
+) -> np.ndarray:
+    """Bₐ × B_b matrix of `col` from a pair's long table, rows and columns the given taps (constant cells NaN;
+    all NaN when the table has no such column)."""
     t = table.set_index(["tap_a", "tap_b"])
+    if col not in t:
+        return np.full((len(blocks_a), len(blocks_b)), np.nan)
     values = t[col].astype(float)
     if "constant" in t:
         values = values.where(~t["constant"].astype(bool))
@@ -155,8 +161,8 @@ def pair_scores(table: pd.DataFrame, uncertainty: dict[str, Any], value: str = "
     """One model pair's scores (module docstring) from its long table (one measure; columns tap_a, tap_b,
     `value`, se, constant) and the `pair_uncertainty` its rule stored."""
     blocks_a, blocks_b = uncertainty["blocks_a"], uncertainty["blocks_b"]
-    v = _block_matrix(table, blocks_a, blocks_b, value)
-    se = _block_matrix(table, blocks_a, blocks_b, "se" if "se" in table else "cka_se")
+    v = block_matrix(table, blocks_a, blocks_b, value)
+    se = block_matrix(table, blocks_a, blocks_b, "se" if "se" in table else "cka_se")
     null_max = np.asarray(uncertainty["null_max"], np.float64)
     null_max = null_max[np.isfinite(null_max)]  # a measure without a null (bures) has none
     out: dict[str, Any] = {"n_blocks_a": len(blocks_a), "n_blocks_b": len(blocks_b)}
@@ -186,8 +192,8 @@ def best_matches(
 ) -> pd.DataFrame:
     """For each block of a, the block of b it matches best: relative depths, value and its SE (rows in a's forward
     order; a block with no defined cell has NaN)."""
-    v = _block_matrix(table, blocks_a, blocks_b, value)
-    se = _block_matrix(table, blocks_a, blocks_b, "se" if "se" in table else "cka_se")
+    v = block_matrix(table, blocks_a, blocks_b, value)
+    se = block_matrix(table, blocks_a, blocks_b, "se" if "se" in table else "cka_se")
     rows = []
     depth_a, depth_b = relative_depth(len(blocks_a)), relative_depth(len(blocks_b))
     for i, tap in enumerate(blocks_a):

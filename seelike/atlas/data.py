@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from seelike.analyses.pair_scores import block_indices, pair_scores, relative_depth
+from seelike.analyses.pair_scores import block_indices, block_matrix, pair_scores, relative_depth
 from seelike.tables import CKA_COLUMNS, NULL_Z
 
 __all__ = ["DATA_VERSION", "atlas_data", "measure_frame", "pair_score_table"]
@@ -60,12 +60,8 @@ def _clean(m: np.ndarray) -> list:
 
 
 def _matrices(frame: pd.DataFrame, blocks_a: list[str], blocks_b: list[str]) -> dict[str, list]:
-    t = frame.set_index(["tap_a", "tap_b"])
-    const = t["constant"].astype(bool) if "constant" in t else False
-
     def grid(col: str) -> np.ndarray:
-        values = t[col].astype(float).where(~const) if col in t else pd.Series(np.nan, t.index)
-        return values.unstack().reindex(index=blocks_a, columns=blocks_b).to_numpy(np.float64)
+        return block_matrix(frame, blocks_a, blocks_b, col)
 
     value, se, p, z = grid("value"), grid("se"), grid("p_value"), grid("null_z")
     # distinguishable from independent representations: beyond the null on both of its readings
