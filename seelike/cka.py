@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from seelike.device import exact_fp32
+from seelike.jackknife import jackknife_se
 
 __all__ = [
     "MIN_BATCH",
@@ -406,11 +407,9 @@ class CkaAccumulator:
         """Tₐ×T_b delete-one-minibatch jackknife standard error of `result()`:
         SE² = (k−1)/k · Σ_i (CKA₍₋ᵢ₎ − mean_i CKA₍₋ᵢ₎)², CKA₍₋ᵢ₎ the ratio of means without minibatch i.
         NaN with fewer than 2 minibatches."""
-        k = len(self.batch_terms)
-        if k < 2:
+        if len(self.batch_terms) < 2:
             return np.full((self.n_a, self.n_b), np.nan)
-        loo = self.leave_one_out()
-        return np.sqrt((k - 1) / k * ((loo - loo.mean(0)) ** 2).sum(0))
+        return jackknife_se(self.leave_one_out())
 
     def leave_one_out(self) -> np.ndarray:
         """(k, Tₐ, T_b) CKA₍₋ᵢ₎: the ratio of means without minibatch i, for each of the k minibatches (the
@@ -421,6 +420,30 @@ class CkaAccumulator:
                 for c, a, b in self.batch_terms
             ]
         )
+
+    def subset(self, batches: Sequence[int]) -> CkaAccumulator:
+        """The accumulator of the listed minibatches only (by position among those added; a minibatch listed
+        twice counts twice: a bootstrap resample), without the null draws. The Grams' energies, which only
+        decide constant taps, are scaled to the share of minibatches kept."""
+        out = CkaAccumulator(
+            self.n_a, self.n_b, self.device, kernel=self.kernel, biased=self.biased
+        )
+        out.batch_terms = [self.batch_terms[i] for i in batches]
+        if out.batch_terms:
+            out.cross = torch.stack([c for c, _, _ in out.batch_terms]).sum(0)
+            out.self_a = torch.stack([a for _, a, _ in out.batch_terms]).sum(0)
+            out.self_b = torch.stack([b for _, _, b in out.batch_terms]).sum(0)
+        share = len(out.batch_terms) / max(self.batches, 1)
+        out.energy_a, out.energy_b = self.energy_a * share, self.energy_b * share
+        out.batches = len(out.batch_terms)
+        return out
+
+    def terms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The per-minibatch HSIC₁ terms as float64 arrays: cross (k, Tₐ, T_b), self_a (k, Tₐ), self_b (k, T_b)
+        (what `seelike.analyses.replicates` groups for the jackknife of any statistic of the table)."""
+        if not self.batch_terms:
+            raise ValueError(f"no minibatch of at least {MIN_BATCH} examples was added")
+        return tuple(torch.stack([t[i] for t in self.batch_terms]).cpu().numpy() for i in range(3))
 
     def null(self) -> np.ndarray:
         """(permutations, Tₐ, T_b) CKA of the permutation null: the same statistic with the second model's

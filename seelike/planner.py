@@ -6,9 +6,15 @@ disjoint minibatches of n images has Var ≈ (a + b/n) / N per repeat (the leadi
 A pilot cache holds each minibatch's Gram, and the Gram of any subset of a minibatch's images is a principal
 submatrix of it, so the pilot can be re-cut into smaller minibatches without a forward pass. The delete-one-
 minibatch jackknife gives Var at each cut n' (tested against the spread over independent repeats in
-tests/test_cka.py); a least-squares fit of Var·N = a + b/n' per cell then predicts any (n, N, R):
-SE = √((a + b/n) / (N·R)). Cuts must divide the pilot's batch size; predictions for n above the pilot's
-batch extrapolate the fitted 1/n law.
+tests/test_cka.py); `fit_law` fits Var·N = s·(1 + β/n') — one shape β for all cells, a level s per cell, the
+cuts weighted by their degrees of freedom — and predicts any (n, N, R): SE = √(s·(1 + β/n) / (N·R)). Cuts
+must divide the pilot's batch size; predictions for n above the pilot's batch extrapolate the fitted 1/n law.
+
+How far to trust it: a pilot of few minibatches gives noisy variances, above all at its large cuts. The
+planner refits the law on bootstrap resamples of the pilot's minibatches (`--boot`) and prints the 5–95% range
+of each proposal's median SE beside it. Measured on real activations (BENCHMARKS.md, "Planner calibration"):
+from a 4,096-image pilot, within ±10% of the SD over disjoint repeats for batch 32–256 and N = 256–4,096; from
+1,024 images a single pilot can be 20% off at n ≥ 128, and its bootstrap range says so.
 
     python -m seelike.planner results/cache/<dataset>/<a> results/cache/<dataset>/<b> \\
         --batch 128 256 1024 --images 2560 10240 --repeats 1 10 20 [--target-se 0.005]
@@ -53,20 +59,20 @@ def recut(full: torch.Tensor, cut: int) -> list[torch.Tensor]:
     return [pack_upper(full[:, s : s + cut, s : s + cut]) for s in range(0, n, cut)]
 
 
-def variance_by_cut(
+def pilot_accumulators(
     cache_a: str | Path, cache_b: str | Path, cuts: Sequence[int] | None = None, repeat: int = 0
-) -> tuple[dict[int, np.ndarray], int, dict]:
-    """Jackknife variance (Tₐ×T_b) of the minibatch CKA of one pilot repeat re-cut into minibatches of
-    each size in `cuts`; returns ({cut: variance}, images used N, pilot metadata of a)."""
+) -> tuple[dict[int, CkaAccumulator], int, dict]:
+    """The pilot's full minibatches of one repeat, re-cut at each size in `cuts`: {cut: accumulator whose
+    minibatches are the cuts, in pilot order (pilot minibatch m holds cuts m·(B/cut) … (m+1)·(B/cut) − 1)},
+    images used N, pilot metadata of a."""
     meta_a, meta_b = read_cache_meta(cache_a), read_cache_meta(cache_b)
     check_compatible(meta_a, meta_b)
     same = Path(cache_a).resolve() == Path(cache_b).resolve()
-    full_batches = [
-        b for b, n in enumerate(meta_a["batch_sizes"]) if n == meta_a["plan"]["batch_size"]
-    ]
+    batch = meta_a["plan"]["batch_size"]
+    full_batches = [b for b, n in enumerate(meta_a["batch_sizes"]) if n == batch]
     if len(full_batches) < 2 and not cuts:
         raise ValueError("the pilot needs at least 2 full minibatches")
-    cut_list = _cuts(meta_a["plan"]["batch_size"], cuts)
+    cut_list = _cuts(batch, cuts)
     accs = {c: CkaAccumulator(len(meta_a["taps"]), len(meta_b["taps"])) for c in cut_list}
     for b in full_batches:
         # unpacked once per minibatch, then cut at every size
@@ -76,18 +82,72 @@ def variance_by_cut(
             if same
             else unpack_upper(torch.from_numpy(np.array(load_packed_grams(cache_b, repeat, b))))
         )
-        for c in cut_list:
-            subs_a = recut(ga, c)
-            subs_b = subs_a if gb is None else recut(gb, c)
-            for sa, sb in zip(subs_a, subs_b, strict=True):
-                accs[c].add(sa, None if gb is None else sb)
-    n_images = len(full_batches) * meta_a["plan"]["batch_size"]
+        add_recut(accs, ga, gb)
+    return accs, len(full_batches) * batch, meta_a
+
+
+def add_recut(accs: dict[int, CkaAccumulator], ga: torch.Tensor, gb: torch.Tensor | None) -> None:
+    """Add one minibatch's full Grams (T, n, n) (gb None: self-similarity), re-cut at each accumulator's size."""
+    for c, acc in accs.items():
+        subs_a = recut(ga, c)
+        subs_b = subs_a if gb is None else recut(gb, c)
+        for sa, sb in zip(subs_a, subs_b, strict=True):
+            acc.add(sa, None if gb is None else sb)
+
+
+def variance_by_cut(
+    cache_a: str | Path, cache_b: str | Path, cuts: Sequence[int] | None = None, repeat: int = 0
+) -> tuple[dict[int, np.ndarray], int, dict]:
+    """Jackknife variance (Tₐ×T_b) of the minibatch CKA of one pilot repeat re-cut into minibatches of
+    each size in `cuts`; returns ({cut: variance}, images used N, pilot metadata of a)."""
+    accs, n_images, meta_a = pilot_accumulators(cache_a, cache_b, cuts, repeat)
     return {c: acc.jackknife_se() ** 2 for c, acc in accs.items()}, n_images, meta_a
+
+
+# shapes β of the pooled law tried by `fit_law` (0: no minibatch-size dependence at all)
+BETA_GRID = np.concatenate([[0.0], np.geomspace(0.1, 1e4, 301)])
+
+
+def fit_law(
+    var: dict[int, np.ndarray], n_images: int, dof: dict[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cell a, b ≥ 0 of Var·N = a + b/n from the jackknife variances at each cut n of N pilot images.
+
+    One shape for all cells, a level per cell: Var·N = s·(1 + β/n), i.e. a = s, b = s·β. β is the grid value
+    minimising the cells' relative squared residuals, each cut weighted by its degrees of freedom (`dof`: its
+    minibatches − 1; default equal); each cell's s is then the dof-weighted mean of its Var·N/(1 + β/n). Why
+    not a free (a, b) per cell: a pilot's cuts at large n hold few minibatches, so each cell's slope is mostly
+    noise. On real activations (EfficientNet-Lite0, BENCHMARKS.md "Planner calibration"), from 1,024-image pilots
+    (mean of 8) per-cell fits under-predicted the SE of the high-CKA cells at n = 256 by 24% and the pooled
+    shape by 10%, and the pooled shape's prediction varied less between pilots (±14% against ±17%); with
+    2,048- and 4,096-image pilots the two agree within 4%."""
+    cut_list = sorted(var)
+    y = np.stack([var[c] * n_images for c in cut_list])  # (cuts, Tₐ, T_b)
+    if (
+        len(cut_list) == 1
+    ):  # one cut: all variance in the 1/n term (the pilot's own SE at its own cut)
+        return np.zeros_like(y[0]), y[0] * cut_list[0]
+    y = np.nan_to_num(y)
+    w = np.array([(dof or {}).get(c, 1) for c in cut_list], float)[:, None, None]
+    n = np.asarray(cut_list, float)[:, None, None]
+    # cells with a variance at every cut: not a tap with itself (CKA 1 by construction: its jackknife variance is
+    # rounding noise), not a constant tap
+    fit = (y > 1e-10 * y.max()).all(0)
+    best, best_s, best_res = 0.0, None, np.inf
+    for beta in BETA_GRID:
+        f = 1 + beta / n
+        s = (w * y / f).sum(0) / w.sum()
+        res = (w * (y / np.where(fit, s, 1) / f - 1) ** 2)[:, fit].sum()
+        if res < best_res:
+            best, best_s, best_res = beta, s, res
+    return best_s, best_s * best
 
 
 @dataclass
 class PrecisionModel:
-    """Per-cell Var·N = a + b/n fitted on a pilot (arrays Tₐ×T_b), with what the costs need."""
+    """Per-cell Var·N = a + b/n fitted on a pilot (arrays Tₐ×T_b), with what the costs need; `boot_a`,
+    `boot_b` (B, Tₐ, T_b): the same fit on bootstrap resamples of the pilot's minibatches (how far the
+    prediction can be trusted from a pilot of this size)."""
 
     a: np.ndarray
     b: np.ndarray
@@ -95,36 +155,74 @@ class PrecisionModel:
     tap_features: list[int]  # features per image of each tap of model a (Gram cost ∝ n·p per image)
     tap_features_b: list[int]
     same: bool
+    boot_a: np.ndarray | None = None
+    boot_b: np.ndarray | None = None
+    pilot_batches: int = 0
 
     def se(self, batch: int, images: int, repeats: int = 1) -> np.ndarray:
         """Predicted standard error of each cell's CKA (mean over `repeats` repeats of `images` images)."""
         return np.sqrt(np.clip(self.a + self.b / batch, 0, None) / (images * repeats))
 
+    def se_boot(self, batch: int, images: int, repeats: int = 1) -> np.ndarray | None:
+        """(B, Tₐ, T_b) the predicted SE under each bootstrap refit; None without a bootstrap."""
+        if self.boot_a is None or self.boot_b is None:
+            return None
+        return np.sqrt(np.clip(self.boot_a + self.boot_b / batch, 0, None) / (images * repeats))
+
+
+def bootstrap_law(
+    accs: dict[int, CkaAccumulator], n_images: int, pilot_batches: int, boot: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(B, Tₐ, T_b) a and b refitted on `boot` resamples (with replacement) of the pilot's full minibatches,
+    each resample re-cut as the pilot was (a pilot minibatch keeps all its cuts)."""
+    rng = np.random.default_rng(seed)
+    out_a, out_b = [], []
+    for _ in range(boot):
+        pick = rng.integers(0, pilot_batches, pilot_batches)
+        var = {}
+        for c, acc in accs.items():
+            per = acc.batches // pilot_batches
+            idx = [m * per + i for m in pick for i in range(per)]
+            var[c] = acc.subset(idx).jackknife_se() ** 2
+        a, b = fit_law(var, n_images, {c: acc.batches - 1 for c, acc in accs.items()})
+        out_a.append(a)
+        out_b.append(b)
+    return np.stack(out_a), np.stack(out_b)
+
+
+def precision_model(
+    accs: dict[int, CkaAccumulator],
+    n_images: int,
+    pilot_batches: int,
+    tap_features: list[int],
+    tap_features_b: list[int],
+    same: bool,
+    boot: int = 0,
+    seed: int = 0,
+) -> PrecisionModel:
+    """The law fitted on a pilot's re-cut accumulators (`pilot_accumulators`), with `boot` bootstrap refits."""
+    dof = {c: acc.batches - 1 for c, acc in accs.items()}
+    a, b = fit_law({c: acc.jackknife_se() ** 2 for c, acc in accs.items()}, n_images, dof)
+    ba = bb = None
+    if boot and pilot_batches >= 2:
+        ba, bb = bootstrap_law(accs, n_images, pilot_batches, boot, seed)
+    return PrecisionModel(
+        a, b, sorted(accs), tap_features, tap_features_b, same, ba, bb, pilot_batches
+    )
+
 
 def fit_precision(
-    cache_a: str | Path, cache_b: str | Path, cuts: Sequence[int] | None = None
+    cache_a: str | Path, cache_b: str | Path, cuts: Sequence[int] | None = None, boot: int = 0
 ) -> PrecisionModel:
-    """Fit Var·N = a + b/n per cell on the pilot's re-cut minibatches (least squares over the cuts, a, b ≥ 0)."""
-    var, n_images, meta_a = variance_by_cut(cache_a, cache_b, cuts)
+    """Fit Var·N = a + b/n per cell on the pilot's re-cut minibatches (`fit_law`), with `boot` bootstrap
+    refits over the pilot's minibatches."""
+    accs, n_images, meta_a = pilot_accumulators(cache_a, cache_b, cuts)
     meta_b = read_cache_meta(cache_b)
-    cut_list = sorted(var)
-    y = np.stack([var[c] * n_images for c in cut_list])  # (cuts, Tₐ, T_b)
-    x = np.stack([np.ones(len(cut_list)), 1.0 / np.asarray(cut_list, float)], 1)  # (cuts, 2)
-    if len(cut_list) == 1:
-        a, b = np.zeros_like(y[0]), y[0] * cut_list[0]  # one cut: all variance in the 1/n term
-    else:
-        coef, *_ = np.linalg.lstsq(x, y.reshape(len(cut_list), -1), rcond=None)
-        a, b = (c.reshape(y.shape[1:]) for c in coef)
-        # a negative coefficient is noise: refit the other alone
-        neg_a, neg_b = a < 0, b < 0
-        a = np.where(neg_a, 0, a)
-        b = np.where(neg_a, (y * x[:, 1, None, None]).sum(0) / (x[:, 1] ** 2).sum(), b)
-        b = np.where(neg_b, 0, b)
-        a = np.where(neg_b & ~neg_a, y.mean(0), a)
     feats = [int(np.prod(t["shape"])) for t in meta_a["taps"]]
     feats_b = [int(np.prod(t["shape"])) for t in meta_b["taps"]]
     same = Path(cache_a).resolve() == Path(cache_b).resolve()
-    return PrecisionModel(np.nan_to_num(a), np.nan_to_num(b), cut_list, feats, feats_b, same)
+    pilot_batches = n_images // meta_a["plan"]["batch_size"]
+    return precision_model(accs, n_images, pilot_batches, feats, feats_b, same, boot)
 
 
 def gram_gflop(tap_features: Sequence[int], batch: int, images: int, repeats: int) -> float:
@@ -156,6 +254,7 @@ def plan_table(
                 continue
             for r in repeats:
                 se = model.se(n, big_n, r)[cells]
+                boot = model.se_boot(n, big_n, r)
                 sizes = [min(n, big_n - i) for i in range(0, big_n, n)]
                 feats = model.tap_features + ([] if model.same else model.tap_features_b)
                 disk = gram_bytes(len(model.tap_features), sizes, r)
@@ -168,6 +267,8 @@ def plan_table(
                         "repeats": r,
                         "se_median": float(np.median(se)) if se.size else math.nan,
                         "se_max": float(se.max()) if se.size else math.nan,
+                        # how far the pilot lets the median be trusted: its 5–95% over bootstrap refits
+                        **_boot_range(boot, cells),
                         "gram_gflop": gram_gflop(feats, n, big_n, r),
                         "disk_gb": disk / 1e9,
                     }
@@ -176,6 +277,13 @@ def plan_table(
     if target_se is not None:
         df["meets_target"] = df["se_max"] <= target_se
     return df
+
+
+def _boot_range(boot: np.ndarray | None, cells: np.ndarray) -> dict[str, float]:
+    if boot is None or not cells.any():
+        return {}
+    lo, hi = np.quantile(np.median(boot[:, cells], axis=1), [0.05, 0.95])
+    return {"se_median_lo": float(lo), "se_median_hi": float(hi)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -193,13 +301,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--min-cka", type=float, default=0.05, help="cells counted in the SE columns")
     ap.add_argument("--target-se", type=float, default=None)
+    ap.add_argument(
+        "--boot",
+        type=int,
+        default=100,
+        help="bootstrap refits over the pilot's minibatches (0: none)",
+    )
     args = ap.parse_args(argv)
-    model = fit_precision(args.cache_a, args.cache_b, args.cuts)
+    model = fit_precision(args.cache_a, args.cache_b, args.cuts, boot=args.boot)
     values, _, _ = cka_array(cka_from_caches(args.cache_a, args.cache_b)[0])
     table = plan_table(
         model, args.batch, args.images, args.repeats, args.min_cka, values, args.target_se
     )
     print(f"pilot re-cut at {model.cuts}; SE over cells with |CKA| ≥ {args.min_cka}")
+    if model.boot_a is not None:
+        print(
+            f"se_median_lo / _hi: 5–95% of the median SE over {args.boot} refits on bootstrap resamples of the "
+            f"pilot's {model.pilot_batches} minibatches (the pilot's own uncertainty; a wide range asks for a "
+            "larger pilot)"
+        )
+    elif model.pilot_batches < 2:
+        print("no bootstrap: the pilot has fewer than 2 full minibatches")
     print(table.to_markdown(index=False, floatfmt=".4g") if _has_tabulate() else table.to_string())
     if args.target_se is not None:
         ok = table[table["meets_target"]]

@@ -87,6 +87,7 @@ from seelike.cka import (
 
 # the measures' names and the config keys each reads, defined torch-free for the dry run's config checks
 from seelike.config.measures import MEASURE_SETTINGS, MEASURES
+from seelike.jackknife import jackknife_se
 
 __all__ = [
     "CKA_FAMILY",
@@ -392,11 +393,9 @@ class MeanAccumulator:
 
     def jackknife_se(self) -> np.ndarray:
         """Delete-one-minibatch jackknife SE of the mean (= sample SD / √k); NaN with fewer than 2."""
-        k = len(self.batch_values)
-        if k < 2:
+        if len(self.batch_values) < 2:
             return np.full((self.n_a, self.n_b), np.nan)
-        loo = self.leave_one_out()
-        return self._masked(np.sqrt((k - 1) / k * ((loo - loo.mean(0)) ** 2).sum(0)))
+        return self._masked(jackknife_se(self.leave_one_out()))
 
     def leave_one_out(self) -> np.ndarray:
         """(k, Tₐ, T_b) means without minibatch i (the jackknife's replicates; needs k ≥ 2)."""

@@ -1,11 +1,13 @@
 """Reading the pipeline's tidy tables: one home for the helpers figures and claims share.
 
 - CKA long tables (`seelike.analyses.cka_tables.cka_from_caches`: one row per tap pair) as arrays or labelled matrices;
-- probe tables (`linear_probes`): which shot count and which aggregation a figure or a claim reads.
+- probe tables (`linear_probes`): which shot count and which aggregation a figure or a claim reads, and the
+  per-image correctness they keep for standard errors of accuracies and their differences.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -77,6 +79,39 @@ def primary_aggregation(
     """The first aggregation of `order` present in a probe table (None when none is)."""
     present = set(df["aggregation"])
     return next((a for a in order if a in present), None)
+
+
+# A probe table's record of each test image: whether the probe classified it correctly, in the table's test order
+# (the same images in the same order for every tap, aggregation and shot count), packed 8 to a byte (numpy's
+# big-endian bit order). Kept on the pooled rows, not the per-token ones; n_test bits each.
+PROBE_CORRECT = "correct_bits"
+
+
+def pack_correct(correct: np.ndarray) -> bytes:
+    """Per-image correctness (n,) bool → `PROBE_CORRECT` bytes (⌈n/8⌉)."""
+    return np.packbits(np.asarray(correct, dtype=bool)).tobytes()
+
+
+def unpack_correct(packed: bytes, n: int) -> np.ndarray:
+    """`pack_correct`'s inverse: (n,) bool for n test images."""
+    return np.unpackbits(np.frombuffer(packed, dtype=np.uint8), count=int(n)).astype(bool)
+
+
+def accuracy_contrast(correct: np.ndarray, weights: Sequence[float]) -> tuple[float, float]:
+    """Σₖ wₖ·accuracyₖ of k probes scored on the same n test images, with its standard error over the images.
+
+    `correct`: (k, n) per-image correctness. Per image dᵢ = Σₖ wₖ cₖᵢ (c = 1 right, 0 wrong); the value is the
+    mean of d and its SE √(Σᵢ (dᵢ − d̄)² / n) / √n: test images independent, the fitted probes fixed (the SE
+    says nothing of the draw of the probe-training images). One probe (w = [1]): the binomial √(p(1 − p)/n);
+    two (w = [1, −1]): the paired (McNemar) SE of a difference, √((n₁₀ + n₀₁)/n − d̄²)/√n, which is small when
+    the two probes err on the same images."""
+    w = np.asarray(weights, dtype=np.float64)
+    c = np.asarray(correct, dtype=np.float64).reshape(len(w), -1)
+    d = w @ c
+    n = d.size
+    if n == 0:
+        return math.nan, math.nan
+    return float(d.mean()), float(d.std() / math.sqrt(n))
 
 
 def _swapped(name: str) -> str:

@@ -200,6 +200,8 @@ def test_collector_matches_reference(kw, img, cls):
     np.testing.assert_allclose(got, ref.mean(0), rtol=1e-5)
     std = df.pivot(index="block", columns="head", values="std_distance_px").to_numpy()
     np.testing.assert_allclose(std, ref.std(0, ddof=1), rtol=1e-3, atol=1e-4)
+    se = df.pivot(index="block", columns="head", values="se_distance_px").to_numpy()
+    np.testing.assert_allclose(se, ref.std(0, ddof=1) / np.sqrt(6), rtol=1e-3, atol=1e-4)
     # ranks are a permutation per block, 0 = most local
     for _, grp in df.groupby("block"):
         assert sorted(grp["rank"]) == [0, 1, 2]
@@ -569,3 +571,65 @@ def test_analysis_support_attention(key):
             "xcit": "channels", "convnext": "no self-attention", "hiera": "unrolled tokens",
         }.get(key, "pooled, reduced or partitioned")  # fmt: skip
         assert want in att, att
+
+
+# ------------------------------------------------------------------ standard error over images
+def _loop_distance(a: torch.Tensor, gh: int, gw: int, p: float) -> float:
+    """One image's, one head's mean distance (drop_renorm, no prefix) by plain loops in float64."""
+    centres = [((r + 0.5) * p, (c + 0.5) * p) for r in range(gh) for c in range(gw)]
+    rows = [
+        sum(w * math.dist(centres[q], centres[k]) for k, w in enumerate(a[q].tolist()))
+        / float(a[q].sum())
+        for q in range(gh * gw)
+    ]
+    return sum(rows) / len(rows)
+
+
+def _accumulate(attn: torch.Tensor, gh: int, gw: int, p: float, step: int = 3):
+    """Per-head table of `attn` (B, H, N, N) reduced batch by batch, as the collector's hooks do."""
+    from seelike.analyses.attention import AttentionDistances
+
+    acc = AttentionDistances(["b0"], [attn.shape[1]], "drop_renorm", token_grid_stub(gh, gw, p))
+    for i in range(0, len(attn), step):
+        acc.add(0, mean_attention_distance(attn[i : i + step], (gh, gw), p, 0))
+        acc.n_images += len(attn[i : i + step])
+    return acc.to_frame()
+
+
+def token_grid_stub(gh: int, gw: int, p: float):
+    from seelike.models.geometry import TokenGrid
+
+    return TokenGrid(grid_hw=(gh, gw), patch_px=(p, p), stride_px=(p, p), img_hw=(gh * p, gw * p),
+                     num_prefix_tokens=0)  # fmt: skip
+
+
+def test_distance_se_over_images_matches_float64_reference():
+    g = torch.Generator().manual_seed(3)
+    gh, gw, p, heads, n = 3, 3, 8.0, 2, 11
+    attn = torch.softmax(torch.randn(n, heads, 9, 9, generator=g, dtype=torch.float64) * 3, -1)
+    df = _accumulate(attn, gh, gw, p)
+    ref = np.array(
+        [[_loop_distance(attn[i, h], gh, gw, p) for h in range(heads)] for i in range(n)]
+    )
+    mean = ref.sum(0) / n
+    sd = np.sqrt(((ref - mean) ** 2).sum(0) / (n - 1))
+    np.testing.assert_allclose(df["mean_distance_px"], mean, rtol=1e-10)
+    np.testing.assert_allclose(df["se_distance_px"], sd / math.sqrt(n), rtol=1e-8)
+
+
+def test_distance_se_invariants():
+    g = torch.Generator().manual_seed(4)
+    gh, gw, p, n = 3, 4, 16.0, 5
+    attn = torch.softmax(torch.randn(n, 2, 12, 12, generator=g, dtype=torch.float64) * 2, -1)
+    base = _accumulate(attn, gh, gw, p)
+    # the same image n times: no spread, no standard error
+    same = _accumulate(attn[:1].expand(n, -1, -1, -1), gh, gw, p)
+    assert (same["se_distance_px"] <= 1e-9 * same["mean_distance_px"]).all()
+    # every image 4 times: the same mean, SE shrinks as sqrt((n - 1) / (4n - 1)) (ddof 1 over 4n images)
+    rep = _accumulate(attn.repeat(4, 1, 1, 1), gh, gw, p)
+    np.testing.assert_allclose(rep["mean_distance_px"], base["mean_distance_px"], rtol=1e-12)
+    np.testing.assert_allclose(
+        rep["se_distance_px"], base["se_distance_px"] * math.sqrt((n - 1) / (4 * n - 1)), rtol=1e-8
+    )
+    # one image: no SE
+    assert _accumulate(attn[:1], gh, gw, p)["se_distance_px"].isna().all()

@@ -364,6 +364,41 @@ def test_jackknife_se_matches_a_delete_one_reference():
     assert np.isnan(one.jackknife_se()).all()  # one minibatch: no jackknife
 
 
+def test_subset_is_the_accumulator_of_those_minibatches_repeats_included():
+    """`subset` (the planner's bootstrap and re-cut repeats) against the float64 reference of the chosen
+    minibatches, a minibatch listed twice counting twice."""
+    rng = np.random.default_rng(7)
+    batches = [_correlated(rng, 12) for _ in range(5)]
+    acc = CkaAccumulator(3, 3)
+    for xs, ys in batches:
+        acc.add(
+            torch.stack([gram(torch.from_numpy(x)) for x in xs]),
+            torch.stack([gram(torch.from_numpy(y)) for y in ys]),
+        )
+    pick = [3, 0, 3, 1]
+    sub = acc.subset(pick)
+    assert sub.batches == 4 and sub.null_cross.shape[0] == 0
+    ref = np.array(
+        [
+            [ref_minibatch_cka([batches[i][0][a] for i in pick], [batches[i][1][b] for i in pick])
+             for b in range(3)]
+            for a in range(3)
+        ]
+    )  # fmt: skip
+    np.testing.assert_allclose(sub.result(), ref, rtol=1e-10, atol=1e-12)
+    loo = np.stack(
+        [
+            [[ref_minibatch_cka([batches[i][0][a] for j, i in enumerate(pick) if j != d],
+                                [batches[i][1][b] for j, i in enumerate(pick) if j != d])
+              for b in range(3)] for a in range(3)]
+            for d in range(len(pick))
+        ]
+    )  # fmt: skip
+    jk = np.sqrt(3 / 4 * ((loo - loo.mean(0)) ** 2).sum(0))
+    np.testing.assert_allclose(sub.jackknife_se(), jk, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(acc.subset(range(5)).result(), acc.result(), rtol=1e-12)
+
+
 def test_permutation_null_matches_permuted_images_reference():
     rng = np.random.default_rng(2)
     k, n, perms, seed = 3, 12, 4, 7

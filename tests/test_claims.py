@@ -185,15 +185,16 @@ def test_erf_growth():
         }
     )
     r = metrics.erf_growth(df)
-    assert r["post"] == pytest.approx(
-        {
-            "first": 2.0,
-            "last": 4.0,
-            "last_over_first": 2.0,
-            "spearman_depth": 1.0,
-            "first_non_stem": 3.0,
-        }
-    )
+    expected = {
+        "first": 2.0,
+        "last": 4.0,
+        "last_over_first": 2.0,
+        "spearman_depth": 1.0,
+        "first_non_stem": 3.0,
+    }
+    assert {k: r["post"][k] for k in expected} == pytest.approx(expected)
+    # a table without jackknife columns has no SEs (tests/test_claims_uncertainty_erf_loc.py: with them)
+    assert all(math.isnan(r["post"][k]) for k in r["post"] if k.endswith("_se"))
     assert r["pre"]["last_over_first"] == pytest.approx(0.5)
     assert r["pre"]["spearman_depth"] == pytest.approx(-1.0)
 
@@ -349,6 +350,21 @@ def test_per_block_thirds():
 
 
 # ---------------------------------------------------------------- the summary
+def erf_with_replicates(df: pd.DataFrame, spread: float = 0.01, groups: int = 5) -> pd.DataFrame:
+    """An ERF table with the jackknife columns the analysis writes: per size, leave-one-group-out replicates
+    `{size}_jk` at ± `spread` (relative) around the value, alternating, and their jackknife SE `{size}_se`."""
+    df = df.copy()
+    df["n_images"], df["n_groups"] = 4 * groups, groups
+    wiggle = spread * (-1.0) ** np.arange(groups)
+    for size in [c for c in df.columns if c.startswith("r") and c.endswith("_px")]:
+        reps = [v * (1 + wiggle) for v in df[size]]
+        df[f"{size}_jk"] = reps
+        df[f"{size}_se"] = [
+            math.sqrt((groups - 1) / groups * ((r - r.mean()) ** 2).sum()) for r in reps
+        ]
+    return df
+
+
 def _inputs(with_cnn: bool = True) -> ClaimInputs:
     vit_taps = _vit_taps(6)
     n = len(vit_taps)
@@ -385,14 +401,14 @@ def _inputs(with_cnn: bool = True) -> ClaimInputs:
     if with_cnn:
         inp.self_cka["cnn"] = long_cka(cnn_m, cnn_taps)
         inp.cross_cka[("vit", "cnn")] = long_cka(np.full((n, 5), 0.3), vit_taps, cnn_taps)
-        inp.erf["vit"] = pd.DataFrame(
+        inp.erf["vit"] = erf_with_replicates(pd.DataFrame(
             {"residual": "post", "tap": ["blocks.0.attn_res", "blocks.5.attn_res"], "kind": "attn_res",
              "order": [0, 1], "r50_px": [6.0, 8.0], "r90_px": [20.0, 25.0]}
-        )  # fmt: skip
-        inp.erf["cnn"] = pd.DataFrame(
+        ))  # fmt: skip
+        inp.erf["cnn"] = erf_with_replicates(pd.DataFrame(
             {"residual": "post", "tap": ["stem", "layer1.1.out", "layer2.1.out"], "kind": ["stem", "out", "out"],
              "order": [0, 1, 2], "r50_px": [2.0, 3.0, 5.0], "r90_px": [3.0, 5.0, 9.0]}
-        )  # fmt: skip
+        ))  # fmt: skip
         inp.skip["cnn"] = pd.DataFrame(
             {"block": [0, 1], "token_type": "spatial", "ratio_mean": [1.0, 1.5]}
         )
@@ -471,6 +487,9 @@ def test_claims_rule_on_the_tiny_run(workflow_run):
     }
     md = (workflow_run / "results" / "claims" / "digits.md").read_text()
     assert md.count("\n| ") == len(df) + 1
+    # Figs 6, 9, 10: every number has an SE or an interval
+    own = df[df["figure"].astype(str).isin(["6", "9-10"])]
+    assert len(own) and (np.isfinite(own["se"]) | np.isfinite(own["ci_low"])).all()
 
 
 # ---------------------------------------------------------------- CNN families named; Fig 1 on block outputs
@@ -746,3 +765,198 @@ def test_claims_measures_on_part_of_the_tables_only():
     assert fig2["robust"] is None and fig2["measures"] == "rbf_cka n/a; dcor n/a; bures n/a"
     stage = row.loc[("lite0", "cka_within_minus_across_stage")]
     assert stage["robust"] is True and stage["measures"].startswith("rbf_cka yes 0.5;")
+
+
+# ---------------------------------------------------------------- standard errors of Figs 3-4, 7, 11-13
+def test_attention_heads_decided_by_two_standard_errors():
+    # uniform 10 px → threshold 5 px. Block 0: 1 ± 0.5 (local), 4.5 ± 0.5 (undecided), 9 ± 1 (global);
+    # block 1: 2 ± 0.1, 8 ± 2 (undecided: 8 - 4 < 5); blocks 2, 3: global by far except 6 ± 1 (undecided)
+    dist = [[1.0, 4.5, 9.0], [2.0, 8.0], [9.0, 6.0], [9.0, 9.0]]
+    se = [[0.5, 0.5, 1.0], [0.1, 2.0], [0.2, 1.0], [0.3, 0.4]]
+    df = _attention_table(dist).assign(se_distance_px=[v for b in se for v in b])
+    s = metrics.attention_block_stats(df, uniform_px=10.0)
+    assert s["n_local"].tolist() == [2, 1, 0, 0]  # the point counts are unchanged
+    assert s["n_local_sure"].tolist() == [1, 1, 0, 0]
+    assert s["n_global_sure"].tolist() == [1, 0, 1, 2]
+    assert s["n_undecided"].tolist() == [1, 1, 1, 0]
+    # spread = max - min head; SE = √(SE_max² + SE_min²) (block 3: two tied heads, still two heads)
+    assert s["spread_se"].tolist() == pytest.approx(
+        [math.hypot(1.0, 0.5), math.hypot(2.0, 0.1), math.hypot(0.2, 1.0), math.hypot(0.3, 0.4)]
+    )
+    r = metrics.attention_early_late(df, uniform_px=10.0)
+    assert r["early_spread_se"] == pytest.approx((math.hypot(1.0, 0.5) + math.hypot(2.0, 0.1)) / 2)
+    assert (r["early_local_sure"], r["early_global_sure"], r["early_undecided"]) == (2, 1, 2)
+    assert (r["late_local_sure"], r["late_global_sure"], r["late_undecided"]) == (0, 3, 1)
+
+    inp = ClaimInputs(families={"vit": "vit"}, attention={"vit": (df, 10.0)})
+    row = claims.summarise(inp).set_index("metric")
+    assert row.loc["uniform_attention_px", "se"] == 0.0
+    ci = row[["ci_low", "ci_high"]].apply(tuple, axis=1)
+    # one local and one global head, each by 2 SE
+    assert row.loc["early_local_heads", "seen"] is True
+    assert ci["early_local_heads"] == (2, 4) and ci["early_global_heads"] == (1, 3)
+    # no late head is local by its mean, but one is within 2 SE of the threshold: not seen
+    late = row.loc["late_local_heads"]
+    assert late["value"] == 0 and late["seen"] is False and ci["late_local_heads"] == (0, 1)
+    assert "1 within 2 SE" in row.loc["late_local_heads", "note"]
+    # early spread 7 ± 1.56, late 1.5 ± 0.76: the difference 5.5 exceeds 2 × 1.74
+    e, la = r["early_spread_se"], r["late_spread_se"]
+    assert row.loc["late_spread_px", "se"] == pytest.approx(la)
+    assert row.loc["late_spread_px", "seen"] is True
+    assert 2 * math.hypot(e, la) < r["early_spread_px"] - r["late_spread_px"]
+    # the same spreads with SEs three times larger are not told apart
+    wide = df.assign(se_distance_px=3 * df["se_distance_px"])
+    row = claims.summarise(ClaimInputs(families={"vit": "vit"}, attention={"vit": (wide, 10.0)}))
+    assert row.set_index("metric").loc["late_spread_px", "seen"] is False
+
+
+def _skip_rows(model_type: str, ratios, ses) -> pd.DataFrame:
+    cols = {"block": range(len(ratios)), "token_type": model_type}
+    return pd.DataFrame({**cols, "ratio_mean": ratios, "ratio_se": ses})
+
+
+def test_skip_ratio_standard_errors_and_log_ratio_verdicts():
+    vit = pd.concat(
+        [
+            _skip_rows("patch", [2.0, 2.0, 6.0, 6.0], [0.2, 0.4, 0.3, 0.5]),
+            _skip_rows("patch", [4.0, 2.0, 6.0, 8.0], [0.4, 0.2, 0.5, 0.3]),  # a second token
+            _skip_rows("cls", [20.0, 10.0, 1.0, 1.0], [1.0, 1.0, 0.1, 0.1]),
+        ]
+    )
+    s = metrics.skip_ratio_summary(vit)
+    # per block: patch ratios 3, 2, 6, 7 with SEs 0.3, 0.3, 0.4, 0.4 (means of the tokens' SEs)
+    assert (s["patch_early"], s["patch_late"]) == pytest.approx((2.5, 6.5))
+    assert (s["patch_early_se"], s["patch_late_se"], s["patch_mean_se"]) == pytest.approx(
+        (0.3, 0.4, 0.35)
+    )
+    ratio, lse = metrics.log_ratio(6.5, 0.4, 2.5, 0.3)
+    assert ratio == pytest.approx(2.6)
+    assert lse == pytest.approx(math.sqrt((0.4 / 6.5) ** 2 + (0.3 / 2.5) ** 2))
+    assert math.isnan(metrics.log_ratio(1.0, math.nan, 2.0, 0.1)[1])
+    assert math.isnan(metrics.log_ratio(-1.0, 0.1, 2.0, 0.1)[1])
+
+    def rows(cnn_se: float) -> pd.DataFrame:
+        inp = ClaimInputs(
+            families={"vit": "vit", "cnn": "cnn"},
+            skip={"vit": vit, "cnn": _skip_rows("spatial", [4.0, 4.0], [cnn_se, cnn_se])},
+        )
+        return claims.summarise(inp).set_index(["model", "metric"])
+
+    row = rows(0.1)
+    late = row.loc[("vit", "ratio_patch_late_over_early")]
+    assert late["value"] == pytest.approx(2.6) and late["se"] == pytest.approx(2.6 * lse)
+    assert late["seen"] is True
+    cls = row.loc[("vit", "ratio_cls_over_patch_early")]  # 15 ± 1 over 2.5 ± 0.3; falls 15 → 1
+    assert cls["value"] == pytest.approx(6.0) and cls["seen"] is True
+    assert cls["se"] == pytest.approx(6.0 * math.hypot(1 / 15, 0.3 / 2.5))
+    assert row.loc[("vit", "ratio_patch_mean"), "se"] == pytest.approx(0.35)
+    assert row.loc[("cnn", "ratio_spatial_mean"), "se"] == pytest.approx(0.1)
+    # ViT 4.5 ± 0.35 over CNN 4 ± SE: log(1.125) = 0.118 against 2 SE of the log ratio
+    vc = row.loc[("vit vs cnn", "ratio_vit_patch_over_cnn")]
+    assert vc["value"] == pytest.approx(1.125)
+    assert vc["se"] == pytest.approx(1.125 * math.hypot(0.35 / 4.5, 0.1 / 4))
+    assert vc["seen"] is False  # 2 × 0.084 > 0.118: above 1, but not by 2 SE
+    assert rows(0.01).loc[("vit vs cnn", "ratio_vit_patch_over_cnn"), "seen"] is False
+    tight = vit.assign(ratio_se=vit["ratio_se"] / 10)
+    inp = ClaimInputs(
+        families={"vit": "vit", "cnn": "cnn"},
+        skip={"vit": tight, "cnn": _skip_rows("spatial", [4.0, 4.0], [0.01, 0.01])},
+    )
+    df = claims.summarise(inp).set_index(["model", "metric"])
+    assert df.loc[("vit vs cnn", "ratio_vit_patch_over_cnn"), "seen"] is True
+
+
+def _probe_table_with_bits(n: int = 400) -> tuple[pd.DataFrame, dict]:
+    """cls / mean_spatial probes at 3 depths with per-image correctness: each deeper probe gets right what the
+    one before got right, and more (the pairs are nested, as real probes nearly are)."""
+    from seelike.tables import PROBE_CORRECT, pack_correct
+
+    rng = np.random.default_rng(0)
+    u = rng.random(n)
+    correct = {
+        ("cls", 0.0): u < 0.30, ("cls", 0.5): u < 0.33, ("cls", 1.0): u < 0.80,
+        ("mean_spatial", 0.0): u < 0.40, ("mean_spatial", 0.5): u < 0.60, ("mean_spatial", 1.0): u < 0.78,
+    }  # fmt: skip
+    rows = [
+        {"depth": d, "shots": "10", "aggregation": a, "accuracy": c.mean(), "n_test": n,
+         "accuracy_se": math.sqrt(c.mean() * (1 - c.mean()) / n), PROBE_CORRECT: pack_correct(c)}
+        for (a, d), c in correct.items()
+    ]  # fmt: skip
+    return pd.DataFrame(rows), correct
+
+
+def test_probe_standard_errors_paired_over_test_images():
+    df, c = _probe_table_with_bits()
+    n = 400
+
+    def paired(*terms):  # float64 reference from the definition: SE of the per-image contrast
+        d = sum(w * c[k].astype(np.float64) for w, k in terms)
+        return math.sqrt(((d - d.mean()) ** 2).mean() / n)
+
+    e = metrics.probe_depth_se(df, "cls")
+    p = c[("cls", 1.0)].mean()
+    assert e["last_se"] == pytest.approx(math.sqrt(p * (1 - p) / n))
+    assert e["last_minus_first"] == pytest.approx(c[("cls", 1.0)].mean() - c[("cls", 0.0)].mean())
+    assert e["last_minus_first_se"] == pytest.approx(paired((1, ("cls", 1.0)), (-1, ("cls", 0.0))))
+    g = metrics.probe_gap(df, "cls", "mean_spatial")
+    assert g["middle_se"] == pytest.approx(paired((1, ("cls", 0.5)), (-1, ("mean_spatial", 0.5))))
+    closes = paired(
+        (1, ("cls", 1.0)), (-1, ("mean_spatial", 1.0)), (-1, ("cls", 0.5)), (1, ("mean_spatial", 0.5)),
+    )  # fmt: skip
+    assert g["closes_se"] == pytest.approx(closes)
+    # without the per-image record: independent binomials, larger here (nested probes agree)
+    from seelike.tables import PROBE_CORRECT
+
+    e2 = metrics.probe_depth_se(df.drop(columns=PROBE_CORRECT), "cls")
+    pf = c[("cls", 0.0)].mean()
+    assert e2["last_minus_first_se"] == pytest.approx(math.sqrt((p * (1 - p) + pf * (1 - pf)) / n))
+    assert e2["last_minus_first_se"] > e["last_minus_first_se"]
+
+    row = claims.summarise(ClaimInputs(families={"vit": "vit"}, probes={"vit": df}))
+    row = row.set_index("metric")
+    assert row.loc["accuracy_first_tap", "se"] == pytest.approx(math.sqrt(pf * (1 - pf) / n))
+    assert row.loc["accuracy_last_tap", "seen"] is True
+    # CLS - mean at the middle tap: -0.27 (paired SE ~0.022): seen; the gap closes by ~0.29: seen
+    assert row.loc["cls_minus_mean_middle_tap", "seen"] is True
+    assert row.loc["cls_minus_mean_middle_tap", "se"] == pytest.approx(g["middle_se"])
+    assert row.loc["cls_minus_mean_last_tap", "seen"] is True
+    assert row.loc["cls_minus_mean_last_tap", "se"] == pytest.approx(g["last_se"])
+
+
+def test_probe_verdict_needs_two_standard_errors():
+    """Last beats first by 2 of 400 images: above 0, within 2 paired SE, so not seen."""
+    from seelike.tables import PROBE_CORRECT, pack_correct
+
+    n = 400
+    first = np.zeros(n, bool)
+    first[:200] = True
+    last = first.copy()
+    last[200:202] = True
+    rows = [
+        {"depth": d, "shots": "10", "aggregation": "mean_spatial", "accuracy": c.mean(), "n_test": n,
+         PROBE_CORRECT: pack_correct(c)}
+        for d, c in ((0.0, first), (1.0, last))
+    ]  # fmt: skip
+    df = pd.DataFrame(rows)
+    row = claims.summarise(ClaimInputs(families={"cnn": "cnn"}, probes={"cnn": df}))
+    row = row.set_index("metric")
+    assert row.loc["accuracy_last_tap", "value"] > row.loc["accuracy_first_tap", "value"]
+    assert row.loc["accuracy_last_tap", "seen"] is False
+    # the paired SE: two discordant images, √((2/n − (2/n)²)/n)
+    se = metrics.probe_depth_se(df, "mean_spatial")["last_minus_first_se"]
+    assert se == pytest.approx(math.sqrt((2 / n - (2 / n) ** 2) / n))
+
+
+@pytest.mark.slow
+def test_claims_rule_gives_attention_skip_probe_numbers_an_uncertainty(workflow_run):
+    from seelike.io import read_table
+
+    res = workflow_run / "results"
+    df, _ = read_table(res / "claims" / "digits.csv")
+    rows = df[df["figure"].astype(str).isin(["3-4", "7", "11-13"])]
+    known = np.isfinite(rows["se"]) | (np.isfinite(rows["ci_low"]) & np.isfinite(rows["ci_high"]))
+    assert len(rows) and known.all(), rows.loc[~known, ["model", "metric"]].to_string()
+    new = {"attention": "se_distance_px", "skip": "ratio_se", "probes": "accuracy_se"}
+    for sub, col in new.items():
+        paths = sorted((res / sub / "digits").glob("*.parquet"))
+        assert paths and all(col in read_table(p)[0] for p in paths), (sub, col)

@@ -45,6 +45,7 @@ REBUILT = (
     "results/cache/digits/vit_variant",
     "results/attention/digits/vit.parquet",
     "results/cka/digits/vit_variant__vit_variant.parquet",
+    "results/cka/digits/vit_variant__vit_variant.groups.npz",  # the same job's second output
     "results/figures/digits/fig1_self_cka/vit.png",
     "results/figures/digits/fig1_self_cka/vit.pdf",
 )
@@ -52,6 +53,7 @@ TARGETS = (
     "results/models/resnet/model.json",
     "results/attention/digits/vit.parquet",
     "results/cka/digits/vit_variant__vit_variant.parquet",
+    "results/cka/digits/vit_variant__vit_variant.groups.npz",  # the same job's second output
     "results/figures/digits/fig1_self_cka/vit.png",
 )
 EXPECTED_RULES = {"train_model", "cache", "attention_distance", "cka", "plot_self_cka"}

@@ -114,6 +114,9 @@ def test_erf_outputs(workflow_run):
                 assert z[tap].shape == (32, 32) and np.isfinite(z[tap]).all()
         post = df[df.residual == "post"].sort_values("order")
         assert (post["r90_px"] >= post["r50_px"]).all()
+        # 4 images: 4 groups of one image, a jackknife SE and 4 replicates per size
+        assert (df["n_groups"] == 4).all() and np.isfinite(df["r50_px_se"]).all()
+        assert all(len(r) == 4 for r in df["r90_px_jk"])
     sizes = pd.read_csv(res / "figures" / "digits" / "fig6_erf_sizes.csv")
     assert set(sizes["model"]) == {"vit", "resnet"}
     for ext in ("png", "pdf"):

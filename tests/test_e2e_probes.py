@@ -123,6 +123,12 @@ def test_localisation_outputs(workflow_run):
     cnn, cmeta = read_table(res / "localisation" / "digits" / "resnet.parquet")
     assert cmeta["tap"] == "layer2.1.out" and cmeta["grid_hw"] == [4, 4] and len(cnn) == 16 * 16
     assert cnn["cka"].between(-0.2, 1.0001).all()
+    # 2 minibatches: each cell's jackknife SE and the summary's SEs and argmax interval (one value per table)
+    for df in (vit, cnn):
+        assert np.isfinite(df["cka_se"]).all() and (df["summary_n_groups"] == 2).all()
+        s = df.iloc[0]
+        lo, hi = s["summary_own_is_argmax_ci_low"], s["summary_own_is_argmax_ci_high"]
+        assert 0 <= lo <= hi <= 1 and np.isfinite(s["summary_own_se"])
     for fig in ("fig9_localisation_vit", "fig9_localisation_resnet", "fig10_localisation_summary"):
         for ext in ("png", "pdf"):
             assert (res / "figures" / "digits" / f"{fig}.{ext}").stat().st_size > 1000

@@ -349,3 +349,92 @@ def test_default_tap_is_never_a_pooled_head_and_refusals_match():
         "generic", discover_taps(pooled, (3, 3)), "localisation"
     )  # a 1×1 conv map
     assert why is not None and "larger than 1×1" in why
+
+
+# ----------------------------------------------------------------------------- uncertainty: cells and summary
+def ref_summary(cka: np.ndarray, grid: PositionGrid, tokens, patch_constant) -> dict[str, float]:
+    """Figs 9/10 summary from a (T, G) map: interior tokens (off the border) whose own patch is not constant;
+    own-patch mean, mean over tokens of the non-constant other patches' mean, share whose argmax is its own."""
+    h, w = grid.grid_hw
+    keep_g = ~np.asarray(patch_constant)
+    own, other, hit = [], [], []
+    for i, t in enumerate(tokens):
+        r, c = divmod(t, w)
+        if not (1 <= r <= h - 2 and 1 <= c <= w - 2) or not keep_g[t]:
+            continue
+        own.append(cka[i, t])
+        others = [cka[i, g] for g in range(grid.size) if keep_g[g] and g != t]
+        other.append(sum(others) / len(others))
+        best = max((g for g in range(grid.size) if keep_g[g]), key=lambda g: cka[i, g])
+        hit.append(best == t)
+    own_m, other_m = float(np.mean(own)), float(np.mean(other))
+    return {
+        "own": own_m,
+        "other": other_m,
+        "own_minus_other": own_m - other_m,
+        "own_is_argmax": float(np.mean(hit)),
+    }
+
+
+def ref_jackknife(reps) -> float:
+    k = len(reps)
+    mean = sum(reps) / k
+    return float(np.sqrt((k - 1) / k * sum((r - mean) ** 2 for r in reps)))
+
+
+def test_cell_and_summary_standard_errors_match_recomputation_with_a_minibatch_dropped():
+    grid = _grid(4, 4, 2)
+    batches = _copy_batches(grid, n_batches=5, bs=8, mix=2.0, dim=12, seed=5)
+    tokens = [0, 5, 6, 9, 10]  # a corner (never in the summary) and the four interior positions
+    m = localisation_cka(batches, grid, tokens=tokens, draws=50)
+    # every replicate from scratch: the CKA of the other 4 minibatches (float64 reference, cell by cell)
+    loo = []
+    for j in range(5):
+        rest = batches[:j] + batches[j + 1 :]
+        rep = np.empty((len(tokens), grid.size))
+        for i, t in enumerate(tokens):
+            xs = [f[t].numpy() for f, _ in rest]
+            for g in range(grid.size):
+                rep[i, g] = ref_cka(xs, [patches(x, grid)[g].numpy() for _, x in rest])
+        loo.append(rep)
+    loo = np.stack(loo)
+    cell_se = np.sqrt(4 / 5 * ((loo - loo.mean(0)) ** 2).sum(0))
+    np.testing.assert_allclose(m.cka_se, cell_se, rtol=1e-4, atol=1e-7)
+    reps = [ref_summary(r, grid, tokens, m.patch_constant) for r in loo]
+    s = m.summary
+    for key in ("own", "other", "own_minus_other"):
+        want = ref_jackknife([r[key] for r in reps])
+        assert s[f"summary_{key}_se"] == pytest.approx(want, rel=1e-4, abs=1e-9), key
+    assert s["summary_n_groups"] == 5
+    assert s["summary_own_se"] > 0 and s["summary_other_se"] > 0
+    # the argmax share: a bootstrap SD and percentile interval, inside [0, 1]
+    lo, hi = s["summary_own_is_argmax_ci_low"], s["summary_own_is_argmax_ci_high"]
+    assert 0 <= lo <= hi <= 1 and s["summary_own_is_argmax_se"] >= 0
+    again = localisation_cka(batches, grid, tokens=tokens, draws=50).summary
+    assert m.summary == again  # seeded: reproducible
+
+
+def test_summary_groups_are_capped_and_copies_are_certain():
+    grid = _grid(3, 3, 2)
+    # 22 minibatches: summed into 20 groups of consecutive minibatches
+    m = localisation_cka(_copy_batches(grid, n_batches=22, bs=4, dim=16), grid, draws=20)
+    assert m.summary["summary_n_groups"] == 20
+    # tokens that are their patch: every resample has share 1, the interval is [1, 1]
+    s = localisation_cka(_copy_batches(grid, n_batches=4, bs=16, dim=16), grid).summary
+    assert (s["summary_own_is_argmax_ci_low"], s["summary_own_is_argmax_ci_high"]) == (1.0, 1.0)
+    assert s["summary_own_is_argmax_se"] == 0.0
+    # one minibatch: nothing to resample
+    one = localisation_cka(_copy_batches(grid, n_batches=1, bs=16, dim=16), grid).summary
+    assert all(np.isnan(v) for k, v in one.items() if k != "summary_n_groups")
+
+
+def test_table_carries_cell_se_and_summary_columns():
+    from seelike.analyses.localisation import SUMMARY_COLUMNS
+    from seelike.claims.metrics import localisation_stats
+
+    res = localisation_maps(_identity_vit(), _image_batches(3, 16, 16))
+    df = res.to_frame()
+    assert np.isfinite(df["cka_se"]).all() and (df["cka_se"] >= 0).all()
+    for c in SUMMARY_COLUMNS:
+        assert df[c].nunique() == 1, c  # one model-level number per table
+    assert df["summary_own_is_argmax_ci_low"].iloc[0] <= localisation_stats(df)["own_is_argmax"]

@@ -75,3 +75,111 @@ def test_plan_table_costs_and_target(caches):
     # more images or repeats never predict a larger SE
     a = table.set_index(["batch_size", "n_images", "repeats"])["se_max"]
     assert a[(32, 448, 4)] < a[(32, 448, 1)] < a[(32, 64, 1)]
+
+
+# ----------------------------------------------------------------------------- the pooled law and its bootstrap
+def ref_pooled_law(var: dict, n_images: int, dof: dict, cells: np.ndarray):
+    """The fit's definition with a continuous β (scipy), float64: Var·N = s·(1 + β/n), β minimising the
+    dof-weighted relative squared residuals of `cells`, s the dof-weighted mean of Var·N/(1 + β/n)."""
+    from scipy.optimize import minimize_scalar
+
+    cuts = sorted(var)
+    w = np.array([dof[c] for c in cuts], float)
+    y = np.stack([var[c] * n_images for c in cuts]).astype(np.float64)
+
+    def level(beta):
+        return sum(w[i] * y[i] / (1 + beta / c) for i, c in enumerate(cuts)) / w.sum()
+
+    def loss(beta):
+        s = level(beta)
+        return sum(w[i] * ((y[i] / (s * (1 + beta / c)) - 1)[cells] ** 2).sum()
+                   for i, c in enumerate(cuts))  # fmt: skip
+
+    opt = minimize_scalar(lambda t: loss(np.exp(t)), bounds=(np.log(0.05), np.log(2e4)),
+                          method="bounded", options={"xatol": 1e-6})  # fmt: skip
+    beta = 0.0 if loss(0.0) <= opt.fun else float(np.exp(opt.x))
+    s = level(beta)
+    return s, s * beta
+
+
+def _law_inputs(seed: int, beta: float, noise: float):
+    rng = np.random.default_rng(seed)
+    cuts, n_images = [8, 16, 32, 64], 512
+    s = rng.uniform(0.5, 2.0, (6, 5))
+    dof = {c: n_images // c - 1 for c in cuts}
+    var = {
+        c: s * (1 + beta / c) / n_images * np.exp(noise * rng.standard_normal(s.shape))
+        for c in cuts
+    }
+    return var, n_images, dof
+
+
+@pytest.mark.parametrize(("beta", "noise"), [(15.85, 0.0), (0.0, 0.0), (40.0, 0.2), (3.0, 0.3)])
+def test_fit_law_equals_a_continuous_float64_reference(beta, noise):
+    from seelike.planner import fit_law
+
+    var, n_images, dof = _law_inputs(3, beta, noise)
+    a, b = fit_law(var, n_images, dof)
+    ra, rb = ref_pooled_law(var, n_images, dof, np.ones(a.shape, bool))
+    for n in (
+        4,
+        16,
+        128,
+        1024,
+    ):  # inside and outside the cuts: the grid's step moves a prediction < 1%
+        np.testing.assert_allclose(a + b / n, ra + rb / n, rtol=0.01)
+    if noise == 0:  # an exact law is recovered
+        s = var[8] * n_images / (1 + beta / 8)
+        np.testing.assert_allclose(a + b / 100, s * (1 + beta / 100), rtol=0.005)
+    assert (a >= 0).all() and (b >= 0).all()
+
+
+def test_fit_law_leaves_out_cells_without_variance():
+    """A tap with itself (CKA 1: a jackknife variance of rounding noise) must not steer the shape."""
+    from seelike.planner import fit_law
+
+    var, n_images, dof = _law_inputs(4, 20.0, 0.1)
+    clean_a, clean_b = fit_law(var, n_images, dof)
+    rng = np.random.default_rng(5)
+    noisy = {c: v.copy() for c, v in var.items()}
+    for v in noisy.values():
+        v[0, 0] = 1e-34 * rng.uniform()
+    a, b = fit_law(noisy, n_images, dof)
+    keep = np.ones(a.shape, bool)
+    keep[0, 0] = False
+    np.testing.assert_allclose((a + b / 50)[keep], (clean_a + clean_b / 50)[keep], rtol=0.02)
+
+
+def test_bootstrap_refits_resample_the_pilots_minibatches():
+    """Each bootstrap refit is the law fitted on the pilot's minibatches drawn with replacement (all cuts of a
+    drawn minibatch together), rebuilt here from the Grams themselves."""
+    from seelike.cka import CkaAccumulator, gram
+    from seelike.planner import add_recut, bootstrap_law, fit_law, precision_model
+
+    rng = np.random.default_rng(11)
+    pilot, cuts = 6, [8, 16, 32]
+    grams = []
+    for _ in range(pilot):
+        z = rng.standard_normal((32, 4))
+        feats = [
+            z @ rng.standard_normal((4, 7)) + 0.5 * rng.standard_normal((32, 7)) for _ in range(3)
+        ]
+        grams.append(torch.stack([gram(torch.from_numpy(f)) for f in feats]))
+    accs = {c: CkaAccumulator(3, 3) for c in cuts}
+    for g in grams:
+        add_recut(accs, g, None)
+    boot_a, boot_b = bootstrap_law(accs, pilot * 32, pilot, boot=3, seed=9)
+    draws = np.random.default_rng(9)
+    for k in range(3):
+        pick = draws.integers(0, pilot, pilot)
+        ref = {c: CkaAccumulator(3, 3) for c in cuts}
+        for m in pick:
+            add_recut(ref, grams[m], None)
+        dof = {c: ref[c].batches - 1 for c in cuts}
+        a, b = fit_law({c: r.jackknife_se() ** 2 for c, r in ref.items()}, pilot * 32, dof)
+        np.testing.assert_allclose(boot_a[k], a, rtol=1e-8, atol=1e-14)
+        np.testing.assert_allclose(boot_b[k], b, rtol=1e-8, atol=1e-14)
+    model = precision_model(accs, pilot * 32, pilot, [1] * 3, [1] * 3, True, boot=20)
+    table = plan_table(model, [8, 32], [256], [1])
+    assert model.se_boot(8, 256).shape == (20, 3, 3)
+    assert (table["se_median_lo"] <= table["se_median_hi"]).all()

@@ -3,6 +3,8 @@ known analytically, k-shot sampling, aggregations, and the streaming feature pas
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -413,6 +415,14 @@ def test_probe_table_end_to_end(tmp_path):
     assert embed["mean_spatial"] > 0.9
     # the embedding's CLS token is the same for every image: nothing to learn
     assert embed["cls"] == pytest.approx(1 / 3, abs=0.05)
+    # SE over the 60 test images, and which of them each pooled probe got right
+    from seelike.tables import PROBE_CORRECT, unpack_correct
+
+    p = df["accuracy"].to_numpy()
+    np.testing.assert_allclose(df["accuracy_se"], np.sqrt(p * (1 - p) / 60), rtol=1e-12)
+    for _, row in agg.iterrows():
+        assert unpack_correct(row[PROBE_CORRECT], 60).mean() == pytest.approx(row["accuracy"])
+    assert df.loc[df.aggregation == "token", PROBE_CORRECT].isna().all()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -521,3 +531,36 @@ def test_probes_support_matches_the_tap_choice():
     assert probes_support(taps, tap_kinds=None) is None  # every tap
     vit = _tiny_vit()
     assert analysis_support(family_of(vit).name, discover_taps(vit), "probes") is None
+
+
+# ------------------------------------------------------------------------------------------------ standard errors
+def test_accuracy_contrast_binomial_and_paired():
+    from seelike.tables import accuracy_contrast, pack_correct, unpack_correct
+
+    rng = np.random.default_rng(0)
+    n = 203  # not a multiple of 8: the packing pads
+    a = rng.random(n) < 0.7
+    b = a.copy()
+    flip = rng.choice(n, 40, replace=False)
+    b[flip] = ~b[flip]
+    assert np.array_equal(unpack_correct(pack_correct(a), n), a)
+    assert len(pack_correct(a)) == (n + 7) // 8
+    # one probe: the binomial SE
+    p = a.mean()
+    value, se = accuracy_contrast(a[None], [1.0])
+    assert value == pytest.approx(p) and se == pytest.approx(math.sqrt(p * (1 - p) / n), rel=1e-12)
+    # a difference: McNemar's discordant counts, n10 (a right, b wrong) and n01
+    n10, n01 = int((a & ~b).sum()), int((~a & b).sum())
+    d = (n10 - n01) / n
+    value, se = accuracy_contrast(np.stack([a, b]), [1.0, -1.0])
+    assert value == pytest.approx(a.mean() - b.mean())
+    assert se == pytest.approx(math.sqrt(((n10 + n01) / n - d * d) / n), rel=1e-12)
+    # far below the independent-binomial SE: the probes agree on most images
+    pb = b.mean()
+    assert se < 0.7 * math.sqrt(p * (1 - p) / n + pb * (1 - pb) / n)
+    # invariants: a probe against itself has no spread; all right or all wrong has none either
+    assert accuracy_contrast(np.stack([a, a]), [1.0, -1.0]) == (0.0, 0.0)
+    assert accuracy_contrast(np.ones((1, n)), [1.0])[1] == 0.0
+    # the same images 4 times: SE × 1/2
+    rep = accuracy_contrast(np.tile(np.stack([a, b]), 4), [1.0, -1.0])[1]
+    assert rep == pytest.approx(se / 2, rel=1e-12)

@@ -444,3 +444,91 @@ def test_default_taps_per_family_and_refusals():
     flat = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4), nn.ReLU())
     ftaps = discover_taps(flat, (8, 8))
     assert "spatial" in analysis_support(family_of(flat).name, ftaps, "erf")
+
+
+# ----------------------------------------------------------------------------- jackknife of the ERF sizes
+def ref_sizes(m: np.ndarray, qs=(0.5, 0.9)) -> dict[str, float]:
+    """ERF sizes from their definition, in float64: mass centroid at pixel centres, σ = √(Σ p d²), and r_q the
+    smallest pixel distance d whose disc {d_i ≤ d} holds at least q of the mass."""
+    p = m / m.sum()
+    rows, cols = np.indices(m.shape) + 0.5
+    cr, cc = (p * rows).sum(), (p * cols).sum()
+    d = np.hypot(rows - cr, cols - cc)
+    out = {"sigma_px": float(np.sqrt((p * d**2).sum()))}
+    for q in qs:
+        out[f"r{round(q * 100)}_px"] = float(
+            min(r for r in np.unique(d) if p[d <= r].sum() >= q - 1e-12)
+        )
+    return out
+
+
+def ref_jackknife_se(reps) -> float:
+    k = len(reps)
+    mean = sum(reps) / k
+    return float(np.sqrt((k - 1) / k * sum((r - mean) ** 2 for r in reps)))
+
+
+def per_image_erf(model: nn.Module, x: torch.Tensor) -> np.ndarray:
+    """(N, H, W) |∂ mean_c y_c(centre) / ∂ x| summed over input channels, one image at a time, float64, from the
+    model's output (no hooks, no batching)."""
+    import copy
+
+    m = copy.deepcopy(model).double()
+    out = []
+    for i in range(len(x)):
+        xi = x[i : i + 1].double().requires_grad_(True)
+        y = m(xi)
+        centre = y[0, :, y.shape[2] // 2, y.shape[3] // 2]
+        (g,) = torch.autograd.grad(centre.mean(), xi)
+        out.append(g[0].abs().sum(0).numpy())
+    return np.stack(out)
+
+
+def test_erf_size_jackknife_matches_a_float64_delete_one_group_reference():
+    torch.manual_seed(3)
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.Tanh(), nn.Conv2d(3, 2, 3, padding=1), nn.GELU()
+    ).eval()
+    x = torch.randn(7, 2, 9, 9) * 2
+    res = effective_receptive_fields(model, [x[:3], x[3:]], [tap("3")], groups=3)
+    # image i in group i mod 3, whatever the batch boundaries
+    per = per_image_erf(model, x)
+    sums = np.stack([per[g::3].sum(0) for g in range(3)])
+    np.testing.assert_array_equal(res.group_sizes, [3, 2, 2])
+    np.testing.assert_allclose(res.group_sums["3"], sums, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(res.maps["3"], per.mean(0), rtol=1e-5, atol=1e-9)
+    loo = [(per.sum(0) - sums[g]) / (7 - len(per[g::3])) for g in range(3)]
+    np.testing.assert_allclose(res.leave_one_out("3"), np.stack(loo), rtol=1e-5, atol=1e-9)
+    row = erf_sizes_frame(res, [tap("3")]).iloc[0]
+    assert row["n_groups"] == 3 and row["n_images"] == 7
+    reps = [ref_sizes(m) for m in loo]
+    for size in ("sigma_px", "r50_px", "r90_px"):
+        values = [r[size] for r in reps]
+        assert row[f"{size}_se"] == pytest.approx(ref_jackknife_se(values), rel=1e-4, abs=1e-9)
+        if size != "sigma_px":
+            np.testing.assert_allclose(row[f"{size}_jk"], values, rtol=1e-5)
+    assert row["sigma_px_se"] > 0  # the maps differ between images: a spread to measure
+    full = ref_sizes(per.mean(0))
+    assert row["r50_px"] == pytest.approx(full["r50_px"], rel=1e-5)
+
+
+def test_erf_groups_are_capped_and_an_input_independent_erf_has_no_spread():
+    # a linear map: every image's ERF is the weights, so every replicate is the same map and every SE 0
+    model = conv_stack((3, 1), (3, 1))
+    taps = [tap("0"), tap("1")]
+    res = effective_receptive_fields(model, [torch.randn(30, 3, 9, 9)], taps)
+    assert len(res.group_sizes) == 20 and res.group_sizes.sum() == 30
+    assert set(res.group_sizes.tolist()) == {1, 2}  # interleaved: sizes differ by at most one
+    df = erf_sizes_frame(res, taps)
+    assert (df["n_groups"] == 20).all()
+    for size in ("sigma_px", "r50_px", "r90_px"):
+        np.testing.assert_allclose(df[f"{size}_se"], 0.0, atol=1e-9)
+    # fewer images than groups: one group per image
+    few = effective_receptive_fields(model, [torch.randn(2, 3, 9, 9)], taps)
+    np.testing.assert_array_equal(few.group_sizes, [1, 1])
+    # one image: no jackknife (NaN SE, no replicates), the sizes themselves unchanged
+    one = erf_sizes_frame(effective_receptive_fields(model, [torch.randn(1, 3, 9, 9)], taps), taps)
+    assert one["r50_px_se"].isna().all() and all(len(r) == 0 for r in one["r50_px_jk"])
+    assert np.isfinite(one["r50_px"]).all()
+    with pytest.raises(ValueError, match="groups"):
+        effective_receptive_fields(model, [torch.randn(1, 3, 9, 9)], taps, groups=0)

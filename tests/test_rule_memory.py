@@ -67,7 +67,7 @@ def test_skip_statistics_copies_no_activation_and_bounds_float64(make, monkeypat
     per_image = max(np.prod(s) for s in ((17, 24), (64, 8, 8)))  # largest one-image activation here
     assert doubles and max(doubles) <= max(limit, per_image)
     # slicing the batch changes no number
-    pd_cols = ["ratio_mean", "cosine_mean", "norm_z_mean", "norm_f_mean"]
+    pd_cols = ["ratio_mean", "ratio_se", "cosine_mean", "norm_z_mean", "norm_f_mean"]
     np.testing.assert_allclose(after[pd_cols].to_numpy(), before[pd_cols].to_numpy(), rtol=1e-12)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -71,6 +72,8 @@ def test_vit_matches_reference(kw):
         sub = df[(df.block == b) & (df.branch == branch)].sort_values("token")
         np.testing.assert_allclose(sub["ratio_mean"], r.mean(0).numpy(), rtol=1e-5)
         np.testing.assert_allclose(sub["cosine_mean"], c.mean(0).numpy(), rtol=1e-4, atol=1e-6)
+        # per token, over the 4 images: SD / √n
+        np.testing.assert_allclose(sub["ratio_se"], r.std(0).numpy() / 2.0, rtol=1e-4)
     types = df[(df.block == 0) & (df.branch == "attn")].sort_values("token")["token_type"].tolist()
     expected = ["cls"] + ["register"] * kw.get("reg_tokens", 0) + ["patch"] * 16
     assert types == expected
@@ -115,6 +118,9 @@ def test_resnet_matches_reference():
             cos = (ss * ff).sum(1) / (ss.norm(dim=1) * ff.norm(dim=1))
             row = df[df.block == k].iloc[0]
             assert row["ratio_mean"] == pytest.approx(ratio.mean().item(), rel=1e-5)
+            # pooled: each image's positions together, the SE over the 3 images of their mean ratio
+            per_image = ratio.flatten(1).mean(1)
+            assert row["ratio_se"] == pytest.approx(per_image.std().item() / 3**0.5, rel=1e-4)
             assert row["cosine_mean"] == pytest.approx(cos.mean().item(), rel=1e-4)
             assert row["ratio_n"] == ratio.numel()
             h = torch.relu(z + f)
@@ -399,3 +405,60 @@ def test_refused_at_run_time_too():
     ).eval()
     with pytest.raises(ValueError, match=r"timm_stages.*skip\.models"):
         skip_statistics(model, [torch.randn(2, 3, 32, 32)])
+
+
+# ------------------------------------------------------------------------------------------- standard errors
+def _acc_of(ratios: np.ndarray, pooled: bool):
+    """An `_Acc` fed `ratios` (B, P) image by image in two batches, as `_SkipReader.acc` feeds it (pooled:
+    (B·P, 1) rows, image-major)."""
+    from seelike.analyses.skip import _Acc
+
+    b = ratios.shape[0]
+    acc = _Acc.zeros(1 if pooled else ratios.shape[1])
+    for part in (ratios[: b // 2], ratios[b // 2 :]):
+        r = torch.from_numpy(part.reshape(-1, 1) if pooled else part)
+        acc.add(r, torch.zeros_like(r), torch.zeros_like(r), torch.zeros_like(r), images=len(part))
+    return acc
+
+
+def _ratio_se_reference(ratios: np.ndarray) -> float:
+    """SE over images of Σ finite / #finite (all positions pooled), written from the ratio-estimator
+    linearisation with plain loops: n/(n-1) · Σᵢ (Sᵢ - R Nᵢ)² / (Σ Nᵢ)²."""
+    s = [sum(v for v in row if math.isfinite(v)) for row in ratios.tolist()]
+    k = [sum(1 for v in row if math.isfinite(v)) for row in ratios.tolist()]
+    n, r = len(s), sum(s) / sum(k)
+    dev = sum((si - r * ki) ** 2 for si, ki in zip(s, k, strict=True))
+    return math.sqrt(n / (n - 1) * dev / sum(k) ** 2)
+
+
+def test_ratio_se_pooled_matches_float64_reference_with_undefined_positions():
+    rng = np.random.default_rng(0)
+    ratios = rng.gamma(3.0, 1.0, size=(9, 6))
+    # 0/0 ratios are left out, so the images weigh unequally
+    ratios[1, 2] = ratios[4, 0] = ratios[4, 5] = np.nan
+    acc = _acc_of(ratios, pooled=True)
+    assert acc.ratio_se()[0] == pytest.approx(_ratio_se_reference(ratios), rel=1e-10)
+    # per token (one finite ratio per image): SD / √n of each token's ratios
+    tok = rng.gamma(3.0, 1.0, size=(7, 3))
+    np.testing.assert_allclose(
+        _acc_of(tok, pooled=False).ratio_se(), tok.std(0, ddof=1) / math.sqrt(7), rtol=1e-10
+    )
+
+
+def test_ratio_se_invariants():
+    rng = np.random.default_rng(1)
+    ratios = rng.gamma(2.0, 1.5, size=(6, 4))
+    base = _acc_of(ratios, pooled=True).ratio_se()[0]
+    # identical images: nothing varies between images
+    same = _acc_of(np.repeat(ratios[:1], 6, 0), pooled=True).ratio_se()[0]
+    assert same <= 1e-12 * ratios.mean()
+    # every image 3 times: SE × sqrt((n - 1) / (3n - 1))
+    rep = _acc_of(np.tile(ratios, (3, 1)), pooled=True).ratio_se()[0]
+    assert rep == pytest.approx(base * math.sqrt(5 / 17), rel=1e-10)
+    # one image (two pooled positions): undefined
+    from seelike.analyses.skip import _Acc
+
+    one = _Acc.zeros(1)
+    r = torch.tensor([[1.0], [2.0]], dtype=torch.float64)
+    one.add(r, r, r, r, images=1)
+    assert np.isnan(one.ratio_se()[0])

@@ -282,7 +282,10 @@ class AttentionDistances:
         return [dict(zip(keys, c, strict=True)) for c in cols]
 
     def to_frame(self) -> pd.DataFrame:
-        """Tidy table: one row per block × head, with the head's rank (0 = most local) inside its block."""
+        """Tidy table: one row per block × head, with the head's rank (0 = most local) inside its block.
+
+        Over the `n_images` images whose distance is defined: `mean_distance_px`, `std_distance_px` (SD of the
+        per-image mean distances, ddof 1) and `se_distance_px` = SD / √n, the standard error of the mean."""
         rows = []
         for b, name in enumerate(self.block_names):
             n = self.n_images - self.n_undefined[b]
@@ -291,6 +294,8 @@ class AttentionDistances:
                 var = np.where(n > 1, (self.sumsq[b] - n * mean**2) / np.maximum(n - 1, 1), np.nan)
             rank = np.argsort(np.argsort(mean, kind="stable"), kind="stable")
             for h in range(self.num_heads[b]):
+                # the running sums can round var to just below 0 when every image gives the same distance
+                std = math.sqrt(max(var[h], 0.0)) if np.isfinite(var[h]) else np.nan
                 rows.append(
                     {
                         "block": b,
@@ -298,9 +303,9 @@ class AttentionDistances:
                         "head": h,
                         "rank": int(rank[h]),
                         "mean_distance_px": float(mean[h]),
-                        "std_distance_px": float(math.sqrt(max(var[h], 0.0)))
-                        if np.isfinite(var[h])
-                        else np.nan,
+                        "std_distance_px": std,
+                        # SE of the mean over images (images independent): SD / √n
+                        "se_distance_px": std / math.sqrt(n[h]) if n[h] > 1 else np.nan,
                         "n_images": int(n[h]),
                         "n_undefined": int(self.n_undefined[b][h]),
                     }

@@ -13,6 +13,7 @@ import torch
 
 from seelike.analyses.cache import check_compatible, load_packed_grams, read_cache_meta
 from seelike.analyses.pair_scores import pair_uncertainty
+from seelike.analyses.replicates import CkaGroups, group_terms
 from seelike.cka import MIN_BATCH
 from seelike.device import analysis_device, exact_fp32
 from seelike.models.taps import BLOCK_OUTPUT_KINDS
@@ -28,7 +29,8 @@ def cka_from_caches(
     cache_b: str | Path,
     device: str | torch.device | None = None,
     permutations: int = 0,
-) -> tuple[pd.DataFrame, dict[str, Any]]:
+    with_groups: bool = False,
+) -> tuple[pd.DataFrame, dict[str, Any]] | tuple[pd.DataFrame, dict[str, Any], CkaGroups]:
     """Minibatch CKA of every tap pair of two cached models (a == b: self-similarity).
 
     Returns a long table and metadata (plan, sample hash, dropped minibatches, constant taps). One row per tap
@@ -38,12 +40,15 @@ def cka_from_caches(
     within each minibatch, from the cached Grams (no forward pass) — as `null_mean`, `null_sd`, `null_z` =
     (cka − null_mean) / null_sd and the one-sided `p_value` = (1 + #{null ≥ cka}) / (permutations + 1)
     (NaN without permutations, and on a self-similarity diagonal), and the `constant` flags.
+    `with_groups`: also the per-repeat HSIC₁ terms summed over groups of minibatches
+    (`seelike.analyses.replicates.CkaGroups`), for the jackknife / bootstrap of any statistic of the table.
     """
-    tables, meta = measures_from_caches(
-        cache_a, cache_b, ("linear_cka",), device=device, permutations=permutations
-    )
-    df = tables.drop(columns="measure").rename(columns=CKA_COLUMNS)
-    return df, meta
+    out = measures_from_caches(
+        cache_a, cache_b, ("linear_cka",), device=device, permutations=permutations,
+        with_groups=with_groups,
+    )  # fmt: skip
+    df = out[0].drop(columns="measure").rename(columns=CKA_COLUMNS)
+    return (df, *out[1:])
 
 
 ESTIMATORS = {
@@ -98,7 +103,8 @@ def measures_from_caches(
     device: str | torch.device | None = None,
     permutations: int = 0,
     bures_taps: str | list[str] = "block_outputs",
-) -> tuple[pd.DataFrame, dict[str, Any]]:
+    with_groups: bool = False,
+) -> tuple[pd.DataFrame, dict[str, Any]] | tuple[pd.DataFrame, dict[str, Any], CkaGroups]:
     """Similarity `measures` (`seelike.similarity.MEASURES`) of every tap pair of two cached models, reading
     each minibatch's Grams once for all of them (a == b: self-similarity).
 
@@ -106,7 +112,10 @@ def measures_from_caches(
     `value_max` over repeats, `se` (delete-one-minibatch jackknife SE per repeat, combined as √Σ SE²ᵣ / R),
     the permutation null (`null_mean`, `null_sd`, `null_z`, `p_value`: NaN where a measure has none, without
     permutations, and on a self-similarity diagonal) and `constant`. `bures` only for the `bures_cells`.
+    `with_groups` (linear CKA among the measures): also linear CKA's per-repeat HSIC₁ terms summed over groups of
+    consecutive minibatches (`seelike.analyses.replicates`), returned third.
     """
+
     options = options or MeasureOptions()
     device = analysis_device(device)
     for m in measures:
@@ -119,6 +128,7 @@ def measures_from_caches(
     cells = bures_cells(taps_a, taps_b, bures_taps) if "bures" in measures else None
     runs: dict[str, list] = {m: [] for m in measures}
     replicates: dict[str, list] = {m: [] for m in measures}
+    grouped = []  # linear CKA's terms per repeat, summed over groups of minibatches
     dropped = []
     for r in range(plan["repeats"]):
         accs = {
@@ -151,9 +161,12 @@ def measures_from_caches(
                 not same and acc.batches >= 2
             ):  # the jackknife replicates of the pair's diagonal (pair_scores)
                 replicates[m].append(acc.leave_one_out())
-    frames, constant_a, constant_b, floors, pair = [], set(), set(), {}, {}
+        if with_groups:  # linear CKA's terms, summed over groups of minibatches
+            grouped.append(group_terms(*accs["linear_cka"].terms()))
+    frames, constant_a, constant_b, floors, pair, consts = [], set(), set(), {}, {}, {}
     for m in measures:
         cols, const_a, const_b = _combine_repeats(runs[m], permutations, same)
+        consts[m] = (const_a, const_b)
         constant_a |= {taps_a[i]["name"] for i in np.flatnonzero(const_a)}
         constant_b |= {taps_b[j]["name"] for j in np.flatnonzero(const_b)}
         floors[m] = _null_floor(cols["null_sd"], const_a[:, None] | const_b[None, :])
@@ -197,7 +210,18 @@ def measures_from_caches(
         meta["bures_taps"] = bures_taps
     if meta["estimator"] is None:
         del meta["estimator"]
-    return pd.concat(frames, ignore_index=True), meta
+    return (pd.concat(frames, ignore_index=True), meta, *_groups(grouped, consts, meta))
+
+
+def _groups(grouped: list, consts: dict, meta: dict[str, Any]) -> tuple[CkaGroups, ...]:
+    """(linear CKA's `CkaGroups`,) from its per-repeat grouped terms, noted in `meta`; () when none were kept."""
+    if not grouped:
+        return ()
+    meta["uncertainty"]["groups"] = (
+        f"per repeat, the HSIC₁ terms of {grouped[0][0].shape[0]} groups of consecutive minibatches "
+        "(seelike.analyses.replicates), stored beside the table"
+    )
+    return (CkaGroups.from_repeats(grouped, *consts["linear_cka"]),)
 
 
 def with_linear_cka(
@@ -324,8 +348,7 @@ def per_block_cka(
             f"only in the reference: {only_a}, only in the other: {only_b}); compare different architectures "
             "with cka.pairs instead"
         )
-    diag = cross[(cross["tap_a"] == cross["tap_b"]) & cross["kind_a"].isin(kinds)]
-    diag = diag.sort_values("index_a")
+    diag = _per_block_rows(cross, kinds)
     block = taps.set_index("name")["block"]
     n = len(diag)
     return pd.DataFrame(
@@ -339,3 +362,18 @@ def per_block_cka(
             "se": diag["cka_se"].to_numpy() if "cka_se" in diag else np.nan,
         }
     )
+
+
+def _per_block_rows(cross: pd.DataFrame, kinds: tuple[str, ...]) -> pd.DataFrame:
+    """The cells of a cross-CKA table a per-block table keeps: each block-output tap against the same tap."""
+    diag = cross[(cross["tap_a"] == cross["tap_b"]) & cross["kind_a"].isin(kinds)]
+    return diag.sort_values("index_a")
+
+
+def per_block_groups(
+    cross: pd.DataFrame, groups: CkaGroups, kinds: tuple[str, ...] = BLOCK_OUTPUT_KINDS
+) -> CkaGroups:
+    """The jackknife groups of `per_block_cka(cross, …)`'s table: the cross table's groups on the kept taps
+    (n × n, in the table's order; its values are the diagonal)."""
+    diag = _per_block_rows(cross, kinds)
+    return groups.take(diag["index_a"].to_numpy(), diag["index_b"].to_numpy())

@@ -126,9 +126,12 @@ def head_subset_cka(
     progress: Progress | None = None,
     n_batches: int | None = None,
     with_se: bool = False,
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    with_groups: bool = False,
+) -> np.ndarray | tuple:
     """(S, T) minibatch CKA between the head subsets `groups` of attention block `block` and T CNN taps (and,
-    `with_se`, its delete-one-minibatch jackknife standard error, `CkaAccumulator.jackknife_se`).
+    `with_se`, its delete-one-minibatch jackknife standard error, `CkaAccumulator.jackknife_se`; `with_groups`,
+    then its HSIC₁ terms summed over groups of consecutive minibatches as one repeat,
+    `seelike.analyses.replicates.CkaGroups`: every minibatch of every repeat enters one ratio of means).
 
     `vit_batches` yields the images of minibatch i (or (images, labels)); `cnn_grams` yields the CNN's (T, n, n)
     Grams of the SAME images in the same order (e.g. from its activation cache). `progress(0, i, n_batches)`
@@ -157,7 +160,12 @@ def head_subset_cka(
         acc.add(g_vit.cpu(), g_cnn, batch_id=i)
     if acc is None:
         raise ValueError("no minibatches were given")
-    return (acc.result(), acc.jackknife_se()) if with_se else acc.result()
+    out = (acc.result(),) + ((acc.jackknife_se(),) if with_se else ())
+    if with_groups:
+        from seelike.analyses.replicates import CkaGroups, group_terms
+
+        out += (CkaGroups.from_repeats([group_terms(*acc.terms())], *acc.degenerate()),)
+    return out if len(out) > 1 else out[0]
 
 
 def default_cnn_taps(taps: Sequence[dict]) -> list[str]:
@@ -226,7 +234,8 @@ def head_subset_cka_from_cache(
     """Fig 5: CKA of block `block`'s head subsets (grouped local → global by `attention_table`) with CNN taps.
 
     The CNN is not rerun: its Grams come from its activation cache, and the ViT sees the cache's images in the
-    cache's minibatches (same sample list, checked by hash). Returns a tidy table and its metadata.
+    cache's minibatches (same sample list, checked by hash). Returns a tidy table, its metadata and the table's
+    jackknife groups (subsets × CNN taps in the table's order: `subset`, `cnn_tap_order`).
     """
     from seelike.analyses.cache import load_grams, read_cache_meta, repeat_loader
     from seelike.data.loader import read_samples
@@ -259,12 +268,12 @@ def head_subset_cka_from_cache(
                 yield load_grams(cnn_cache_dir, r, b, taps=idx)
 
     n_batches = plan["repeats"] * len(meta["batch_sizes"])
-    cka, se = head_subset_cka(
+    cka, se, cka_groups = head_subset_cka(
         model, vit_batches(), grams(), groups, block=block, tokens=tokens, device=device,
-        progress=progress, n_batches=n_batches, with_se=True,
+        progress=progress, n_batches=n_batches, with_se=True, with_groups=True,
     )  # fmt: skip
     out_meta = {
         "block": block, "subset_size": size, "tokens": tokens, "cnn_model": meta["model_name"],
         "cnn_taps": chosen, "plan": plan, "groups": groups,
     }  # fmt: skip
-    return _subset_table(groups, dist, chosen, cka, se), out_meta
+    return _subset_table(groups, dist, chosen, cka, se), out_meta, cka_groups

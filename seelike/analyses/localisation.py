@@ -16,13 +16,23 @@ crop, normalise) cut into the regions the positions see:
 The estimator is the unbiased-HSIC minibatch CKA of `seelike.cka` (ratio of means over minibatches). All
 tokens × positions share one accumulator: per minibatch the Grams of every token and every patch are
 U-centred once and multiplied once, so a full G × G map costs about as much as one row.
+
+Uncertainty: every cell gets its delete-one-minibatch jackknife SE (`cka_se`, `CkaAccumulator.jackknife_se`). The
+Figs 9/10 summary of the map (`seelike.claims.metrics.localisation_stats`: own-patch and other-patch CKA of the
+interior positions, the share whose best patch is their own) is resampled as a whole, before the per-minibatch
+terms are dropped: the accumulator's terms are summed over groups of consecutive minibatches
+(`seelike.analyses.replicates`, at most 20 groups), the summary is recomputed on each group-deleted map (the
+delete-one-group jackknife SE of `own`, `other`, `own − other`) and on 1000 seeded bootstrap resamples of the
+groups (the own-is-argmax share is a step function of the cells, for which a jackknife is not reliable: its SE is
+the SD of the draws, with the 95% percentile interval). These model-level numbers ride along as constant
+`summary_*` columns (`SUMMARY_COLUMNS`), so the claims read them from the table alone.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import chain
 from typing import NamedTuple
 
@@ -32,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seelike.analyses.replicates import CkaGroups, bootstrap, group_terms, jackknife
 from seelike.analyses.stream import Progress, stream
 from seelike.cka import MIN_BATCH, CkaAccumulator, ConstantRepresentationWarning
 from seelike.device import analysis_device, exact_fp32, place_model
@@ -111,6 +122,90 @@ class CkaMap(NamedTuple):
     dropped: list[int]
     token_constant: np.ndarray  # (T,) bool
     patch_constant: np.ndarray  # (G,) bool
+    cka_se: np.ndarray | None = None  # (T, G) delete-one-minibatch jackknife SE
+    summary: dict[str, float] | None = None  # SUMMARY_COLUMNS → value (`summary_uncertainty`)
+
+
+# The model-level uncertainty of the Figs 9/10 summary (`summary_uncertainty`), one value per table, repeated on
+# every row: jackknife SEs of own / other / own − other patch CKA, bootstrap SD and 95% interval of the
+# own-is-argmax share, and the number of minibatch groups resampled.
+SUMMARY_COLUMNS = (
+    "summary_own_se",
+    "summary_other_se",
+    "summary_own_minus_other_se",
+    "summary_own_is_argmax_se",
+    "summary_own_is_argmax_ci_low",
+    "summary_own_is_argmax_ci_high",
+    "summary_n_groups",
+)
+
+
+def localisation_frame(
+    tap: str,
+    grid: PositionGrid,
+    tokens: Sequence[int],
+    cka: np.ndarray,
+    token_constant: np.ndarray,
+    patch_constant: np.ndarray,
+) -> pd.DataFrame:
+    """Tidy table of a (T, G) map: one row per (token, patch position), with the constant flags."""
+    t_idx, g_idx = np.meshgrid(np.arange(len(tokens)), np.arange(grid.size), indexing="ij")
+    tok = np.asarray(tokens)[t_idx.ravel()]
+    pos = g_idx.ravel()
+    gw = grid.grid_hw[1]
+    return pd.DataFrame(
+        {
+            "tap": tap,
+            "token": tok,
+            "token_row": tok // gw,
+            "token_col": tok % gw,
+            "patch": pos,
+            "patch_row": pos // gw,
+            "patch_col": pos % gw,
+            "cka": np.asarray(cka).ravel(),
+            # constant across images: CKA undefined, reported as 0 (seelike.cka's policy)
+            "token_constant": np.asarray(token_constant)[t_idx.ravel()],
+            "patch_constant": np.asarray(patch_constant)[pos],
+        }
+    )
+
+
+def summary_uncertainty(
+    acc: CkaAccumulator,
+    grid: PositionGrid,
+    tokens: Sequence[int],
+    token_constant: np.ndarray,
+    patch_constant: np.ndarray,
+    draws: int | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """SUMMARY_COLUMNS of a localisation map from its accumulator's per-minibatch terms (module docstring): the
+    summary of each replicate map is `localisation_stats`'s (`localisation_cells` + `localisation_stats_of`), the
+    one definition the claims read. NaN with
+    fewer than 2 minibatches. `draws`: bootstrap resamples (default `replicates.BOOTSTRAP_DRAWS`)."""
+    from seelike.claims.metrics import localisation_cells, localisation_stats_of
+
+    # the cells the summary reads depend only on the layout and the constant flags: picked once
+    cells = localisation_cells(localisation_frame("", grid, tokens, np.zeros((len(tokens), grid.size)),
+                                                  token_constant, patch_constant))  # fmt: skip
+
+    def stats(maps: list[np.ndarray]) -> dict[str, float]:
+        s = localisation_stats_of(cells, maps[0].ravel())
+        return {**s, "own_minus_other": s["own"] - s["other"]}
+
+    groups = CkaGroups.from_repeats([group_terms(*acc.terms())], token_constant, patch_constant)
+    se = jackknife(stats, [groups])
+    kw = {} if draws is None else {"draws": draws}
+    iv = bootstrap(lambda m: stats(m)["own_is_argmax"], [groups], seed=seed, **kw)
+    return {
+        "summary_own_se": se["own"],
+        "summary_other_se": se["other"],
+        "summary_own_minus_other_se": se["own_minus_other"],
+        "summary_own_is_argmax_se": iv.sd,
+        "summary_own_is_argmax_ci_low": iv.low,
+        "summary_own_is_argmax_ci_high": iv.high,
+        "summary_n_groups": float(groups.n_groups),
+    }
 
 
 def localisation_cka(
@@ -118,12 +213,14 @@ def localisation_cka(
     grid: PositionGrid,
     tokens: Sequence[int] | None = None,
     device: str | torch.device | None = None,
+    draws: int | None = None,
 ) -> CkaMap:
     """Minibatch CKA (T, G) between chosen positions' representations and every position's input patch.
 
     `batches` yields (position features (G, B, C), images (B, 3, H, W)) of the same images. Returns the map
-    with the number of images used, the dropped batches (fewer than 4 images) and which tokens and patches are
-    constant across the images (their CKA is undefined and reported as 0, e.g. blank image borders). `device`:
+    with the number of images used, the dropped batches (fewer than 4 images), which tokens and patches are
+    constant across the images (their CKA is undefined and reported as 0, e.g. blank image borders), each cell's
+    jackknife SE and the summary's uncertainty (`summary_uncertainty`, `draws` bootstrap resamples). `device`:
     `seelike.device.analysis_device` (default cpu).
     """
     device = analysis_device(device)
@@ -152,7 +249,12 @@ def localisation_cka(
             ConstantRepresentationWarning,
             stacklevel=2,
         )
-    return CkaMap(acc.result(), n_used, list(acc.dropped), const_t, const_p)
+    summary = None
+    if acc.batches:
+        summary = summary_uncertainty(acc, grid, tokens, const_t, const_p, draws=draws)
+    return CkaMap(
+        acc.result(), n_used, list(acc.dropped), const_t, const_p, acc.jackknife_se(), summary
+    )
 
 
 def _gridded(t) -> bool:
@@ -225,30 +327,20 @@ class LocalisationResult:
     dropped: list[int]
     token_constant: np.ndarray  # (T,) bool
     patch_constant: np.ndarray  # (G,) bool
+    cka_se: np.ndarray | None = None  # (T, G) delete-one-minibatch jackknife SE
+    # SUMMARY_COLUMNS → value (`summary_uncertainty`)
+    summary: dict[str, float] = field(default_factory=dict)
 
     def to_frame(self) -> pd.DataFrame:
-        """Tidy table: one row per (token, patch position)."""
-        t_idx, g_idx = np.meshgrid(
-            np.arange(len(self.tokens)), np.arange(self.grid.size), indexing="ij"
-        )
-        tok = np.asarray(self.tokens)[t_idx.ravel()]
-        pos = g_idx.ravel()
-        gw = self.grid.grid_hw[1]
-        return pd.DataFrame(
-            {
-                "tap": self.tap,
-                "token": tok,
-                "token_row": tok // gw,
-                "token_col": tok % gw,
-                "patch": pos,
-                "patch_row": pos // gw,
-                "patch_col": pos % gw,
-                "cka": self.cka.ravel(),
-                # constant across images: CKA undefined, reported as 0 (seelike.cka's policy)
-                "token_constant": np.asarray(self.token_constant)[t_idx.ravel()],
-                "patch_constant": np.asarray(self.patch_constant)[pos],
-            }
-        )
+        """Tidy table: one row per (token, patch position), each cell's `cka_se`, and the summary's
+        uncertainty as constant `SUMMARY_COLUMNS` (NaN where unknown)."""
+        df = localisation_frame(self.tap, self.grid, self.tokens, self.cka, self.token_constant,
+                                self.patch_constant)  # fmt: skip
+        se = np.full(self.cka.shape, np.nan) if self.cka_se is None else self.cka_se
+        df.insert(df.columns.get_loc("cka") + 1, "cka_se", np.asarray(se, np.float64).ravel())
+        for c in SUMMARY_COLUMNS:
+            df[c] = float(self.summary.get(c, np.nan))
+        return df
 
     def fields(self) -> dict:
         """What the table's metadata records of the result: tap, grid geometry, dropped minibatches."""
@@ -262,6 +354,10 @@ class LocalisationResult:
             "num_prefix_tokens": g.num_prefix_tokens,
             "dropped_batches": self.dropped,
             "input": "preprocessed model input (timm transform), cut into each position's region",
+            "cka_se": "delete-one-minibatch jackknife of each cell",
+            "summary_se": "localisation_stats of each map with one group of consecutive minibatches left out "
+            "(jackknife: own, other, own - other) or the groups resampled (1000 seeded bootstrap draws: "
+            "own-is-argmax SD and 95% percentile interval)",
         }
 
 
@@ -323,8 +419,9 @@ def localisation_maps(
     toks = token_indices(tokens, grid[0])
     m = localisation_cka(chain([head], it), grid[0], toks, device)
     return LocalisationResult(
-        tap.name, grid[0], toks, m.cka, m.n_images, m.dropped, m.token_constant, m.patch_constant
-    )
+        tap.name, grid[0], toks, m.cka, m.n_images, m.dropped, m.token_constant, m.patch_constant,
+        m.cka_se, m.summary or {},
+    )  # fmt: skip
 
 
 def token_indices(tokens: Sequence[int | Sequence[int]] | None, grid: PositionGrid) -> list[int]:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from seelike.jackknife import jackknife_se
 from seelike.models.kinds import BLOCK_OUTPUT_KINDS
 
 __all__ = [
@@ -89,14 +90,6 @@ def _diagonal_mean(block: np.ndarray) -> np.ndarray:
         return np.nanmean(block[..., da, db], -1) if len(da) else np.full(block.shape[:-2], np.nan)
 
 
-def _jackknife_se(replicates: np.ndarray) -> float:
-    """Delete-one jackknife SE from the k replicates of a statistic (NaN with fewer than 2)."""
-    k = len(replicates)
-    if k < 2 or not np.isfinite(replicates).all():
-        return math.nan
-    return float(np.sqrt((k - 1) / k * ((replicates - replicates.mean()) ** 2).sum()))
-
-
 def pair_uncertainty(
     taps_a: Sequence[dict],
     taps_b: Sequence[dict],
@@ -114,7 +107,7 @@ def pair_uncertainty(
     keep = ~_block_stack(constant, ia, ib)
     null_block = np.where(keep, _block_stack(np.asarray(null, np.float64), ia, ib), np.nan)
     ses = [
-        _jackknife_se(_diagonal_mean(np.where(keep, _block_stack(loo, ia, ib), np.nan)))
+        jackknife_se(_diagonal_mean(np.where(keep, _block_stack(loo, ia, ib), np.nan)))
         for loo in leave_one_out
     ]
     return {

@@ -37,6 +37,7 @@ from seelike.device import exact_fp32, place_model
 from seelike.io import atomic_write, write_json
 from seelike.models.kinds import BLOCK_OUTPUT_KINDS
 from seelike.models.layout import positions, prefix, tap_grid
+from seelike.tables import PROBE_CORRECT, accuracy_contrast, pack_correct
 
 log = logging.getLogger(__name__)
 
@@ -372,9 +373,11 @@ def probe_table(
     model_name: str | None = None,
     progress: Progress | None = None,
 ) -> pd.DataFrame:
-    """Tidy accuracy table (model, tap, depth, aggregation, token, shots, accuracy, lam, ...) for every probed
-    tap, aggregation and shot count, from a features directory written by `extract_probe_features` whose
-    meta holds `splits` (train / test per row) and `train_sets` (shot count → row positions).
+    """Tidy accuracy table (model, tap, depth, aggregation, token, shots, accuracy, accuracy_se, lam, ...) for
+    every probed tap, aggregation and shot count, from a features directory written by `extract_probe_features`
+    whose meta holds `splits` (train / test per row) and `train_sets` (shot count → row positions). Every fit is
+    scored on the same test images in the same order; non-token rows keep which of them it got right
+    (`PROBE_CORRECT`, see `_fit_cols`).
     `progress(0, i, n)` after each of the n (shot count, tap) fits (`seelike.analyses.stream`'s protocol).
     """
     features_dir = Path(features_dir)
@@ -404,7 +407,7 @@ def probe_table(
                 if agg != "token":
                     fit = fit_probe(x_tr, y_tr, x_te, y_te, lambdas, holdout, seed, device)
                     rows.append({**base, "aggregation": agg, "token": -1, "token_row": -1, "token_col": -1,
-                                 **_fit_cols(fit)})  # fmt: skip
+                                 **_fit_cols(fit, y_te, keep_correct=True)})  # fmt: skip
                     continue
                 gw = tap["grid_hw"][1]
                 for g in range(x_tr.shape[1]):
@@ -412,7 +415,7 @@ def probe_table(
                         x_tr[:, g], y_tr, x_te[:, g], y_te, lambdas, holdout, seed, device
                     )
                     rows.append({**base, "aggregation": "token", "token": g, "token_row": g // gw,
-                                 "token_col": g % gw, **_fit_cols(fit)})  # fmt: skip
+                                 "token_col": g % gw, **_fit_cols(fit, y_te)})  # fmt: skip
             if progress is not None:
                 progress(0, done, n_fits)
             done += 1
@@ -421,10 +424,15 @@ def probe_table(
     return df
 
 
-def _fit_cols(fit: ProbeFit) -> dict[str, Any]:
+def _fit_cols(fit: ProbeFit, y_test: np.ndarray, keep_correct: bool = False) -> dict[str, Any]:
+    """A fit's columns: `accuracy_se` is its binomial SE over the test images (`accuracy_contrast`);
+    `keep_correct` keeps the per-image correctness (`PROBE_CORRECT`, n_test bits) for paired SEs of differences
+    between taps and aggregations (per-token rows go without: many, and no claim compares them)."""
+    correct = np.asarray(fit.predictions) == np.asarray(y_test)
     return {
-        "accuracy": fit.accuracy, "lam": fit.lam, "val_accuracy": float(np.nanmax(fit.val_accuracies)),
-        "n_train": fit.n_train, "n_test": fit.n_test, "dim": fit.dim, "solver": fit.form,
+        "accuracy": fit.accuracy, "accuracy_se": accuracy_contrast(correct[None], [1.0])[1], "lam": fit.lam,
+        "val_accuracy": float(np.nanmax(fit.val_accuracies)), "n_train": fit.n_train, "n_test": fit.n_test,
+        "dim": fit.dim, "solver": fit.form, PROBE_CORRECT: pack_correct(correct) if keep_correct else None,
     }  # fmt: skip
 
 

@@ -15,6 +15,13 @@ tokens left out (CaiT's and XCiT's patch blocks carry none while the model decla
 - ``"mean_of_abs"``: mean_c |∂ y_c(centre) / ∂ x|, one backward per channel (batched in chunks): no
   cancellation between channels of opposite sign, C times the cost.
 
+Uncertainty over images: image i (in stream order) adds its map to group i mod 20 (`ERF_GROUPS`; fewer groups
+when there are fewer images), one summed map per group and tap. The sizes (`erf_size`) are functionals of the
+mean map, so each has a delete-one-group jackknife: the size of the mean map without group j, for every j
+(`ErfResult.leave_one_out`), gives the replicates, `seelike.jackknife.jackknife_se` the SE. Interleaved groups need
+no image count up front, differ in size by at most one image, and are the same partition for every model run on
+the same sample list (the claims' joint jackknife of a ViT/CNN ratio relies on that).
+
 Taps are read by `seelike.models.taps.record_taps` (module output or input); only the centre activation is
 cut and cloned inside the hook, so in-place operations after it (timm ResNet's `x += shortcut`, in-place ReLU)
 cannot change what is differentiated and no tap's whole activation is kept. Parameters are frozen during the
@@ -26,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -35,12 +42,17 @@ from torch import nn
 
 from seelike.analyses.stream import Progress, stream
 from seelike.device import exact_fp32, place_model
+from seelike.jackknife import jackknife_se
 from seelike.models.layout import positions, tap_grid
 
 CHANNEL_REDUCE = ("grad_of_mean", "mean_of_abs")
+# Image groups of the jackknife of the ERF sizes (module docstring): 20 keeps each replicate's map close to the
+# full map's (an SE from 20 replicates has ~19 degrees of freedom) at taps × 20 × H × W float64 of memory.
+ERF_GROUPS = 20
 
 __all__ = [
     "CHANNEL_REDUCE",
+    "ERF_GROUPS",
     "ErfResult",
     "ErfTapsError",
     "auto_erf_taps",
@@ -48,6 +60,7 @@ __all__ = [
     "choose_erf_taps",
     "effective_receptive_fields",
     "erf_size",
+    "erf_size_uncertainty",
     "erf_sizes_frame",
     "erf_support",
     "erf_table",
@@ -76,12 +89,26 @@ def _not_spatial(taps: Sequence) -> list[str]:
 
 @dataclass
 class ErfResult:
-    """Mean ERF maps (tap name → (H, W) float64 over the input image) and the settings that made them."""
+    """Mean ERF maps (tap name → (H, W) float64 over the input image) and the settings that made them.
+
+    `group_sums`: tap → (G, H, W) float64, the summed maps of each image group (image i in group i mod G, empty
+    groups dropped), `group_sizes` (G,) their image counts; empty when the result was made without them (no
+    jackknife then)."""
 
     maps: dict[str, np.ndarray]
     n_images: int
     channel_reduce: str
     img_hw: tuple[int, int]
+    group_sums: dict[str, np.ndarray] = field(default_factory=dict)
+    group_sizes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def leave_one_out(self, tap: str) -> np.ndarray:
+        """(G, H, W) mean ERF map of `tap` without image group j, for each j: the jackknife's replicates."""
+        sums = self.group_sums.get(tap)
+        if sums is None or len(self.group_sizes) < 2:
+            return np.zeros((0, *self.maps[tap].shape))
+        rest = (self.n_images - self.group_sizes).astype(np.float64)
+        return (sums.sum(0) - sums) / rest[:, None, None]
 
 
 def _capture(
@@ -165,8 +192,10 @@ def effective_receptive_fields(
     device: str | torch.device | None = None,
     channel_chunk: int = 64,
     progress: Progress | None = None,
+    groups: int = ERF_GROUPS,
 ) -> ErfResult:
-    """Mean ERF map of every tap over the images of `batches` (images or (images, labels) tuples).
+    """Mean ERF map of every tap over the images of `batches` (images or (images, labels) tuples), and the
+    summed maps of `groups` interleaved image groups for the jackknife (module docstring).
 
     `taps` are `seelike.models.taps.Tap` objects (name, module_path, where, layout) with a spatial layout
     (`discover_taps` fills layouts in); a tap without a grid is an error. One forward pass per batch captures
@@ -178,6 +207,8 @@ def effective_receptive_fields(
         raise ValueError(f"channel_reduce must be one of {CHANNEL_REDUCE}, got {channel_reduce!r}")
     if not taps:
         raise ValueError("no taps given for the effective receptive field")
+    if groups < 1:
+        raise ValueError(f"groups must be at least 1, got {groups}")
     flat = _not_spatial(taps)
     if flat:
         raise ErfTapsError(
@@ -192,6 +223,7 @@ def effective_receptive_fields(
         x = batch.x.detach().requires_grad_(True)
         if img_hw is None:
             img_hw = (int(x.shape[-2]), int(x.shape[-1]))
+        gid = torch.arange(seen, seen + len(x)) % groups
         with torch.enable_grad(), _frozen(model):
             centres = _capture(model, taps, x)
             for k, tap in enumerate(taps):
@@ -202,15 +234,22 @@ def effective_receptive_fields(
                     channel_chunk,
                     retain=k < len(taps) - 1,
                 )
-                s = g.detach().double().sum(0)
+                if tap.name not in sums:
+                    sums[tap.name] = torch.zeros(
+                        groups, *g.shape[1:], dtype=torch.float64, device=g.device
+                    )
+                # per-image maps go straight into their group's running sum: nothing per image is kept
+                sums[tap.name].index_add_(0, gid.to(g.device), g.detach().double())
                 del g
-                sums[tap.name] = sums[tap.name] + s if tap.name in sums else s
         del centres
         seen += len(x)
     if img_hw is None:
         raise ValueError("no images were given: the batch iterable was empty")
-    maps = {t.name: (sums[t.name] / seen).cpu().numpy() for t in taps}
-    return ErfResult(maps, seen, channel_reduce, img_hw)
+    sizes = np.bincount(np.arange(seen) % groups, minlength=groups)
+    keep = sizes > 0  # fewer images than groups: one group per image
+    group_sums = {t.name: sums[t.name].cpu().numpy()[keep] for t in taps}
+    maps = {name: s.sum(0) / seen for name, s in group_sums.items()}
+    return ErfResult(maps, seen, channel_reduce, img_hw, group_sums, sizes[keep])
 
 
 def erf_size(erf: np.ndarray, quantiles: Sequence[float] = (0.5, 0.9)) -> dict[str, float]:
@@ -253,10 +292,28 @@ def erf_size(erf: np.ndarray, quantiles: Sequence[float] = (0.5, 0.9)) -> dict[s
     return out
 
 
+def erf_size_uncertainty(
+    result: ErfResult, tap: str, quantiles: Sequence[float] = (0.5, 0.9)
+) -> dict[str, object]:
+    """Delete-one-group jackknife of the ERF sizes of `tap` (module docstring): `{size}_se` for `sigma_px` and
+    every radius `r{q}_px`, and `r{q}_px_jk`, the radius of each leave-one-group-out map (float64 array, one per
+    group) so that a ratio of two radii of the same images (last / first tap, one model over another) gets its
+    SE from a joint jackknife. NaN SEs and empty replicates with fewer than 2 groups."""
+    loo = [erf_size(m, quantiles) for m in result.leave_one_out(tap)]
+    out: dict[str, object] = {}
+    for size in ["sigma_px", *(f"r{round(q * 100)}_px" for q in quantiles)]:
+        reps = np.array([r[size] for r in loo], dtype=np.float64)
+        out[f"{size}_se"] = jackknife_se(reps)
+        if size != "sigma_px":
+            out[f"{size}_jk"] = reps
+    return out
+
+
 def erf_sizes_frame(
     result: ErfResult, taps: Sequence, quantiles: Sequence[float] = (0.5, 0.9)
 ) -> pd.DataFrame:
-    """Tidy table: one row per tap with its kind, block, ERF size and settings."""
+    """Tidy table: one row per tap with its kind, block, ERF size, the sizes' jackknife SEs and replicates
+    (`erf_size_uncertainty`; `n_groups` image groups) and settings."""
     rows = []
     for order, tap in enumerate(taps):
         row = {
@@ -265,9 +322,11 @@ def erf_sizes_frame(
             "block": getattr(tap, "block", None),
             "order": order,
             "n_images": result.n_images,
+            "n_groups": len(result.group_sizes),
             "channel_reduce": result.channel_reduce,
         }
         row.update(erf_size(result.maps[tap.name], quantiles))
+        row.update(erf_size_uncertainty(result, tap.name, quantiles))
         rows.append(row)
     df = pd.DataFrame(rows)
     df["block"] = df["block"].astype("Int64")

@@ -29,7 +29,8 @@ s_i once, in the activations' dtype).
 
 A zero branch (‖f‖ = 0) gives ratio = inf, counted in `n_inf`; 0/0 is undefined, counted in `n_undefined` and
 left out of the mean; a zero vector has no cosine (counted in `cosine_n_undefined`). `ratio_mean` is inf when
-any ratio is inf, NaN only when no ratio at all was defined.
+any ratio is inf, NaN only when no ratio at all was defined. `ratio_se` is its standard error over images (the
+images are the independent units: a pooled map's positions are summed per image, `_Acc.ratio_se`).
 """
 
 from __future__ import annotations
@@ -138,7 +139,11 @@ def _unit_statistics(
 
 @dataclass
 class _Acc:
-    """Sums over images of per-position statistics (arrays over positions; length 1 when pooled)."""
+    """Sums over images of per-position statistics (arrays over positions; length 1 when pooled).
+
+    For the standard error of `ratio_mean` over images, per image i: S_i = the sum of its finite ratios at the
+    position (pooled: over all its map positions), N_i = their count; `img_ss`, `img_sn`, `img_nn` are Σ S_i²,
+    Σ S_i N_i, Σ N_i² and `n_img` the number of images (`ratio_se`)."""
 
     ratio_sum: np.ndarray
     ratio_n: np.ndarray
@@ -150,19 +155,38 @@ class _Acc:
     nz_sum: np.ndarray
     nf_sum: np.ndarray
     n: np.ndarray
+    img_ss: np.ndarray
+    img_sn: np.ndarray
+    img_nn: np.ndarray
+    n_img: np.ndarray
 
     @classmethod
     def zeros(cls, p: int) -> _Acc:
-        return cls(*(np.zeros(p) for _ in range(10)))
+        return cls(*(np.zeros(p) for _ in range(14)))
 
     def add(
-        self, ratio: torch.Tensor, cos: torch.Tensor, nz: torch.Tensor, nf: torch.Tensor
+        self,
+        ratio: torch.Tensor,
+        cos: torch.Tensor,
+        nz: torch.Tensor,
+        nf: torch.Tensor,
+        images: int | None = None,
     ) -> None:
-        """ratio, cos, nz, nf: (B, P) float64 (P = positions kept apart; pooled inputs come as (B·HW, 1))."""
+        """ratio, cos, nz, nf: (B, P) float64 (P = positions kept apart; pooled inputs come as (B·HW, 1), image
+        by image: `images` = B then, default the number of rows)."""
         r, c = ratio.cpu().numpy(), cos.cpu().numpy()
         fin = np.isfinite(r)
-        self.ratio_sum += np.where(fin, r, 0.0).sum(0)
+        fr = np.where(fin, r, 0.0)
+        self.ratio_sum += fr.sum(0)
         self.ratio_n += fin.sum(0)
+        # per-image sums and counts (B, P): pooled rows are regrouped by image
+        b = r.shape[0] if images is None else int(images)
+        s_i = fr.reshape(b, -1, r.shape[1]).sum(1)
+        n_i = fin.reshape(b, -1, r.shape[1]).sum(1).astype(np.float64)
+        self.img_ss += (s_i * s_i).sum(0)
+        self.img_sn += (s_i * n_i).sum(0)
+        self.img_nn += (n_i * n_i).sum(0)
+        self.n_img += b
         self.n_inf += np.isinf(r).sum(0)
         self.n_undefined += np.isnan(r).sum(0)
         cf = np.isfinite(c)
@@ -172,6 +196,19 @@ class _Acc:
         self.nz_sum += nz.cpu().numpy().sum(0)
         self.nf_sum += nf.cpu().numpy().sum(0)
         self.n += r.shape[0]
+
+    def ratio_se(self) -> np.ndarray:
+        """Standard error over images of the finite-ratio mean R = Σ S_i / Σ N_i, per position: the
+        ratio-estimator (linearisation) variance n/(n−1) · Σ (S_i − R N_i)² / (Σ N_i)², images independent. It
+        is SD / √n of the per-image ratios when every image has one finite ratio (per token), and weighs an
+        image's positions together when pooled (they are not independent). NaN with fewer than two images
+        or no finite ratio."""
+        m, tot = self.n_img, self.ratio_n
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = self.ratio_sum / tot
+            ss = self.img_ss - 2 * r * self.img_sn + r * r * self.img_nn
+            se = np.sqrt(np.maximum(ss, 0.0) * m / (m - 1)) / tot
+        return np.where((m > 1) & (tot > 0), se, np.nan)
 
 
 @dataclass
@@ -189,15 +226,18 @@ class SkipStats:
 
     def to_frame(self) -> pd.DataFrame:
         """Tidy table: one row per sublayer × token (per-token sublayers) or per sublayer (pooled: token = -1,
-        type 'spatial'). `sublayer` counts residual sublayers in forward order."""
+        type 'spatial'). `sublayer` counts residual sublayers in forward order. `ratio_se`: the standard error
+        over images of `ratio_mean` (`_Acc.ratio_se`; NaN where the mean is inf)."""
         rows = []
         for sub, ((block, unit, branch), a) in enumerate(self.accs.items()):
             types = self.types.get((block, unit, branch))
+            ses = a.ratio_se()
             for p in range(len(a.n)):
                 with np.errstate(divide="ignore", invalid="ignore"):
                     mean = a.ratio_sum[p] / a.ratio_n[p] if a.ratio_n[p] else np.nan
+                se = ses[p]
                 if a.n_inf[p]:
-                    mean = np.inf
+                    mean, se = np.inf, np.nan
                 rows.append(
                     {
                         "family": self.family,
@@ -208,6 +248,7 @@ class SkipStats:
                         "token": p if types else -1,
                         "token_type": types[p] if types else "spatial",
                         "ratio_mean": float(mean),
+                        "ratio_se": float(se),
                         "ratio_n": int(a.ratio_n[p]),
                         "n_inf": int(a.n_inf[p]),
                         "n_undefined": int(a.n_undefined[p]),
@@ -378,7 +419,7 @@ class _SkipReader:
                 if not stats.token_types:
                     stats.token_types = types
             stats.types[key] = types
-        stats.accs[key].add(ratio, cos, nz, nf)
+        stats.accs[key].add(ratio, cos, nz, nf, images=z.shape[0])
 
     def sublayers(self, u: _Unit, role: str, t: torch.Tensor) -> None:
         """ViT-style: the branch tap of pair i holds f; its sum tap closes the sublayer (z = previous sum)."""

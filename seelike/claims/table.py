@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 COLUMNS = [
-    "figure", "claim", "model", "metric", "value", "se", "seen", "note", "robust", "measures",
+    "figure", "claim", "model", "metric", "value", "se", "ci_low", "ci_high", "seen", "note", "robust",
+    "measures",
 ]  # fmt: skip
 
 
@@ -88,6 +90,10 @@ class ClaimInputs:
     archs: Mapping[str, str] = field(default_factory=dict)
     head_subset_cnn: Mapping[str, str] = field(default_factory=dict)
     similarity: Mapping[tuple[str, str], pd.DataFrame] = field(default_factory=dict)
+    # (section, key) → the jackknife groups of that CKA-derived table (`seelike.analyses.replicates.CkaGroups`;
+    # sections self_cka, cross_cka, per_block, head_subsets, keys as in those mappings): where present, an SE
+    # is the jackknife of the metric itself and argmax / rank numbers get a bootstrap interval
+    groups: Mapping[tuple[str, Any], Any] = field(default_factory=dict)
 
     def is_vit(self, model: str) -> bool:
         return self.families.get(model) == "vit"
@@ -103,8 +109,9 @@ class ClaimInputs:
 
 
 class Rows:
-    """Collects summary rows; NaN values give seen = None (nothing to decide on). `robust` and `measures` start
-    empty: `seelike.claims.findings.summarise` fills them once every row is in."""
+    """Collects summary rows; NaN values give seen = None (nothing to decide on). `se` is the value's standard
+    error; `ci_low` / `ci_high` an interval where the value has one (NaN elsewhere; its note says which). `robust` and
+    `measures` start empty: `seelike.claims.findings.summarise` fills them once every row is in."""
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
@@ -119,6 +126,8 @@ class Rows:
         seen: bool | None = None,
         note: str = "",
         se: float = math.nan,
+        ci_low: float = math.nan,
+        ci_high: float = math.nan,
     ) -> None:
         value = float(value)
         if seen is not None and not math.isfinite(value):
@@ -131,6 +140,8 @@ class Rows:
                 "metric": metric,
                 "value": value,
                 "se": float(se),
+                "ci_low": float(ci_low),
+                "ci_high": float(ci_high),
                 "seen": None if seen is None else bool(seen),
                 "note": note,
                 "robust": None,
@@ -162,6 +173,7 @@ def measure_inputs(inp: ClaimInputs, measure: str) -> ClaimInputs:
         inp,
         self_cka={a: d for (a, b), d in frames.items() if a == b},
         cross_cka={(a, b): d for (a, b), d in frames.items() if a != b},
+        groups={},  # linear CKA's: the other measures' rows fall back to their cells' SEs
     )
 
 
@@ -194,12 +206,70 @@ def exceeds(diff: float, se: float) -> bool:
 def mean_se(metric, df: pd.DataFrame, *keys: str) -> list[float]:
     """Standard errors of mean-type CKA metrics: the same metric computed on the table's `cka_se` (per-block
     tables: `se`) instead of its values, i.e. the mean of the cells' SEs — an upper bound on the SE of a mean of
-    correlated cells (Minkowski). NaN for tables without standard errors."""
+    correlated cells (Minkowski). NaN for tables without standard errors. Only the fallback of `cka_se` for tables
+    without jackknife groups (tables of earlier runs, the other similarity measures)."""
     col = "cka_se" if "cka_se" in df else ("se" if "se" in df else None)
     if col is None or df[col].isna().all():
         return [math.nan] * len(keys)
     r = metric(df.assign(cka=df[col]))
     return [math.nan if r is None else float(r[k]) for k in keys]
+
+
+def _keyed(metric: Callable[[list[np.ndarray]], Any], keys: Sequence[str]):
+    """`metric` reduced to `keys` (NaN where it returns None: nothing to compute on that replicate)."""
+
+    def f(ms: list[np.ndarray]) -> dict[str, float]:
+        r = metric(ms)
+        return {k: math.nan if r is None else float(r[k]) for k in keys}
+
+    return f
+
+
+def cka_se(
+    metric: Callable[[list[np.ndarray]], Any],
+    groups: Sequence[Any],
+    keys: Sequence[str],
+    bound: Sequence[float],
+) -> tuple[list[float], str]:
+    """Standard errors of `keys` of a statistic of one or several CKA tables, and how they were computed (for the
+    note). `metric` maps the tables' CKA matrices (as `seelike.tables.cka_array` reads them, constant cells NaN)
+    to a dict; `groups` are the tables' jackknife groups aligned the same way (None where a table has none).
+    With groups for every table: the delete-one-group jackknife of the statistic itself, the tables resampled
+    jointly (`seelike.analyses.replicates.jackknife`); else `bound`: the earlier bounds from the cells' SEs."""
+    from seelike.analyses.replicates import jackknife
+
+    if groups and all(g is not None for g in groups):
+        try:
+            r = jackknife(_keyed(metric, keys), groups)
+        except ValueError:  # tables of different minibatch plans: no joint resampling
+            pass
+        else:
+            g = groups[0]
+            how = f"SE: jackknife of the statistic, {g.n_groups} minibatch groups × {g.repeats} repeats"
+            return [r[k] for k in keys], how + (", tables jointly" if len(groups) > 1 else "")
+    if not any(math.isfinite(b) for b in bound):
+        return list(bound), "no SE (no jackknife groups)"
+    return list(bound), "SE: from the cells' SEs (an upper bound; no jackknife groups)"
+
+
+def cka_interval(
+    metric: Callable[[list[np.ndarray]], Any], groups: Sequence[Any], keys: Sequence[str]
+) -> tuple[dict[str, Any], str] | None:
+    """Bootstrap percentile intervals (`seelike.analyses.replicates.bootstrap`, at `LEVEL`) of `keys` of a
+    statistic that is not smooth in the cells (an argmax, a rank correlation), and how they were computed;
+    None unless every table has jackknife groups of one plan."""
+    from seelike.analyses.replicates import LEVEL, bootstrap
+
+    if not groups or any(g is None for g in groups):
+        return None
+    try:
+        r = bootstrap(_keyed(metric, keys), groups)
+    except ValueError:
+        return None
+    g = groups[0]
+    return r, (
+        f"{LEVEL:.0%} interval: bootstrap over {g.n_groups} minibatch groups × {g.repeats} repeats"
+    )
 
 
 def _fmt(v: Any) -> str:

@@ -71,6 +71,11 @@ def plot_attention_distance(
                 color=colours[k], edgecolors="white", linewidths=0.5, zorder=3 + len(chosen) - k,
                 label=f"block {b}",
             )  # fmt: skip
+            if "se_distance_px" in g:  # ±1 SE over images
+                ax.errorbar(
+                    g["rank"].to_numpy() + offsets[k], g["mean_distance_px"], yerr=g["se_distance_px"],
+                    fmt="none", ecolor=colours[k], elinewidth=0.8, zorder=2 + len(chosen) - k,
+                )  # fmt: skip
         n_heads = int(df["rank"].max()) + 1
         ax.set_xlim(-0.5, n_heads - 0.5)
         integer_ticks(ax, "x", max_ticks=16)

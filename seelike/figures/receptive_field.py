@@ -16,8 +16,10 @@ ERF_LABEL = "|∂ centre / ∂ input|, mean over channels and images\n(each map 
 
 
 def erf_size_summary(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """All models' ERF size rows in one table (model, residual, tap, r50_px, r90_px, ...)."""
-    return pd.concat(list(tables.values()), ignore_index=True)
+    """All models' ERF size rows in one table (model, residual, tap, r50_px, r90_px, their `_se`, ...); the
+    per-group jackknife replicates (`r50_px_jk`, arrays) stay in the analysis tables, out of this CSV."""
+    df = pd.concat(list(tables.values()), ignore_index=True)
+    return df.drop(columns=[c for c in df.columns if c.endswith("_jk")])
 
 
 def _pixel_ticks(ax, h: int, w: int) -> None:

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 from seelike.rules.context import RuleContext
 
+# The input sections whose tables have jackknife groups beside them (`seelike.analyses.replicates.groups_path`;
+# workflow/rules/common.smk lists the same files as the rule's `groups` input)
+GROUPED_SECTIONS = ("self_cka", "cross_cka", "per_block", "head_subsets")
+
 
 def _claims_inputs(ctx: RuleContext):
     """The claims summary's inputs (`seelike.claims.ClaimInputs`) from the rule's labelled input sections."""
+    from seelike.analyses.replicates import CkaGroups, groups_path
     from seelike.claims import ClaimInputs, no_skip_specs
     from seelike.claims.metrics import uniform_attention_distance
     from seelike.io import read_table
@@ -15,10 +20,21 @@ def _claims_inputs(ctx: RuleContext):
 
     models = ctx.params.models
 
-    def read(label, path):
-        """A table; a pair's with the label's first model on the rows (stored pairs are in config order)."""
+    groups = {}  # (section, label) → the table's jackknife groups, oriented as the table is read
+
+    def read(label, path, section=None):
+        """A table; a pair's with the label's first model on the rows (stored pairs are in config order). With
+        `section`, its jackknife groups beside it go into `groups` (where the file is there)."""
         df, meta = read_table(path)
-        return oriented(df, meta, label[0]) if isinstance(label, (list, tuple)) else (df, meta)
+        pair = isinstance(label, (list, tuple))
+        out = oriented(df, meta, label[0]) if pair else (df, meta)
+        if section and (gp := groups_path(path)).exists():
+            g = CkaGroups.load(gp)
+            # `oriented` returns the metadata it was given unless it read the pair the other way round
+            groups[(section, tuple(label) if pair else label)] = (
+                g.transposed() if out[1] is not meta else g
+            )
+        return out
 
     def tables(section):
         """label → (frame, meta) of one input section (pairs as (a, b) tuples), in the layout's order."""
@@ -26,8 +42,9 @@ def _claims_inputs(ctx: RuleContext):
         labels = ctx.params.labels[section]
         if len(paths) != len(labels):
             raise RuntimeError(f"claims: {len(paths)} {section} inputs but {len(labels)} labels")
+        section_groups = section if section in GROUPED_SECTIONS else None
         return {
-            tuple(lab) if isinstance(lab, (list, tuple)) else lab: read(lab, path)
+            tuple(lab) if isinstance(lab, (list, tuple)) else lab: read(lab, path, section_groups)
             for lab, path in zip(labels, paths, strict=True)
         }
 
@@ -53,6 +70,7 @@ def _claims_inputs(ctx: RuleContext):
         per_block=frames("per_block"),
         similarity=frames("similarity"),
         no_skip=no_skip_specs(models),
+        groups=groups,
     )
 
 

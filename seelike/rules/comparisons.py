@@ -12,13 +12,17 @@ def cka(ctx: RuleContext) -> None:
     from seelike.io import write_table
 
     permutations = (ctx.params.get("cka") or {}).get("permutations", 0)
-    df, fields = cka_from_caches(ctx.input.a, ctx.input.b, ctx.device, permutations=permutations)
+    df, fields, groups = cka_from_caches(
+        ctx.input.a, ctx.input.b, ctx.device, permutations=permutations, with_groups=True
+    )
     cache_a, plan = read_cache_meta(ctx.input.a), fields["plan"]
     meta = ctx.metadata(
         "cka", samples={"samples_hash": plan["samples_hash"], **cache_a},
         split=plan["split"], n_images=plan["n_images"], **fields,
     )  # fmt: skip
-    write_table(df, ctx.output[0], meta)
+    write_table(df, ctx.output.table, meta)
+    # per repeat, the HSIC₁ terms of groups of minibatches: the claims' jackknife / bootstrap of any statistic
+    groups.save(ctx.output.groups)
     ctx.log.info(
         "%s vs %s: %d tap pairs, mean CKA %.3f",
         fields["model_a"], fields["model_b"], len(df), df["cka"].mean(),
@@ -62,6 +66,8 @@ def per_block_cka(ctx: RuleContext) -> None:
     import pandas as pd
 
     from seelike.analyses.cka_tables import per_block_cka as per_block
+    from seelike.analyses.cka_tables import per_block_groups
+    from seelike.analyses.replicates import CkaGroups
     from seelike.io import read_table, write_table
 
     cross, fields = read_table(ctx.input.cka)
@@ -71,7 +77,8 @@ def per_block_cka(ctx: RuleContext) -> None:
         **fields,
         **ctx.metadata("per_block_cka", samples=fields, device=None, kinds=sorted(set(df["kind"]))),
     }
-    write_table(df, ctx.output[0], meta)
+    write_table(df, ctx.output.table, meta)
+    per_block_groups(cross, CkaGroups.load(ctx.input.groups)).save(ctx.output.groups)
     ctx.log.info(
         "%s vs %s: %d blocks, CKA first %.3f, last %.3f",
         fields["model_a"], fields["model_b"], len(df), df["cka"].iloc[0], df["cka"].iloc[-1],

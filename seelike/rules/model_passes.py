@@ -65,7 +65,7 @@ def head_subset_cka(ctx: RuleContext) -> None:
     model, info = ctx.load_model()
     hs = ctx.params.head_subsets
     att, _ = read_table(ctx.input.attention)
-    df, fields = head_subset_cka_from_cache(
+    df, fields, groups = head_subset_cka_from_cache(
         model, info, att, ctx.input.samples, ctx.params.dataset_cfg, ctx.input.cnn_cache,
         cnn_taps=hs["cnn_taps"], subset_size=hs["subset_size"], block=hs["block"], tokens=hs["tokens"],
         device=ctx.device, num_workers=ctx.run.num_workers, progress=ctx.progress("head subsets"),
@@ -73,7 +73,8 @@ def head_subset_cka(ctx: RuleContext) -> None:
     df.insert(0, "model", info["name"])
     plan = fields["plan"]
     meta = ctx.metadata("head_subset_cka", split=plan["split"], n_images=plan["n_images"], **fields)
-    write_table(df, ctx.output[0], meta)
+    write_table(df, ctx.output.table, meta)
+    groups.save(ctx.output.groups)  # the claims' jackknife / bootstrap of the Fig 5 trend
     ctx.log.info(
         "%s vs %s: %d subsets × %d taps",
         info["name"], ctx.wildcards.cnn, df["subset"].nunique(), df["cnn_tap"].nunique(),
@@ -110,7 +111,9 @@ def receptive_field(ctx: RuleContext) -> None:
         "erf", family=family, split=cfg["split"], n_images=res.n_images,
         channel_reduce=res.channel_reduce, img_hw=res.img_hw, quantiles=cfg["quantiles"],
         centre="(gh//2, gw//2) of the tap's own grid (nchw / nhwc map or token grid), its prefix tokens excluded",
-        size_reference="mass centroid of the ERF map",
+        size_reference="mass centroid of the ERF map", groups=int(df["n_groups"].iloc[0]),
+        size_se="delete-one-group jackknife of each size over interleaved image groups (image i in group i mod "
+        "n_groups); *_jk columns: each group's leave-one-out size",
     )  # fmt: skip
     write_table(df, ctx.output.table, meta)
     with atomic_write(ctx.output.maps) as tmp, open(tmp, "wb") as fh:

@@ -15,7 +15,9 @@ from snakemake.utils import validate
 
 # torch-free imports: with the model decisions cached on disk (seelike.models.families), parsing the workflow
 # imports neither torch nor timm
+from seelike.analyses.replicates import groups_path
 from seelike.config import ConfigError, check_config
+from seelike.rules.claims import GROUPED_SECTIONS
 from seelike.config.measures import MEASURE_SETTINGS
 from seelike.rules import Execution
 
@@ -40,8 +42,12 @@ CLS_CONVENTIONS = (
 # similarity tables, their agreement and the claims' robustness verdicts.
 MEASURES = ["linear_cka"] + [m for m in config["cka"]["measures"] if m != "linear_cka"]
 # What a pair's CKA / similarity table holds, a param of both rules. 2: also the null maxima and jackknife terms
-# of the atlas's pair scores (seelike.analyses.pair_scores); tables of earlier runs are rebuilt from the Grams.
-PAIR_TABLE_CONTENTS = 2
+# of the atlas's pair scores (seelike.analyses.pair_scores); 3: the CKA table's jackknife groups beside it
+# (seelike.analyses.replicates); tables of earlier runs are rebuilt from the Grams.
+PAIR_TABLE_CONTENTS = 3
+# What the analyses' own tables hold (attention distances, ERF sizes, skip ratios, localisation maps, probe
+# accuracies), a param of their rules. 2: their standard errors over images (issue 22); older tables rerun.
+ANALYSIS_TABLE_CONTENTS = 2
 # cka.pairs resolved (listed, all, groups): the cross-model comparisons as asked, each unordered pair once
 CROSS_PAIRS = CONFIG.cross_pairs
 
@@ -396,11 +402,17 @@ def claims_layout():
 
 
 def claims_inputs(wildcards):
-    """Named inputs of the claims rule, one list of table paths per section of `claims_layout`."""
-    return {
+    """Named inputs of the claims rule, one list of table paths per section of `claims_layout`, and `groups`: the
+    jackknife groups beside the CKA-derived tables (the rule finds each beside its table).
+    """
+    inputs = {
         section: [path.format(dataset=wildcards.dataset) for _, path in entries]
         for section, entries in claims_layout().items()
     }
+    inputs["groups"] = [
+        str(groups_path(p)) for s in GROUPED_SECTIONS for p in inputs[s]
+    ]
+    return inputs
 
 
 # ============================================================================ 5. params functions

@@ -8,7 +8,9 @@ rule cka:
         a="results/cache/{dataset}/{a}",
         b="results/cache/{dataset}/{b}",
     output:
-        "results/cka/{dataset}/{a}__{b}.parquet",
+        table="results/cka/{dataset}/{a}__{b}.parquet",
+        # per repeat, the HSIC₁ terms of ≤ 20 groups of minibatches: the claims' jackknife / bootstrap
+        groups="results/cka/{dataset}/{a}__{b}.groups.npz",
     log:
         "logs/cka/{dataset}/{a}__{b}.log",
     benchmark:
@@ -58,9 +60,11 @@ rule similarity:
 rule per_block_cka:
     input:
         cka="results/cka/{dataset}/{a}__{b}.parquet",
+        groups="results/cka/{dataset}/{a}__{b}.groups.npz",
         taps="results/models/{a}/taps.csv",
     output:
-        "results/per_block/{dataset}/{a}__{b}.parquet",
+        table="results/per_block/{dataset}/{a}__{b}.parquet",
+        groups="results/per_block/{dataset}/{a}__{b}.groups.npz",
     log:
         "logs/per_block/{dataset}/{a}__{b}.log",
     benchmark:
@@ -89,6 +93,7 @@ rule linear_probes:
         mem_mb=16000,
         runtime=120,
     params:
+        contents=ANALYSIS_TABLE_CONTENTS,
         probes=settings("probes", ("lambdas", "holdout")),
         seed=config["seed"],
         run=execution,

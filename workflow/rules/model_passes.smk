@@ -48,6 +48,7 @@ rule attention_distance:
         mem_mb=16000,
         runtime=120,
     params:
+        contents=ANALYSIS_TABLE_CONTENTS,
         dataset_cfg=loader_cfg,
         attention=attention_settings,
         run=execution,
@@ -76,6 +77,7 @@ rule attention_distance_convention:
         mem_mb=16000,
         runtime=120,
     params:
+        contents=ANALYSIS_TABLE_CONTENTS,
         dataset_cfg=loader_cfg,
         attention=attention_settings,
         run=execution,
@@ -90,7 +92,8 @@ rule head_subset_cka:
         attention="results/attention/{dataset}/{model}.parquet",
         cnn_cache="results/cache/{dataset}/{cnn}",
     output:
-        "results/attention/{dataset}/head_subsets/{model}__{cnn}.parquet",
+        table="results/attention/{dataset}/head_subsets/{model}__{cnn}.parquet",
+        groups="results/attention/{dataset}/head_subsets/{model}__{cnn}.groups.npz",
     log:
         "logs/head_subset_cka/{dataset}/{model}__{cnn}.log",
     benchmark:
@@ -131,6 +134,7 @@ rule receptive_field:
         mem_mb=16000,
         runtime=120,
     params:
+        contents=ANALYSIS_TABLE_CONTENTS,
         dataset_cfg=loader_cfg,
         erf=settings(
             "erf",
@@ -167,6 +171,7 @@ rule skip_stats:
         mem_mb=16000,
         runtime=120,
     params:
+        contents=ANALYSIS_TABLE_CONTENTS,
         dataset_cfg=loader_cfg,
         skip=settings("skip", ("n_images", "batch_size", "split")),
         run=execution,
@@ -222,6 +227,7 @@ rule localisation:
         mem_mb=16000,
         runtime=120,
     params:
+        contents=ANALYSIS_TABLE_CONTENTS,
         dataset_cfg=loader_cfg,
         localisation=settings(
             "localisation",
