@@ -160,7 +160,16 @@ def _shoot(chromium: str, page: Path, png: Path, profile: Path) -> None:
         f"--screenshot={png}",
         page.as_uri(),
     ]
-    subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    # Headless Chromium now and then hangs on a page it renders in 2 s elsewhere (seen once in ~100 shots on a
+    # loaded 2-core machine): one retry with a fresh profile; a page that never renders still fails below.
+    for attempt in range(2):
+        try:
+            subprocess.run(cmd, capture_output=True, text=True, timeout=90, check=False)
+            return
+        except subprocess.TimeoutExpired:
+            if attempt:
+                raise
+            cmd[cmd.index(f"--user-data-dir={profile}")] = f"--user-data-dir={profile}-retry"
 
 
 def _dump_dom(chromium: str, page: Path, profile: Path) -> str:
