@@ -10,8 +10,9 @@ disjoint repeats. Then:
    every (minibatch n, images N, one repeat); against it, the SD of each cell over the disjoint repeats of N
    images measured at minibatch n. Printed per (n, N): RMS predicted SE / RMS measured SD over the cells (a
    variance-level ratio: the SD of one cell over 20 repeats is itself ±16% noisy, a per-cell ratio's median is
-   biased by it), its 90% interval from a bootstrap over repeats, and the planner's own 90% interval for its
-   prediction (bootstrap over the pilot's minibatches: what the pilot's size allows it to promise).
+   biased by it), its 90% interval from a bootstrap over repeats, and the planner's own 90% range for its
+   prediction (`PrecisionModel.se_range`: refits with each pilot minibatch left out, what the pilot's size
+   allows it to promise).
 2. **Every measure of `cka.measures`** (`--measures`): per cell, the jackknife SE of one repeat (RMS over the
    repeats) against the SD over the repeats, at each n and the smallest N; and the permutation null on
    independent representations (model a's Grams of repeat r against model b's Grams of repeat r + 1: different
@@ -140,12 +141,12 @@ def planner_check(
     pilot = recut_accumulators(store, cuts, range(pilot_batches))
     feats = [1] * store.shape[1]  # costs are not checked here
     model = precision_model(pilot, pilot_batches * batch, pilot_batches, feats, feats, True,
-                            boot=args.boot, seed=0)  # fmt: skip
+                            refits=True)  # fmt: skip
     accs = recut_accumulators(store, cuts, rest)
     values = accs[max(cuts)].result()
     cells = np.triu(values >= 0.05, k=1)
     print(f"\n(1) planner: pilot {pilot_batches} × {batch} images re-cut at {cuts}, "
-          f"{args.boot} bootstrap refits; {cells.sum()} cells with CKA ≥ 0.05 (upper triangle); "
+          f"delete-one-minibatch refits; {cells.sum()} cells with CKA ≥ 0.05 (upper triangle); "
           f"{len(rest)} minibatches for the repeats; {time.time() - t0:.0f} s", flush=True)  # fmt: skip
     rows = []
     for big_n in args.n_images:
@@ -166,10 +167,9 @@ def planner_check(
             row = {"batch": c, "N": big_n, "repeats": count, "rms_sd": rms(sd), "rms_pred": rms(pred),
                    "ratio": ratio, "ratio_lo": lo, "ratio_hi": hi,
                    "median_cell_ratio": float(np.median(pred / sd))}  # fmt: skip
-            pb = model.se_boot(c, big_n)
-            if pb is not None:
-                pr = rms(pb[:, cells], axis=1) / rms(sd)
-                row["planner_lo"], row["planner_hi"] = np.quantile(pr, [0.05, 0.95])
+            own = model.se_range(c, big_n, 1, cells, summary=rms)
+            if own is not None:
+                row["planner_lo"], row["planner_hi"] = own[0] / rms(sd), own[1] / rms(sd)
             rows.append(row)
     print(
         "\n| batch n | N | repeats | RMS SD (measured) | RMS SE (predicted) | predicted / measured "
@@ -221,8 +221,13 @@ def pilot_spread(store: np.ndarray, args: argparse.Namespace) -> None:
     laws = {"pooled shape (planner)": lambda v, d: fit_law(v, args.pilot, d),
             "per-cell fit (earlier)": lambda v, d: per_cell_law(v, args.pilot)}  # fmt: skip
     ratios: dict = {}
+    covered = dict.fromkeys(sds, 0)  # the planner's own range containing the measured SE
     for j in range(args.pilots):
         pilot = recut_accumulators(store, cuts, range(j * per_pilot, (j + 1) * per_pilot))
+        model = precision_model(pilot, args.pilot, per_pilot, [1], [1], True)
+        for (big_n, c), (sd, _) in sds.items():
+            own = model.se_range(c, big_n, 1, cells, summary=rms)
+            covered[(big_n, c)] += own is not None and own[0] <= rms(sd) <= own[1]
         var = {c: acc.jackknife_se() ** 2 for c, acc in pilot.items()}
         dof = {c: acc.batches - 1 for c, acc in pilot.items()}
         for name, law in laws.items():
@@ -241,6 +246,8 @@ def pilot_spread(store: np.ndarray, args: argparse.Namespace) -> None:
                 r = np.array([x[0] for x in ratios[(name, big_n, c)]])
                 cols.append(f"{r.mean():.2f} ± {r.std(ddof=1):.2f}")
             print(f"| {name} | {big_n} ({sds[(big_n, cuts[0])][1]}) | " + " | ".join(cols) + " |")
+    print("\nthe planner's own 90% range contains the measured SE in: "
+          + ", ".join(f"N = {k[0]}, n = {k[1]}: {v}/{args.pilots}" for k, v in covered.items()))  # fmt: skip
     v = values[cells]
     edges = np.quantile(v, [1 / 3, 2 / 3])
     bands = {"low": v < edges[0], "middle": (v >= edges[0]) & (v < edges[1]), "high": v >= edges[1]}
@@ -359,7 +366,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cuts", type=int, nargs="+", default=[32, 64, 128, 256])
     ap.add_argument("--n-images", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096])
     ap.add_argument("--max-repeats", type=int, default=40)
-    ap.add_argument("--boot", type=int, default=100, help="planner bootstrap refits")
     ap.add_argument("--measures", nargs="+", default=None, help="default: every measure")
     ap.add_argument("--measure-batch", type=int, default=128)
     ap.add_argument("--measure-images", type=int, default=1024)

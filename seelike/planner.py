@@ -11,10 +11,10 @@ cuts weighted by their degrees of freedom — and predicts any (n, N, R): SE = �
 must divide the pilot's batch size; predictions for n above the pilot's batch extrapolate the fitted 1/n law.
 
 How far to trust it: a pilot of few minibatches gives noisy variances, above all at its large cuts. The
-planner refits the law on bootstrap resamples of the pilot's minibatches (`--boot`) and prints the 5–95% range
-of each proposal's median SE beside it. Measured on real activations (BENCHMARKS.md, "Planner calibration"):
+planner refits the law with each of the pilot's minibatches left out and prints, beside each proposal's median
+SE, its 90% range from that jackknife (log scale, Student t with m − 1 degrees of freedom for m minibatches). Measured on real activations (BENCHMARKS.md, "Planner calibration"):
 from a 4,096-image pilot, within ±10% of the SD over disjoint repeats for batch 32–256 and N = 256–4,096; from
-1,024 images a single pilot can be 20% off at n ≥ 128, and its bootstrap range says so.
+1,024 images a single pilot can be 20% off at n ≥ 128, and its range says so.
 
     python -m seelike.planner results/cache/<dataset>/<a> results/cache/<dataset>/<b> \\
         --batch 128 256 1024 --images 2560 10240 --repeats 1 10 20 [--target-se 0.005]
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +39,7 @@ from seelike.analyses.cache import (
     read_cache_meta,
 )
 from seelike.cka import MIN_BATCH, CkaAccumulator, pack_upper, unpack_upper
+from seelike.jackknife import jackknife_se
 
 
 def _cuts(batch_size: int, cuts: Sequence[int] | None) -> list[int]:
@@ -104,6 +105,8 @@ def variance_by_cut(
     return {c: acc.jackknife_se() ** 2 for c, acc in accs.items()}, n_images, meta_a
 
 
+# the range printed beside each proposal's median SE
+RANGE_LEVEL = 0.90
 # shapes β of the pooled law tried by `fit_law` (0: no minibatch-size dependence at all)
 BETA_GRID = np.concatenate([[0.0], np.geomspace(0.1, 1e4, 301)])
 
@@ -145,9 +148,9 @@ def fit_law(
 
 @dataclass
 class PrecisionModel:
-    """Per-cell Var·N = a + b/n fitted on a pilot (arrays Tₐ×T_b), with what the costs need; `boot_a`,
-    `boot_b` (B, Tₐ, T_b): the same fit on bootstrap resamples of the pilot's minibatches (how far the
-    prediction can be trusted from a pilot of this size)."""
+    """Per-cell Var·N = a + b/n fitted on a pilot (arrays Tₐ×T_b), with what the costs need; `loo_a`, `loo_b`
+    (m, Tₐ, T_b): the same fit with each of the pilot's m minibatches left out (how far the prediction can be
+    trusted from a pilot of this size)."""
 
     a: np.ndarray
     b: np.ndarray
@@ -155,36 +158,50 @@ class PrecisionModel:
     tap_features: list[int]  # features per image of each tap of model a (Gram cost ∝ n·p per image)
     tap_features_b: list[int]
     same: bool
-    boot_a: np.ndarray | None = None
-    boot_b: np.ndarray | None = None
-    pilot_batches: int = 0
+    loo_a: np.ndarray | None = None
+    loo_b: np.ndarray | None = None
 
     def se(self, batch: int, images: int, repeats: int = 1) -> np.ndarray:
         """Predicted standard error of each cell's CKA (mean over `repeats` repeats of `images` images)."""
         return np.sqrt(np.clip(self.a + self.b / batch, 0, None) / (images * repeats))
 
-    def se_boot(self, batch: int, images: int, repeats: int = 1) -> np.ndarray | None:
-        """(B, Tₐ, T_b) the predicted SE under each bootstrap refit; None without a bootstrap."""
-        if self.boot_a is None or self.boot_b is None:
+    def se_range(
+        self,
+        batch: int,
+        images: int,
+        repeats: int,
+        cells: np.ndarray,
+        summary: Callable[..., np.ndarray] = np.median,
+        level: float = RANGE_LEVEL,
+    ) -> tuple[float, float] | None:
+        """`level` range of a summary over `cells` (default the median) of the predicted SE: the delete-one-
+        minibatch jackknife of its log × Student t with m − 1 degrees of freedom (on real activations it covered
+        more often than a bootstrap over the same 8 minibatches: BENCHMARKS.md, "Planner calibration"). None
+        without the refits."""
+        if self.loo_a is None or self.loo_b is None or not cells.any():
             return None
-        return np.sqrt(np.clip(self.boot_a + self.boot_b / batch, 0, None) / (images * repeats))
+        from scipy.stats import t
+
+        point = np.log(summary(self.se(batch, images, repeats)[cells]))
+        loo = np.sqrt(np.clip(self.loo_a + self.loo_b / batch, 0, None) / (images * repeats))
+        se = jackknife_se(np.log(summary(loo[:, cells], axis=1)))
+        q = t.ppf(0.5 + level / 2, len(loo) - 1)
+        return float(np.exp(point - q * se)), float(np.exp(point + q * se))
 
 
-def bootstrap_law(
-    accs: dict[int, CkaAccumulator], n_images: int, pilot_batches: int, boot: int, seed: int = 0
+def jackknife_law(
+    accs: dict[int, CkaAccumulator], n_images: int, pilot_batches: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(B, Tₐ, T_b) a and b refitted on `boot` resamples (with replacement) of the pilot's full minibatches,
-    each resample re-cut as the pilot was (a pilot minibatch keeps all its cuts)."""
-    rng = np.random.default_rng(seed)
+    """(m, Tₐ, T_b) a and b refitted with each of the pilot's m full minibatches left out (all its cuts
+    together), each refit on the (m − 1)/m of the images that remain."""
     out_a, out_b = [], []
-    for _ in range(boot):
-        pick = rng.integers(0, pilot_batches, pilot_batches)
-        var = {}
+    for drop in range(pilot_batches):
+        var, dof = {}, {}
         for c, acc in accs.items():
             per = acc.batches // pilot_batches
-            idx = [m * per + i for m in pick for i in range(per)]
-            var[c] = acc.subset(idx).jackknife_se() ** 2
-        a, b = fit_law(var, n_images, {c: acc.batches - 1 for c, acc in accs.items()})
+            sub = acc.subset([i for i in range(acc.batches) if i // per != drop])
+            var[c], dof[c] = sub.jackknife_se() ** 2, sub.batches - 1
+        a, b = fit_law(var, n_images * (pilot_batches - 1) // pilot_batches, dof)
         out_a.append(a)
         out_b.append(b)
     return np.stack(out_a), np.stack(out_b)
@@ -197,32 +214,30 @@ def precision_model(
     tap_features: list[int],
     tap_features_b: list[int],
     same: bool,
-    boot: int = 0,
-    seed: int = 0,
+    refits: bool = True,
 ) -> PrecisionModel:
-    """The law fitted on a pilot's re-cut accumulators (`pilot_accumulators`), with `boot` bootstrap refits."""
+    """The law fitted on a pilot's re-cut accumulators (`pilot_accumulators`), with its delete-one-minibatch
+    refits when `refits` and the pilot has at least 3 full minibatches."""
     dof = {c: acc.batches - 1 for c, acc in accs.items()}
     a, b = fit_law({c: acc.jackknife_se() ** 2 for c, acc in accs.items()}, n_images, dof)
-    ba = bb = None
-    if boot and pilot_batches >= 2:
-        ba, bb = bootstrap_law(accs, n_images, pilot_batches, boot, seed)
-    return PrecisionModel(
-        a, b, sorted(accs), tap_features, tap_features_b, same, ba, bb, pilot_batches
-    )
+    la = lb = None
+    if refits and pilot_batches >= 3:
+        la, lb = jackknife_law(accs, n_images, pilot_batches)
+    return PrecisionModel(a, b, sorted(accs), tap_features, tap_features_b, same, la, lb)
 
 
 def fit_precision(
-    cache_a: str | Path, cache_b: str | Path, cuts: Sequence[int] | None = None, boot: int = 0
+    cache_a: str | Path, cache_b: str | Path, cuts: Sequence[int] | None = None, refits: bool = True
 ) -> PrecisionModel:
-    """Fit Var·N = a + b/n per cell on the pilot's re-cut minibatches (`fit_law`), with `boot` bootstrap
-    refits over the pilot's minibatches."""
+    """Fit Var·N = a + b/n per cell on the pilot's re-cut minibatches (`fit_law`), with the delete-one-minibatch
+    refits that give its range (`PrecisionModel.median_range`)."""
     accs, n_images, meta_a = pilot_accumulators(cache_a, cache_b, cuts)
     meta_b = read_cache_meta(cache_b)
     feats = [int(np.prod(t["shape"])) for t in meta_a["taps"]]
     feats_b = [int(np.prod(t["shape"])) for t in meta_b["taps"]]
     same = Path(cache_a).resolve() == Path(cache_b).resolve()
     pilot_batches = n_images // meta_a["plan"]["batch_size"]
-    return precision_model(accs, n_images, pilot_batches, feats, feats_b, same, boot)
+    return precision_model(accs, n_images, pilot_batches, feats, feats_b, same, refits)
 
 
 def gram_gflop(tap_features: Sequence[int], batch: int, images: int, repeats: int) -> float:
@@ -254,7 +269,6 @@ def plan_table(
                 continue
             for r in repeats:
                 se = model.se(n, big_n, r)[cells]
-                boot = model.se_boot(n, big_n, r)
                 sizes = [min(n, big_n - i) for i in range(0, big_n, n)]
                 feats = model.tap_features + ([] if model.same else model.tap_features_b)
                 disk = gram_bytes(len(model.tap_features), sizes, r)
@@ -267,8 +281,8 @@ def plan_table(
                         "repeats": r,
                         "se_median": float(np.median(se)) if se.size else math.nan,
                         "se_max": float(se.max()) if se.size else math.nan,
-                        # how far the pilot lets the median be trusted: its 5–95% over bootstrap refits
-                        **_boot_range(boot, cells),
+                        # how far the pilot lets the median be trusted
+                        **_range(model.se_range(n, big_n, r, cells)),
                         "gram_gflop": gram_gflop(feats, n, big_n, r),
                         "disk_gb": disk / 1e9,
                     }
@@ -279,11 +293,8 @@ def plan_table(
     return df
 
 
-def _boot_range(boot: np.ndarray | None, cells: np.ndarray) -> dict[str, float]:
-    if boot is None or not cells.any():
-        return {}
-    lo, hi = np.quantile(np.median(boot[:, cells], axis=1), [0.05, 0.95])
-    return {"se_median_lo": float(lo), "se_median_hi": float(hi)}
+def _range(r: tuple[float, float] | None) -> dict[str, float]:
+    return {} if r is None else {"se_median_lo": r[0], "se_median_hi": r[1]}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -302,26 +313,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--min-cka", type=float, default=0.05, help="cells counted in the SE columns")
     ap.add_argument("--target-se", type=float, default=None)
     ap.add_argument(
-        "--boot",
-        type=int,
-        default=100,
-        help="bootstrap refits over the pilot's minibatches (0: none)",
+        "--no-range", action="store_true", help="skip the delete-one-minibatch refits of the pilot"
     )
     args = ap.parse_args(argv)
-    model = fit_precision(args.cache_a, args.cache_b, args.cuts, boot=args.boot)
+    model = fit_precision(args.cache_a, args.cache_b, args.cuts, refits=not args.no_range)
     values, _, _ = cka_array(cka_from_caches(args.cache_a, args.cache_b)[0])
     table = plan_table(
         model, args.batch, args.images, args.repeats, args.min_cka, values, args.target_se
     )
     print(f"pilot re-cut at {model.cuts}; SE over cells with |CKA| ≥ {args.min_cka}")
-    if model.boot_a is not None:
+    if model.loo_a is not None:
         print(
-            f"se_median_lo / _hi: 5–95% of the median SE over {args.boot} refits on bootstrap resamples of the "
-            f"pilot's {model.pilot_batches} minibatches (the pilot's own uncertainty; a wide range asks for a "
+            f"se_median_lo / _hi: {RANGE_LEVEL:.0%} range of the median SE from refits with each of the pilot's "
+            f"{len(model.loo_a)} minibatches left out (the pilot's own uncertainty; a wide range asks for a "
             "larger pilot)"
         )
-    elif model.pilot_batches < 2:
-        print("no bootstrap: the pilot has fewer than 2 full minibatches")
+    elif not args.no_range:
+        print("no range: the pilot has fewer than 3 full minibatches")
     print(table.to_markdown(index=False, floatfmt=".4g") if _has_tabulate() else table.to_string())
     if args.target_se is not None:
         ok = table[table["meets_target"]]

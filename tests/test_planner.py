@@ -77,7 +77,7 @@ def test_plan_table_costs_and_target(caches):
     assert a[(32, 448, 4)] < a[(32, 448, 1)] < a[(32, 64, 1)]
 
 
-# ----------------------------------------------------------------------------- the pooled law and its bootstrap
+# ----------------------------------------------------------------------------- the pooled law and its range
 def ref_pooled_law(var: dict, n_images: int, dof: dict, cells: np.ndarray):
     """The fit's definition with a continuous β (scipy), float64: Var·N = s·(1 + β/n), β minimising the
     dof-weighted relative squared residuals of `cells`, s the dof-weighted mean of Var·N/(1 + β/n)."""
@@ -150,11 +150,13 @@ def test_fit_law_leaves_out_cells_without_variance():
     np.testing.assert_allclose((a + b / 50)[keep], (clean_a + clean_b / 50)[keep], rtol=0.02)
 
 
-def test_bootstrap_refits_resample_the_pilots_minibatches():
-    """Each bootstrap refit is the law fitted on the pilot's minibatches drawn with replacement (all cuts of a
-    drawn minibatch together), rebuilt here from the Grams themselves."""
+def test_range_refits_leave_each_pilot_minibatch_out():
+    """Each refit is the law fitted on the pilot without one of its minibatches (all its cuts together), rebuilt
+    here from the Grams themselves; the printed range is the jackknife of the log median × Student t."""
+    from scipy.stats import t
+
     from seelike.cka import CkaAccumulator, gram
-    from seelike.planner import add_recut, bootstrap_law, fit_law, precision_model
+    from seelike.planner import add_recut, fit_law, jackknife_law, precision_model
 
     rng = np.random.default_rng(11)
     pilot, cuts = 6, [8, 16, 32]
@@ -168,18 +170,31 @@ def test_bootstrap_refits_resample_the_pilots_minibatches():
     accs = {c: CkaAccumulator(3, 3) for c in cuts}
     for g in grams:
         add_recut(accs, g, None)
-    boot_a, boot_b = bootstrap_law(accs, pilot * 32, pilot, boot=3, seed=9)
-    draws = np.random.default_rng(9)
-    for k in range(3):
-        pick = draws.integers(0, pilot, pilot)
+    loo_a, loo_b = jackknife_law(accs, pilot * 32, pilot)
+    assert loo_a.shape == (pilot, 3, 3)
+    for drop in (0, 4):
         ref = {c: CkaAccumulator(3, 3) for c in cuts}
-        for m in pick:
-            add_recut(ref, grams[m], None)
+        for m in range(pilot):
+            if m != drop:
+                add_recut(ref, grams[m], None)
         dof = {c: ref[c].batches - 1 for c in cuts}
-        a, b = fit_law({c: r.jackknife_se() ** 2 for c, r in ref.items()}, pilot * 32, dof)
-        np.testing.assert_allclose(boot_a[k], a, rtol=1e-8, atol=1e-14)
-        np.testing.assert_allclose(boot_b[k], b, rtol=1e-8, atol=1e-14)
-    model = precision_model(accs, pilot * 32, pilot, [1] * 3, [1] * 3, True, boot=20)
+        a, b = fit_law({c: r.jackknife_se() ** 2 for c, r in ref.items()}, (pilot - 1) * 32, dof)
+        np.testing.assert_allclose(loo_a[drop], a, rtol=1e-8, atol=1e-14)
+        np.testing.assert_allclose(loo_b[drop], b, rtol=1e-8, atol=1e-14)
+    model = precision_model(accs, pilot * 32, pilot, [1] * 3, [1] * 3, True)
+    cells = ~np.eye(3, dtype=bool)
+    lo, hi = model.se_range(16, 256, 1, cells)
+    logs = np.log(
+        [np.median(np.sqrt((a + b / 16) / 256)[cells]) for a, b in zip(loo_a, loo_b, strict=True)]
+    )
+    se = np.sqrt((pilot - 1) / pilot * ((logs - logs.mean()) ** 2).sum())
+    point = np.median(model.se(16, 256)[cells])
+    q = t.ppf(0.95, pilot - 1)
+    assert lo == pytest.approx(point * np.exp(-q * se), rel=1e-10)
+    assert hi == pytest.approx(point * np.exp(q * se), rel=1e-10)
     table = plan_table(model, [8, 32], [256], [1])
-    assert model.se_boot(8, 256).shape == (20, 3, 3)
-    assert (table["se_median_lo"] <= table["se_median_hi"]).all()
+    assert (table["se_median_lo"] <= table["se_median"]).all()
+    assert (table["se_median"] <= table["se_median_hi"]).all()
+    assert (
+        precision_model(accs, pilot * 32, pilot, [1] * 3, [1] * 3, True, refits=False).loo_a is None
+    )
