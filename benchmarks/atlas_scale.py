@@ -117,14 +117,19 @@ PAPER_PROTOCOLS = {
     "paper.yaml (n = 128)": {"n_images": 10240, "repeats": 20, "batch_size": 128},
     "exact (n = 1024)": {"n_images": 10240, "repeats": 20, "batch_size": 1024},
 }
-# An average zoo model at 224 px, from BENCHMARKS.md "Paper-scale benchmark" (gram_flops.py, counted from the
-# code): ViT-B/16 86 taps, 18.5 M features/image, 35.1 GFLOP forward; ResNet-50 85 taps, 21.6 M, 8.2 GFLOP.
-PAPER_MODEL = {"taps": 86, "blocks": 15, "features_m": 20.0, "forward_gflop": 21.7}
-# Assumed sustained exact-fp32 rate of one GPU (the cache keeps TF32 off): half the 67 TFLOP/s FP32 peak of an
-# H100 SXM (NVIDIA's datasheet). Cross-check: 8.2 GFLOP → ResNet-50 at ≈ 4,100 img/s, timm's published AMP
-# throughput of resnet50 at 224 px on an RTX 4090 is 4,218 img/s (results/benchmark-infer-amp-nchw-pt240-cu124-
-# rtx4090.csv in huggingface/pytorch-image-models).
-GPU_TFLOPS = 33.5
+# An average zoo model at 224 px: the paper's pair, ViT-B/16 and ResNet-50 (86 taps each in timm 1.0; 15 block
+# outputs on average).
+PAPER_MODEL = {"taps": 86, "blocks": 15}
+# Measured on one NVIDIA H200 by benchmarks/atlas_gpu.py (BENCHMARKS.md "Atlas at scale", "The GPU side"), per CKA
+# minibatch n: the cache rule's images/s for the paper's pair (random-init ViT-B/16 and ResNet-50 at 224 px, exact
+# fp32, 12 loader workers; harmonic mean = the mean time per image of the two; at n = 1024 over 4 minibatches, so
+# the loader's start-up is in it: the Gram pass alone ran at 571 img/s), and the `cka` step on that GPU (20
+# permutations, jackknife groups): seconds per tap cell per image (the slope between 2,048 and 4,096 images) and
+# its fixed seconds per pair.
+GPU_RATES = {
+    128: {"cache_img_s": 886.5, "step_s_per_cell_image": 7.184e-9, "step_fixed_s": 0.011},
+    1024: {"cache_img_s": 402.7, "step_s_per_cell_image": 1.575e-8, "step_fixed_s": 0.060},
+}
 
 
 # ------------------------------------------------------------------------------------------------ pure helpers
@@ -193,11 +198,23 @@ def cache_bytes(taps: int, protocol: dict[str, int]) -> float:
     return taps * (images / n) * repeats * n * (n + 1) / 2 * 4
 
 
-def cache_gpu_seconds(model: dict[str, float], protocol: dict[str, int], tflops: float) -> float:
-    """One model's cache pass on a GPU at `tflops` sustained: forward + Grams (2·n·features per image) per image."""
-    n = protocol["batch_size"]
-    per_image = model["forward_gflop"] * 1e9 + 2.0 * n * model["features_m"] * 1e6
-    return protocol["n_images"] * protocol.get("repeats", 1) * per_image / (tflops * 1e12)
+def protocol_images(protocol: dict[str, int]) -> int:
+    """Images one model's cache runs (and one pair's CKA step reads): n_images × repeats."""
+    return protocol["n_images"] * protocol.get("repeats", 1)
+
+
+def cache_gpu_seconds(protocol: dict[str, int], rates: dict[int, dict[str, float]]) -> float:
+    """One model's cache pass on the GPU at the measured images/s of its minibatch size (`GPU_RATES`)."""
+    return protocol_images(protocol) / rates[protocol["batch_size"]]["cache_img_s"]
+
+
+def gpu_step_seconds(ta: int, tb: int, protocol: dict[str, int], rates: dict[int, dict]) -> float:
+    """One pair's CKA step were it run on the GPU (the `cka` rule pins the CPU): its fixed cost plus the
+    measured cost per tap cell per image at the protocol's minibatch size (`GPU_RATES`); no job start-up."""
+    rate = rates[protocol["batch_size"]]
+    return rate["step_fixed_s"] + rate["step_s_per_cell_image"] * ta * tb * protocol_images(
+        protocol
+    )
 
 
 @dataclass
@@ -247,10 +264,12 @@ def paper_extrapolation(
     model: dict[str, float] = PAPER_MODEL,
     atlas_law: dict[str, list[float]] | None = None,
 ) -> list[dict[str, Any]]:
-    """An m-model atlas at the paper's protocols on one GPU (README): GPU caches from flop counts at GPU_TFLOPS,
-    CPU pair jobs from the measured law with the CKA step's work scaled by `work_scale`, caches on disk from their
-    format, pair tables from their measured bytes per tap cell, the page from the measured page laws, the atlas
-    job (time, peak memory) from `atlas_law` (linear in the tap cells of every pair table it reads)."""
+    """An m-model atlas at the paper's protocols on one GPU (README): GPU caches at the cache rule's images/s
+    measured on an H200 (`GPU_RATES`), CPU pair jobs from the measured law with the CKA step's work scaled by
+    `work_scale`, or, were the step run on the GPU, its measured time there plus the measured job start-up (the
+    law's c0), caches on disk from their format, pair tables from their measured bytes per tap cell, the page
+    from the measured page laws, the atlas job (time, peak memory) from `atlas_law` (linear in the tap cells of
+    every pair table it reads)."""
     taps, blocks = [int(model["taps"])] * m, [int(model["blocks"])] * m
     cells, tap_cells = block_cells(blocks), block_cells(taps)
     atlas = {}
@@ -268,7 +287,11 @@ def paper_extrapolation(
             pair_seconds(growth.pair_coef, a, b, scale, growth.pair_work)
             for a, b in pair_terms(taps)
         )
-        cache_s = m * cache_gpu_seconds(model, proto, GPU_TFLOPS)
+        cache_s = m * cache_gpu_seconds(proto, GPU_RATES)
+        gpu_pair_s = sum(
+            growth.pair_coef[0] + gpu_step_seconds(a, b, proto, GPU_RATES)
+            for a, b in pair_terms(taps)
+        )
         rows.append(
             {
                 "protocol": label,
@@ -276,6 +299,7 @@ def paper_extrapolation(
                 "pairs": pair_count(m),
                 "gpu_cache_h": cache_s / 3600,
                 "cpu_pair_core_h": pair_s / 3600,  # CPU seconds (the law's basis) = core-seconds
+                "gpu_pair_h": gpu_pair_s / 3600,  # the pair jobs one after another on that GPU
                 "pair_work_scale": scale,
                 "pair_s_mean": pair_s / pair_count(m),
                 "cache_disk_gb": m * cache_bytes(int(model["taps"]), proto) / 1e9,
@@ -1331,20 +1355,23 @@ def _paper_md(r: dict[str, Any]) -> list[str]:
         ),
         (
             f"Extrapolation to 80 models at the paper's protocol ({PAPER_MODEL['taps']} taps and "
-            f"{PAPER_MODEL['blocks']} blocks per model; caches on one GPU from flop counts at {GPU_TFLOPS} TFLOP/s "
-            "exact fp32; pair jobs on the CPU: the job law plus (work × − 1) × the CKA step's work-scaled part):"
+            f"{PAPER_MODEL['blocks']} blocks per model; caches on one GPU at the images/s measured on an H200 "
+            "(GPU_RATES); pair jobs on the CPU: the job law plus (work × − 1) × the CKA step's work-scaled part; "
+            "or, were the step run on the GPU (the rule pins the CPU), the H200's measured step plus the job "
+            "law's start-up):"
         ),
         "",
         (
-            "| protocol | pairs | GPU cache h | pair job CPU s (mean) | pair jobs core-h | pair work × "
-            "| caches GB | tables GB | page MB | page load s | atlas job s | atlas peak GiB |"
+            "| protocol | pairs | GPU cache h | pair job CPU s (mean) | pair jobs core-h | pair jobs on the GPU h "
+            "| pair work × | caches GB | tables GB | page MB | page load s | atlas job s | atlas peak GiB |"
         ),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in r["paper_80"]:
         out.append(
             f"| {p['protocol']} | {p['pairs']} | {p['gpu_cache_h']:.1f} | {p['pair_s_mean']:.0f} "
-            f"| {p['cpu_pair_core_h']:.0f} | {p['pair_work_scale']:.0f} | {p['cache_disk_gb']:.0f} "
+            f"| {p['cpu_pair_core_h']:.0f} | {_f(p.get('gpu_pair_h'))} | {p['pair_work_scale']:.0f} "
+            f"| {p['cache_disk_gb']:.0f} "
             f"| {p['tables_gb']:.1f} | {p['page_mb']:.0f} | {p['page_load_s']:.1f} "
             f"| {_f(p.get('atlas_rule_s'), '{:.0f}')} | {_f(p.get('atlas_peak_gib'), '{:.1f}')} |"
         )

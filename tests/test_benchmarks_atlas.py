@@ -80,11 +80,17 @@ def test_work_and_disk_of_the_paper_protocols(bench):
     assert bench.cache_bytes(86, exact) == 20 * 86 * 10 * (1024 * 1025 // 2) * 4
 
 
-def test_cache_gpu_seconds_counts_forward_and_gram_flops(bench):
-    model = {"forward_gflop": 10.0, "features_m": 5.0}
+def test_gpu_seconds_from_the_measured_rates(bench):
+    rates = {100: {"cache_img_s": 500.0, "step_s_per_cell_image": 2e-9, "step_fixed_s": 0.05}}
     proto = {"n_images": 1000, "repeats": 2, "batch_size": 100}
-    flops = 2000 * (10e9 + 2 * 100 * 5e6)
-    assert bench.cache_gpu_seconds(model, proto, tflops=20.0) == pytest.approx(flops / 20e12)
+    assert bench.cache_gpu_seconds(proto, rates) == pytest.approx(2000 / 500.0)
+    assert bench.gpu_step_seconds(86, 37, proto, rates) == pytest.approx(
+        0.05 + 2e-9 * 86 * 37 * 2000
+    )
+    with pytest.raises(KeyError):  # no rate measured at this minibatch size: no silent guess
+        bench.cache_gpu_seconds({**proto, "batch_size": 64}, rates)
+    # every protocol of the extrapolation has rates measured at its minibatch size
+    assert {p["batch_size"] for p in bench.PAPER_PROTOCOLS.values()} <= set(bench.GPU_RATES)
 
 
 def _growth(bench):
@@ -120,3 +126,11 @@ def test_paper_extrapolation(bench):
     assert paper["cpu_pair_core_h"] == pytest.approx(3240 * per_pair / 3600)  # CPU seconds: core-s
     assert exact["cache_disk_gb"] == pytest.approx(paper["cache_disk_gb"] * 1025 / 129)
     assert exact["gpu_cache_h"] > paper["gpu_cache_h"]  # the Grams grow with n
+    for row, proto in zip((paper, exact), bench.PAPER_PROTOCOLS.values(), strict=True):
+        rate = bench.GPU_RATES[proto["batch_size"]]
+        images = proto["n_images"] * proto["repeats"]
+        assert row["gpu_cache_h"] == pytest.approx(80 * images / rate["cache_img_s"] / 3600)
+        step = rate["step_fixed_s"] + rate["step_s_per_cell_image"] * t * t * images
+        assert row["gpu_pair_h"] == pytest.approx(
+            3240 * (10.0 + step) / 3600
+        )  # start-up + GPU step
