@@ -1428,7 +1428,9 @@ def machine() -> str:
     return f"{os.cpu_count()} × {cpu}, {mem:.0f} GiB RAM, load {os.getloadavg()[0]:.1f} at start"
 
 
-def run_stages(args, scale: dict, out: Path) -> dict[str, Any]:
+def run_stages(args, scale: dict, out: Path, checkpoint=None) -> dict[str, Any]:
+    """Every stage's snakemake run and rows; `checkpoint(rows, stages done)` after each stage, so a run stopped
+    in a later stage leaves the finished stages' results (`--analyse-only` reads them)."""
     run = out / "run"
     zoo = ZOO[: max(scale["stages"])]
     for name, arch, kwargs in zoo:
@@ -1455,6 +1457,14 @@ def run_stages(args, scale: dict, out: Path) -> dict[str, Any]:
             stages[-1]["atlas_peak_mib"] = peak / 1024 if peak else None
             print(f"  stage M = {m}: {wall:.0f} s, page {stages[-1]['page_mb']:.2f} MB, "
                   f"load {stages[-1]['load_s']:.2f} s", flush=True)  # fmt: skip
+            if checkpoint:
+                checkpoint(
+                    _stage_rows(run, models, pairs, stages, cmd), [s["models"] for s in stages]
+                )
+    return _stage_rows(run, models, pairs, stages, cmd)
+
+
+def _stage_rows(run: Path, models: list, pairs: list, stages: list, cmd: str) -> dict[str, Any]:
     samples = read_benchmark(run / "results" / "benchmarks" / "samples" / f"{DATASET}.tsv")
     return {"models": models, "pairs": pairs, "stages": stages, "snakemake_command": cmd,
             "fixed_s": (samples or {}).get("s") or 0.0}  # fmt: skip
@@ -1545,7 +1555,12 @@ def main(argv: list[str] | None = None) -> int:
         "cores": args.cores,
         "scale": scale,
     }
-    result |= run_stages(args, scale, out)
+
+    def checkpoint(rows: dict[str, Any], done: list[int]) -> None:
+        part = result | rows | {"scale": {**scale, "stages": tuple(done)}}
+        (out / "results.json").write_text(json.dumps(part, indent=1, default=str) + "\n")
+
+    result |= run_stages(args, scale, out, checkpoint)
     (out / "results.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     if not args.small:
         try:
