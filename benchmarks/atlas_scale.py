@@ -55,7 +55,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -117,8 +117,8 @@ PAPER_PROTOCOLS = {
     "paper.yaml (n = 128)": {"n_images": 10240, "repeats": 20, "batch_size": 128},
     "exact (n = 1024)": {"n_images": 10240, "repeats": 20, "batch_size": 1024},
 }
-# An average zoo model at 224 px: the paper's pair, ViT-B/16 and ResNet-50 (86 taps each in timm 1.0; 15 block
-# outputs on average).
+# An average zoo model at 224 px: the paper's pair, ViT-B/16 and ResNet-50 (86 taps each in the H200 run's
+# discovery; 15 block outputs on average).
 PAPER_MODEL = {"taps": 86, "blocks": 15}
 # Measured on one NVIDIA H200 by benchmarks/atlas_gpu.py (BENCHMARKS.md "Atlas at scale", "The GPU side"), per CKA
 # minibatch n: the cache rule's images/s for the paper's pair (random-init ViT-B/16 and ResNet-50 at 224 px, exact
@@ -1428,7 +1428,9 @@ def machine() -> str:
     return f"{os.cpu_count()} × {cpu}, {mem:.0f} GiB RAM, load {os.getloadavg()[0]:.1f} at start"
 
 
-def run_stages(args, scale: dict, out: Path, checkpoint=None) -> dict[str, Any]:
+def run_stages(
+    args, scale: dict, out: Path, checkpoint: Callable[[dict, list[int]], None] | None = None
+) -> dict[str, Any]:
     """Every stage's snakemake run and rows; `checkpoint(rows, stages done)` after each stage, so a run stopped
     in a later stage leaves the finished stages' results (`--analyse-only` reads them)."""
     run = out / "run"
