@@ -430,9 +430,7 @@ class CkaAccumulator:
         )
         out.batch_terms = [self.batch_terms[i] for i in batches]
         if out.batch_terms:
-            out.cross = torch.stack([c for c, _, _ in out.batch_terms]).sum(0)
-            out.self_a = torch.stack([a for _, a, _ in out.batch_terms]).sum(0)
-            out.self_b = torch.stack([b for _, _, b in out.batch_terms]).sum(0)
+            out.cross, out.self_a, out.self_b = (t.sum(0) for t in out._stacked_terms())
         share = len(out.batch_terms) / max(self.batches, 1)
         out.energy_a, out.energy_b = self.energy_a * share, self.energy_b * share
         out.batches = len(out.batch_terms)
@@ -443,7 +441,11 @@ class CkaAccumulator:
         (what `seelike.analyses.replicates` groups for the jackknife of any statistic of the table)."""
         if not self.batch_terms:
             raise ValueError(f"no minibatch of at least {MIN_BATCH} examples was added")
-        return tuple(torch.stack([t[i] for t in self.batch_terms]).cpu().numpy() for i in range(3))
+        return tuple(t.cpu().numpy() for t in self._stacked_terms())
+
+    def _stacked_terms(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`batch_terms` stacked per term: cross (k, Tₐ, T_b), self_a (k, Tₐ), self_b (k, T_b)."""
+        return tuple(torch.stack([t[i] for t in self.batch_terms]) for i in range(3))
 
     def null(self) -> np.ndarray:
         """(permutations, Tₐ, T_b) CKA of the permutation null: the same statistic with the second model's

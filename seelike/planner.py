@@ -12,9 +12,10 @@ must divide the pilot's batch size; predictions for n above the pilot's batch ex
 
 How far to trust it: a pilot of few minibatches gives noisy variances, above all at its large cuts. The
 planner refits the law with each of the pilot's minibatches left out and prints, beside each proposal's median
-SE, its 90% range from that jackknife (log scale, Student t with m − 1 degrees of freedom for m minibatches). Measured on real activations (BENCHMARKS.md, "Planner calibration"):
-from a 4,096-image pilot, within ±10% of the SD over disjoint repeats for batch 32–256 and N = 256–4,096; from
-1,024 images a single pilot can be 20% off at n ≥ 128, and its range says so.
+SE, its 90% range from that jackknife (log scale, Student t with m − 1 degrees of freedom for m minibatches).
+Measured on real activations (BENCHMARKS.md, "Planner calibration"): from a 4,096-image pilot, within ±10%
+of the SD over disjoint repeats for batch 32–256 and N = 256–4,096; from 1,024 images a single pilot can be
+20% off at n ≥ 128, and its range says so.
 
     python -m seelike.planner results/cache/<dataset>/<a> results/cache/<dataset>/<b> \\
         --batch 128 256 1024 --images 2560 10240 --repeats 1 10 20 [--target-se 0.005]
@@ -126,9 +127,8 @@ def fit_law(
     2,048- and 4,096-image pilots the two agree within 4%."""
     cut_list = sorted(var)
     y = np.stack([var[c] * n_images for c in cut_list])  # (cuts, Tₐ, T_b)
-    if (
-        len(cut_list) == 1
-    ):  # one cut: all variance in the 1/n term (the pilot's own SE at its own cut)
+    # one cut: all variance in the 1/n term (the pilot's own SE at its own cut)
+    if len(cut_list) == 1:
         return np.zeros_like(y[0]), y[0] * cut_list[0]
     y = np.nan_to_num(y)
     w = np.array([(dof or {}).get(c, 1) for c in cut_list], float)[:, None, None]

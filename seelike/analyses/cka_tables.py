@@ -115,7 +115,6 @@ def measures_from_caches(
     `with_groups` (linear CKA among the measures): also linear CKA's per-repeat HSIC₁ terms summed over groups of
     consecutive minibatches (`seelike.analyses.replicates`), returned third.
     """
-
     options = options or MeasureOptions()
     device = analysis_device(device)
     for m in measures:

@@ -181,8 +181,7 @@ def summary_uncertainty(
 ) -> dict[str, float]:
     """SUMMARY_COLUMNS of a localisation map from its accumulator's per-minibatch terms (module docstring): the
     summary of each replicate map is `localisation_stats`'s (`localisation_cells` + `localisation_stats_of`), the
-    one definition the claims read. NaN with
-    fewer than 2 minibatches. `draws`: bootstrap resamples (default `replicates.BOOTSTRAP_DRAWS`)."""
+    one definition the claims read. NaN with fewer than 2 minibatches. `draws`: bootstrap resamples (default `replicates.BOOTSTRAP_DRAWS`)."""
     from seelike.claims.metrics import localisation_cells, localisation_stats_of
 
     # the cells the summary reads depend only on the layout and the constant flags: picked once
