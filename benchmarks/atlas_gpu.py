@@ -89,49 +89,44 @@ def peak_mib(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
 
 
-def bare_forward(
-    model, size: int, batch: int, n_images: int, device: torch.device
-) -> dict[str, Any]:
-    """images/s and peak memory of a plain forward at `batch` under exact fp32, after 2 warm-up batches."""
+def _rate(call, size: int, batch: int, n_images: int, device: torch.device) -> dict[str, Any]:
+    """images/s and peak memory of `call(x)` on random (batch, 3, size, size) input under inference mode and
+    exact fp32, timed over ⌈n_images / batch⌉ (≥ 2) batches after 2 warm-up batches."""
     from seelike.device import exact_fp32
 
     x = torch.randn(batch, 3, size, size, device=device)
     n_batches = max(2, -(-n_images // batch))
     with torch.inference_mode(), exact_fp32():
         for _ in range(2):
-            model(x)
+            call(x)
         sync(device)
         reset_peak(device)
         t0 = time.perf_counter()
         for _ in range(n_batches):
-            model(x)
+            call(x)
         sync(device)
         dt = time.perf_counter() - t0
     return {"img_s": n_batches * batch / dt, "peak_mib": peak_mib(device)}
 
 
+def bare_forward(
+    model, size: int, batch: int, n_images: int, device: torch.device
+) -> dict[str, Any]:
+    """A plain forward at `batch` (`_rate`): no hooks, no loader."""
+    return _rate(model, size, batch, n_images, device)
+
+
 def gram_pass(model, size: int, batch: int, n_images: int, device: torch.device) -> dict[str, Any]:
-    """images/s and peak memory of the cache's forward pass (hooks, every tap's exact-fp32 packed Gram, copied to
-    the host) on random input: the cache without its loader and files, at the same batch as `bare_forward`."""
-    from seelike.analyses.cache import (
-        _GramPass,
-    )  # the cache's own pass, so nothing here re-implements it
-    from seelike.device import exact_fp32
+    """The cache's forward pass (hooks, every tap's exact-fp32 packed Gram, copied to the host) on random input
+    (`_rate`): the cache without its loader and files, at the same batch as `bare_forward`."""
+    # the cache's own pass, so nothing here re-implements it
+    from seelike.analyses.cache import _GramPass
     from seelike.models.taps import discover_taps, record_taps
 
     taps = discover_taps(model)
     grams = _GramPass(model, taps, device)
-    x = torch.randn(batch, 3, size, size, device=device)
-    n_batches = max(2, -(-n_images // batch))
-    with record_taps(model, taps, grams.on_tap), torch.inference_mode(), exact_fp32():
-        for _ in range(2):
-            grams(x)
-        reset_peak(device)
-        t0 = time.perf_counter()
-        for _ in range(n_batches):
-            grams(x)  # ends with the copy to the host, so no sync is needed
-        dt = time.perf_counter() - t0
-    return {"img_s": n_batches * batch / dt, "peak_mib": peak_mib(device)}
+    with record_taps(model, taps, grams.on_tap):
+        return _rate(grams, size, batch, n_images, device)
 
 
 def loader_rate(
